@@ -1,0 +1,1 @@
+"""yolofleet: shared code of the inference node and the control plane."""
