@@ -17,6 +17,7 @@ def ensure_offline() -> None:
     if "ultralytics" in sys.modules and os.environ.get("YOLO_OFFLINE") != "true":
         raise RuntimeError("ultralytics was imported before yolofleet.offline.ensure_offline()")
     os.environ["YOLO_OFFLINE"] = "true"
+    os.environ["YOLO_AUTOINSTALL"] = "false"
     settings_dir = cache_dir() / "ultralytics"
     settings_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("YOLO_CONFIG_DIR", str(settings_dir))

@@ -1,0 +1,116 @@
+"""``NodeConfig``: everything a node is told at start, built from flags and environment once."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from inference_node.batcher import BatchLimits
+from inference_node.imaging import ImageLimits
+from yolofleet.paths import cache_dir
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GateConfig:
+    """Validation settings as configured (the calibration set is read at start-up)."""
+
+    pinned_classes: tuple[str, ...] | None = None
+    allow_class_change: bool = False
+    require_same_input_size: bool = False
+    calibration_dir: Path | None = None
+    latency_factor: float | None = 1.5
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeConfig:
+    """One node's settings, checked once in ``check()``."""
+
+    model_path: Path | None = None
+    model_name: str | None = None
+    watch: bool = False
+    watch_interval_s: float = 1.0
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_port: int | None = None
+    device: str = "auto"
+    batch: BatchLimits = field(default_factory=BatchLimits)
+    images: ImageLimits = field(default_factory=ImageLimits)
+    gates: GateConfig = field(default_factory=GateConfig)
+    min_swap_interval_s: float = 5.0
+    drain_timeout_s: float = 10.0
+    max_det_limit: int = 1000
+    artifact_cache: Path = field(default_factory=lambda: cache_dir() / "artifacts")
+
+    def check(self) -> NodeConfig:
+        """Raise ValueError with a sentence per problem; return self when all is well."""
+        problems = []
+        if self.watch and self.model_path is None:
+            problems.append("--watch needs --model")
+        if not 0 <= self.port <= 65535:
+            problems.append(f"port {self.port} is out of range")
+        if self.batch.max_size < 1 or self.batch.max_queue < 1 or self.batch.max_wait_s < 0:
+            problems.append("batch limits must be positive (max wait may be 0)")
+        if self.gates.latency_factor is not None and self.gates.latency_factor <= 0:
+            problems.append("latency factor must be positive")
+        if self.model_path is not None and not self.model_path.is_file():
+            problems.append(f"model file {self.model_path} does not exist")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="inference-node", description="Serve YOLO Detect over gRPC.")
+    p.add_argument("--model", type=Path, help="model file (.pt) to serve")
+    p.add_argument("--name", help="model name reported to clients (default: file stem)")
+    p.add_argument(
+        "--watch", action="store_true", help="hot-reload when the file's content changes"
+    )
+    p.add_argument("--host", default=env("YOLOFLEET_HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(env("YOLOFLEET_PORT", "50051")))
+    p.add_argument("--metrics-port", type=int, default=_opt_int(env("YOLOFLEET_METRICS_PORT")))
+    p.add_argument("--device", default=env("YOLOFLEET_DEVICE", "auto"), help="auto, cpu, cuda:N")
+    p.add_argument("--max-batch", type=int, default=int(env("YOLOFLEET_MAX_BATCH", "16")))
+    p.add_argument("--max-wait-ms", type=float, default=float(env("YOLOFLEET_MAX_WAIT_MS", "2")))
+    p.add_argument("--max-queue", type=int, default=int(env("YOLOFLEET_MAX_QUEUE", "256")))
+    p.add_argument("--max-pixels", type=int, default=ImageLimits().max_pixels)
+    p.add_argument("--min-swap-interval", type=float, default=5.0, help="seconds")
+    p.add_argument("--drain-timeout", type=float, default=10.0, help="seconds")
+    p.add_argument("--calibration-dir", type=Path, help="golden images + manifest.json")
+    p.add_argument("--classes", help="pin the class list, comma-separated")
+    p.add_argument("--allow-class-change", action="store_true")
+    p.add_argument("--latency-factor", type=float, default=1.5, help="0 turns the gate off")
+    return p
+
+
+def from_args(argv: Sequence[str] | None = None) -> NodeConfig:
+    args = parser().parse_args(argv)
+    return NodeConfig(
+        model_path=args.model,
+        model_name=args.name,
+        watch=args.watch,
+        host=args.host,
+        port=args.port,
+        metrics_port=args.metrics_port,
+        device=args.device,
+        batch=BatchLimits(
+            max_size=args.max_batch, max_wait_s=args.max_wait_ms / 1000, max_queue=args.max_queue
+        ),
+        images=ImageLimits(max_pixels=args.max_pixels),
+        gates=GateConfig(
+            pinned_classes=tuple(args.classes.split(",")) if args.classes else None,
+            allow_class_change=args.allow_class_change,
+            calibration_dir=args.calibration_dir,
+            latency_factor=args.latency_factor or None,
+        ),
+        min_swap_interval_s=args.min_swap_interval,
+        drain_timeout_s=args.drain_timeout,
+    ).check()
+
+
+def _opt_int(value: str | None) -> int | None:
+    return int(value) if value else None

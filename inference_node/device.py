@@ -1,0 +1,105 @@
+"""Device choice and the GPU telemetry seam (NVML on a GPU, nothing on the CPU)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceMemory:
+    """One sample of device memory and utilisation; ``available`` is False without NVML."""
+
+    available: bool
+    used_bytes: int = 0
+    total_bytes: int = 0
+    utilization_percent: int = 0
+
+
+NO_MEMORY_FIGURES = DeviceMemory(available=False)
+
+
+class GpuTelemetry(Protocol):
+    """Reads memory and utilisation of the pinned device."""
+
+    def sample(self) -> DeviceMemory: ...
+
+    def close(self) -> None: ...
+
+
+class NullTelemetry:
+    """Telemetry for devices NVML cannot see (the CPU, or a GPU without a driver library)."""
+
+    def sample(self) -> DeviceMemory:
+        return NO_MEMORY_FIGURES
+
+    def close(self) -> None:
+        return None
+
+
+class NvmlTelemetry:
+    """NVML figures for one GPU index."""
+
+    def __init__(self, index: int) -> None:
+        import pynvml
+
+        self._nvml = pynvml
+        pynvml.nvmlInit()
+        self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+
+    def sample(self) -> DeviceMemory:
+        try:
+            memory = self._nvml.nvmlDeviceGetMemoryInfo(self._handle)
+            rates = self._nvml.nvmlDeviceGetUtilizationRates(self._handle)
+        except self._nvml.NVMLError as exc:
+            logger.warning("nvml sample failed: %s", exc)
+            return NO_MEMORY_FIGURES
+        return DeviceMemory(
+            available=True,
+            used_bytes=int(memory.used),
+            total_bytes=int(memory.total),
+            utilization_percent=int(rates.gpu),
+        )
+
+    def close(self) -> None:
+        self._nvml.nvmlShutdown()
+
+
+def resolve_device(requested: str) -> str:
+    """Turn ``auto``/``cpu``/``cuda``/``cuda:N`` into a concrete device, or raise ValueError."""
+    if requested == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if requested == "cpu":
+        return "cpu"
+    if requested == "cuda" or requested.startswith("cuda:"):
+        index = int(requested.partition(":")[2] or 0)
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {requested} asked for, but no CUDA device is available")
+        if index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {requested} asked for, but only {torch.cuda.device_count()} GPUs exist"
+            )
+        return f"cuda:{index}"
+    raise ValueError(f"device {requested!r} is not one of auto, cpu, cuda, cuda:N")
+
+
+def telemetry_for(device: str) -> GpuTelemetry:
+    """NVML telemetry for a CUDA device when NVML loads, else the null telemetry."""
+    if not device.startswith("cuda"):
+        return NullTelemetry()
+    try:
+        return NvmlTelemetry(int(device.partition(":")[2] or 0))
+    except Exception as exc:  # pynvml raises its own NVMLError or OSError without a driver
+        logger.warning("device=%s nvml unavailable, no memory figures: %s", device, exc)
+        return NullTelemetry()
+
+
+def release_device_memory(device: str) -> None:
+    """Return cached allocator blocks to the driver after a model is freed (CUDA only)."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()

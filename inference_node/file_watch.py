@@ -1,0 +1,64 @@
+"""Standalone hot reload: swap in a model file whenever its *content* changes.
+
+A change is noticed by size/mtime, but acted on only when the file has stayed the same for
+one more poll (so a file still being written is not read half-way) and its sha256 differs
+from the last one requested. The loader then verifies that digest again before unpickling,
+so a file rewritten between the two reads is refused, never loaded half-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from inference_node.agent import SwapAgent
+from inference_node.loader import sha256_of_file
+from inference_node.model import ModelRef
+
+logger = logging.getLogger(__name__)
+
+
+class FileWatcher:
+    def __init__(self, path: Path, agent: SwapAgent, *, name: str, interval_s: float) -> None:
+        self._path = path
+        self._agent = agent
+        self._name = name
+        self._interval_s = interval_s
+        self._last_seen: tuple[int, int] | None = None
+        self._last_digest: str | None = None
+
+    def remember(self, ref: ModelRef) -> None:
+        """The digest already requested at start-up; only a different one triggers a swap."""
+        self._last_digest = ref.sha256
+        self._last_seen = self._stat()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            try:
+                self._poll()
+            except OSError as exc:
+                logger.warning("path=%s cannot be read, keeping current model: %s", self._path, exc)
+
+    def _poll(self) -> None:
+        seen = self._stat()
+        if seen is None or seen != self._last_seen:
+            self._last_seen = seen  # changed since the last poll: wait for it to settle
+            return
+        digest = sha256_of_file(self._path)
+        if digest == self._last_digest:
+            return
+        self._last_digest = digest
+        ref = ModelRef(
+            name=self._name, version=digest[:12], uri=self._path.resolve().as_uri(), sha256=digest
+        )
+        logger.info("path=%s content changed, requesting model=%s", self._path, ref)
+        self._agent.request(ref)
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            stat = self._path.stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_size, stat.st_mtime_ns

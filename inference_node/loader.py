@@ -1,0 +1,172 @@
+"""Turn a ``ModelRef`` into a warmed-up ``Detector`` on the pinned device.
+
+Fetch the artifact, check its sha256 and zip integrity *before* anything is unpickled, keep
+the verified bytes in a content-addressed cache, build the network, warm it up. Knows nothing
+of slots, batching or Consul.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import torch
+
+from inference_node.detector import TorchDetector
+from inference_node.errors import ArtifactError, DigestMismatch, LoadError
+from inference_node.model import Detector, DetectParams, ModelRef, ModelSpec
+
+logger = logging.getLogger(__name__)
+
+WARMUP_ROUNDS = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadReport:
+    """How a candidate's load went: durations and the memory its weights hold."""
+
+    fetch_s: float
+    build_s: float
+    warmup_s: float
+    weight_bytes: int
+
+
+def sha256_of_file(path: Path) -> str:
+    """Hex sha256 of a file's content."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ModelLoader:
+    """Loads verified artifacts onto one device, caching them by content digest."""
+
+    def __init__(self, *, device: str, cache_dir: Path, warmup_batch: int) -> None:
+        self._device = device
+        self._cache_dir = cache_dir
+        self._warmup_batch = warmup_batch
+        cache_dir.mkdir(parents=True, exist_ok=True)
+
+    def load(self, ref: ModelRef) -> tuple[Detector, LoadReport]:
+        """Fetch, verify, build and warm up ``ref``; raises a ``SwapError`` subclass on failure."""
+        started = time.perf_counter()
+        artifact = self.fetch_verified(ref)
+        fetched = time.perf_counter()
+        detector = self._build(ref, artifact)
+        built = time.perf_counter()
+        self._warm_up(ref, detector)
+        report = LoadReport(
+            fetch_s=fetched - started,
+            build_s=built - fetched,
+            warmup_s=time.perf_counter() - built,
+            weight_bytes=_weight_bytes(detector),
+        )
+        return detector, report
+
+    def fetch_verified(self, ref: ModelRef) -> Path:
+        """The cached artifact of ``ref``, fetched and verified on a cache miss."""
+        cached = self._cache_dir / f"{ref.sha256}.pt"
+        if cached.exists():
+            return cached
+        data = _read_artifact(ref)
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != ref.sha256:
+            raise DigestMismatch(
+                f"model {ref} refused: sha256 of {ref.uri} is {actual[:12]}…, "
+                f"expected {ref.sha256[:12]}…"
+            )
+        _check_zip_integrity(ref, data)
+        _write_atomically(cached, data)
+        return cached
+
+    def _build(self, ref: ModelRef, artifact: Path) -> TorchDetector:
+        from ultralytics import YOLO  # imported late: yolofleet.offline must run first
+
+        try:
+            yolo = YOLO(str(artifact), task=None)
+            module = yolo.model
+            assert isinstance(module, torch.nn.Module)
+            spec = ModelSpec(
+                class_names=tuple(yolo.names[i] for i in sorted(yolo.names)),
+                input_size=_input_size(getattr(module, "args", {})),
+                task=str(yolo.task),
+            )
+            module = module.fuse().eval().to(self._device)
+            if self._device.startswith("cuda"):
+                module = module.half()
+        except Exception as exc:  # unpickling and building raise anything; all mean "unusable"
+            raise LoadError(f"model {ref} could not be built from {artifact.name}: {exc}") from exc
+        return TorchDetector(module, spec=spec, device=self._device)
+
+    def _warm_up(self, ref: ModelRef, detector: Detector) -> None:
+        size = detector.spec.input_size
+        blank = np.zeros((size, size, 3), dtype=np.uint8)
+        try:
+            for batch in sorted({1, self._warmup_batch}):
+                for _ in range(WARMUP_ROUNDS):
+                    detector.detect([blank] * batch, [DetectParams()] * batch)
+        except Exception as exc:  # a model that cannot run a blank batch never goes live
+            detector.close()
+            raise LoadError(f"model {ref} failed its warm-up run: {exc}") from exc
+
+
+def _read_artifact(ref: ModelRef) -> bytes:
+    parsed = urlparse(ref.uri)
+    if parsed.scheme not in ("", "file"):
+        raise ArtifactError(f"model {ref}: artifact scheme {parsed.scheme!r} is not supported")
+    path = Path(unquote(parsed.path) if parsed.scheme == "file" else ref.uri)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"model {ref}: cannot read artifact {path}: {exc.strerror}") from exc
+
+
+def _check_zip_integrity(ref: ModelRef, data: bytes) -> None:
+    """A torch checkpoint is a zip: check every member's CRC before unpickling anything."""
+    import io
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise LoadError(f"model {ref} refused: artifact is not a valid checkpoint: {exc}") from exc
+    if broken is not None:
+        raise LoadError(f"model {ref} refused: checkpoint member {broken} is corrupt")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _input_size(args: object) -> int:
+    imgsz = args.get("imgsz", 640) if isinstance(args, dict) else 640
+    if isinstance(imgsz, list | tuple):
+        imgsz = max(imgsz)
+    return int(imgsz)
+
+
+def _weight_bytes(detector: Detector) -> int:
+    module = getattr(detector, "_module", None)
+    if not isinstance(module, torch.nn.Module):
+        return 0
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)

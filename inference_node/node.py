@@ -1,0 +1,195 @@
+"""``InferenceNode``: builds a node's parts from a ``NodeConfig`` and runs them on one loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from inference_node import validate
+from inference_node.agent import SwapAgent
+from inference_node.batcher import Batcher
+from inference_node.config import NodeConfig
+from inference_node.device import GpuTelemetry, resolve_device, telemetry_for
+from inference_node.health import INFERENCE_SERVICE, NodeHealth
+from inference_node.loader import ModelLoader, sha256_of_file
+from inference_node.metrics import NodeMetrics
+from inference_node.model import ModelRef
+from inference_node.server import ErrorInterceptor, InferenceServicer
+from inference_node.slot import Active, ModelSlot
+from inference_node.status import StatusSource
+from yolofleet.offline import ensure_offline
+from yolofleet.v1 import inference_pb2, inference_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+GRPC_OVERHEAD_BYTES = 1 << 20
+
+
+def ref_for_file(path: Path, *, name: str | None = None) -> ModelRef:
+    """A standalone node's reference to a model file: version is the digest's first 12 digits."""
+    digest = sha256_of_file(path)
+    return ModelRef(
+        name=name or path.stem, version=digest[:12], uri=path.resolve().as_uri(), sha256=digest
+    )
+
+
+class InferenceNode:
+    """One node: gRPC server, health, reflection, metrics, slot, batcher and swap agent."""
+
+    def __init__(self, config: NodeConfig, *, telemetry: GpuTelemetry | None = None) -> None:
+        ensure_offline()
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.metrics = NodeMetrics()
+        self.slot = ModelSlot()
+        self.health = NodeHealth()
+        self._telemetry = telemetry or telemetry_for(self.device)
+        self._device_executor = ThreadPoolExecutor(1, thread_name_prefix="device")
+        self._loader_executor = ThreadPoolExecutor(1, thread_name_prefix="loader")
+        self._decode_executor = ThreadPoolExecutor(2, thread_name_prefix="decode")
+        self._server: grpc.aio.Server | None = None
+        self._metrics_http: ThreadingHTTPServer | None = None
+        self.port = 0
+        self.metrics_port: int | None = None
+
+    async def start(self) -> None:
+        """Build the parts, bind the ports and start serving (NOT_SERVING until a model is live)."""
+        config = self.config
+        policy = _policy(config)
+        self.batcher = Batcher(
+            self.slot,
+            device_executor=self._device_executor,
+            decode_executor=self._decode_executor,
+            limits=config.batch,
+            metrics=self.metrics,
+        )
+        loader = ModelLoader(
+            device=self.device, cache_dir=config.artifact_cache, warmup_batch=config.batch.max_size
+        )
+        self.agent = SwapAgent(
+            self.slot,
+            loader,
+            loader_executor=self._loader_executor,
+            device_executor=self._device_executor,
+            policy=policy,
+            min_swap_interval_s=config.min_swap_interval_s,
+            metrics=self.metrics,
+            listeners=(self.health.on_swap, self._announce),
+        )
+        self.status = StatusSource(
+            self.slot, self.agent, self._telemetry, device=self.device,
+            pending=lambda: self.batcher.pending,
+        )  # fmt: skip
+        self.metrics.track(pending=lambda: self.batcher.pending, memory=self._telemetry.sample)
+        await self._start_grpc()
+        self._start_metrics_http()
+        await self.health.start()
+        self.batcher.start()
+        self.agent.start()
+        logger.info(
+            "node listening grpc=%s:%d metrics=%s device=%s",
+            config.host, self.port, self.metrics_port, self.device,
+        )  # fmt: skip
+
+    async def swap_to(self, ref: ModelRef) -> Active:
+        """Ask for ``ref`` and wait until it is live (or raise why it was refused)."""
+        return await self.agent.request(ref)
+
+    async def stop(self) -> None:
+        """Graceful stop: NOT_SERVING, refuse new work, finish queued work, free everything."""
+        self.status.draining = True
+        await self.health.draining()
+        drained = await self.batcher.drain(self.config.drain_timeout_s)
+        if not drained:
+            logger.warning("drain timed out after %.1fs", self.config.drain_timeout_s)
+        if self._server is not None:
+            await self._server.stop(grace=1.0)
+        await self.batcher.stop()
+        await self.agent.stop()
+        retired = self.slot.retire_all()
+        if retired is not None:
+            retired.detector.close()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+        for executor in (self._device_executor, self._loader_executor, self._decode_executor):
+            executor.shutdown(wait=True)
+        self._telemetry.close()
+        logger.info("node stopped drained=%s", drained)
+
+    async def _start_grpc(self) -> None:
+        config = self.config
+        max_message = config.images.max_bytes + GRPC_OVERHEAD_BYTES
+        server = grpc.aio.server(
+            interceptors=[ErrorInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", max_message),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        servicer = InferenceServicer(
+            self.batcher,
+            self.status,
+            limits=config.images,
+            max_det_limit=config.max_det_limit,
+            metrics=self.metrics,
+        )
+        inference_pb2_grpc.add_InferenceServicer_to_server(servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
+        services = (
+            inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name,
+            "grpc.health.v1.Health",
+            reflection.SERVICE_NAME,
+        )
+        reflection.enable_server_reflection(services, server)
+        self.port = server.add_insecure_port(f"{config.host}:{config.port}")
+        if self.port == 0:
+            raise OSError(f"could not bind gRPC port {config.host}:{config.port}")
+        await server.start()
+        self._server = server
+        assert services[0] == INFERENCE_SERVICE
+
+    def _start_metrics_http(self) -> None:
+        if self.config.metrics_port is None:
+            return
+        server, _thread = start_http_server(
+            self.config.metrics_port, addr=self.config.host, registry=self.metrics.registry
+        )
+        self._metrics_http = server
+        self.metrics_port = server.server_port
+
+    def _announce(self, active: Active) -> None:
+        if active.generation == 1:
+            logger.info(
+                "node serving model=%s grpc_port=%d metrics_port=%s device=%s",
+                active.ref, self.port, self.metrics_port, self.device,
+            )  # fmt: skip
+
+
+def _policy(config: NodeConfig) -> validate.ValidationPolicy:
+    gates = config.gates
+    calibration = (
+        validate.load_calibration_set(gates.calibration_dir, config.images)
+        if gates.calibration_dir is not None
+        else ()
+    )
+    return validate.ValidationPolicy(
+        pinned_classes=gates.pinned_classes,
+        allow_class_change=gates.allow_class_change,
+        require_same_input_size=gates.require_same_input_size,
+        calibration=calibration,
+        latency_factor=gates.latency_factor,
+    )
+
+
+async def wait_until_stopped(node: InferenceNode, stop: asyncio.Event) -> None:
+    await stop.wait()
+    await node.stop()

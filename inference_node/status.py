@@ -1,0 +1,73 @@
+"""``NodeSnapshot``: what a node reports about itself, gathered from slot, agent and device."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from inference_node.agent import AgentPhase, SwapAgent
+from inference_node.device import DeviceMemory, GpuTelemetry
+from inference_node.model import ModelRef
+from inference_node.slot import ModelSlot
+
+
+class SlotPhase(StrEnum):
+    EMPTY = "empty"
+    LOADING = "loading"
+    SERVING = "serving"
+    FAILED = "failed"
+    DRAINING = "draining"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeSnapshot:
+    active: ModelRef | None
+    phase: SlotPhase
+    generation: int
+    device: str
+    last_swap_unix: float
+    last_swap_duration_s: float
+    last_error: str
+    memory: DeviceMemory
+    pending: int
+    loading: ModelRef | None
+
+
+class StatusSource:
+    """Reads the node's parts into one snapshot; holds no state of its own but ``draining``."""
+
+    def __init__(
+        self,
+        slot: ModelSlot,
+        agent: SwapAgent,
+        telemetry: GpuTelemetry,
+        *,
+        device: str,
+        pending: Callable[[], int],
+    ) -> None:
+        self._slot = slot
+        self._agent = agent
+        self._telemetry = telemetry
+        self._device = device
+        self._pending = pending
+        self.draining = False
+
+    def snapshot(self) -> NodeSnapshot:
+        active = self._slot.active
+        agent = self._agent.status
+        return NodeSnapshot(
+            active=active.ref if active else None,
+            phase=SlotPhase.DRAINING if self.draining else SlotPhase(agent.phase.value),
+            generation=active.generation if active else 0,
+            device=self._device,
+            last_swap_unix=active.live_since if active else 0.0,
+            last_swap_duration_s=active.swap_duration_s if active else 0.0,
+            last_error=agent.last_error,
+            memory=self._telemetry.sample(),
+            pending=self._pending(),
+            loading=agent.loading,
+        )
+
+
+assert {phase.value for phase in AgentPhase} <= {phase.value for phase in SlotPhase}
