@@ -16,13 +16,14 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 import numpy as np
 
 from inference_node import validate
 from inference_node.device import release_device_memory
 from inference_node.errors import LoadError, Superseded, SwapError, ValidationFailed
-from inference_node.loader import LoadReport, ModelLoader
+from inference_node.loader import LoadReport
 from inference_node.metrics import NodeMetrics
 from inference_node.model import Detector, DetectParams, ModelRef
 from inference_node.slot import Active, ModelSlot
@@ -47,13 +48,19 @@ class AgentStatus:
 SwapListener = Callable[[Active], None]
 
 
+class Loader(Protocol):
+    """Fetches, verifies, builds and warms up a model (``loader.ModelLoader`` in production)."""
+
+    def load(self, ref: ModelRef) -> tuple[Detector, LoadReport]: ...
+
+
 class SwapAgent:
     """Owns every change of the slot's model."""
 
     def __init__(
         self,
         slot: ModelSlot,
-        loader: ModelLoader,
+        loader: Loader,
         *,
         loader_executor: Executor,
         device_executor: Executor,
@@ -61,6 +68,7 @@ class SwapAgent:
         min_swap_interval_s: float,
         metrics: NodeMetrics,
         listeners: tuple[SwapListener, ...] = (),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._slot = slot
         self._loader = loader
@@ -70,6 +78,7 @@ class SwapAgent:
         self._min_interval_s = min_swap_interval_s
         self._metrics = metrics
         self._listeners = listeners
+        self._clock = clock
         self._desired: ModelRef | None = None
         self._failed: ModelRef | None = None
         self._previous: ModelRef | None = None
@@ -135,7 +144,7 @@ class SwapAgent:
         """Wait out the minimum swap interval; True when a newer request arrived meanwhile."""
         if self._previous is not None and _same_model(self._previous, ref):
             return False
-        remaining = self._last_swap_at + self._min_interval_s - time.monotonic()
+        remaining = self._last_swap_at + self._min_interval_s - self._clock()
         if remaining <= 0:
             return False
         logger.info("model=%s held %.1fs by the minimum swap interval", ref, remaining)
@@ -219,7 +228,7 @@ class SwapAgent:
         active = self._slot.active
         assert active is not None
         self._previous = old.ref if old else None
-        self._last_swap_at = time.monotonic()
+        self._last_swap_at = self._clock()
         self._phase, self._last_error = AgentPhase.SERVING, ""
         self._metrics.went_live(
             ref,

@@ -92,6 +92,16 @@ class Batcher:
         self._worker: asyncio.Task[None] | None = None
 
     @property
+    def running(self) -> int:
+        """Requests in the batch on the device right now."""
+        return self._running
+
+    @property
+    def queued(self) -> int:
+        """Requests decoded and waiting for a batch."""
+        return len(self._queue)
+
+    @property
     def pending(self) -> int:
         """Requests decoding, queued or running."""
         return self._arriving + len(self._queue) + self._running

@@ -63,6 +63,11 @@ class TorchDetector:
             self._postprocess(predictions[i], placements[i], params[i]) for i in range(len(images))
         ]
 
+    def weight_bytes(self) -> int:
+        """Bytes held by the network's parameters and buffers on its device."""
+        tensors = [*self._module.parameters(), *self._module.buffers()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
     def close(self) -> None:
         """Drop the module's tensors; the caller releases the device cache afterwards."""
         self._module.to("cpu")

@@ -69,7 +69,7 @@ class ModelLoader:
             fetch_s=fetched - started,
             build_s=built - fetched,
             warmup_s=time.perf_counter() - built,
-            weight_bytes=_weight_bytes(detector),
+            weight_bytes=detector.weight_bytes(),
         )
         return detector, report
 
@@ -162,11 +162,3 @@ def _input_size(args: object) -> int:
     if isinstance(imgsz, list | tuple):
         imgsz = max(imgsz)
     return int(imgsz)
-
-
-def _weight_bytes(detector: Detector) -> int:
-    module = getattr(detector, "_module", None)
-    if not isinstance(module, torch.nn.Module):
-        return 0
-    tensors = [*module.parameters(), *module.buffers()]
-    return sum(t.numel() * t.element_size() for t in tensors)

@@ -1,0 +1,96 @@
+"""Fakes for pure-logic unit tests: a detector and a loader that never touch torch."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from inference_node.errors import LoadError
+from inference_node.loader import LoadReport
+from inference_node.model import Detection, DetectParams, Image, ModelRef, ModelSpec
+
+SHAPES = ("circle", "square", "triangle")
+
+
+def make_ref(name: str, digit: str = "a", *, version: str = "") -> ModelRef:
+    return ModelRef(
+        name=name, version=version or digit * 6, uri=f"fake://{name}", sha256=digit * 64
+    )
+
+
+class FakeDetector:
+    """Returns ``detections_per_image`` boxes of class 0 after ``delay_s``, recording batches."""
+
+    def __init__(
+        self,
+        *,
+        spec: ModelSpec | None = None,
+        delay_s: float = 0.0,
+        detections_per_image: int = 1,
+        gate: threading.Event | None = None,
+    ) -> None:
+        self._spec = spec or ModelSpec(class_names=SHAPES, input_size=160, task="detect")
+        self.delay_s = delay_s
+        self.detections_per_image = detections_per_image
+        self.gate = gate
+        self.batches: list[int] = []
+        self.closed = False
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self._spec
+
+    @property
+    def device(self) -> str:
+        return "cpu"
+
+    def detect(
+        self, images: Sequence[Image], params: Sequence[DetectParams]
+    ) -> list[list[Detection]]:
+        if self.closed:
+            raise RuntimeError("detector used after close")
+        if self.gate is not None:
+            self.gate.wait(10)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        self.batches.append(len(images))
+        box = Detection(x1=1, y1=2, x2=3, y2=4, confidence=0.9, class_id=0, class_name="circle")
+        return [[box] * self.detections_per_image for _ in images]
+
+    def weight_bytes(self) -> int:
+        return 1000
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class FakeLoader:
+    """Hands out prepared detectors by model name; records how many loads ran at once."""
+
+    detectors: dict[str, FakeDetector]
+    fail: dict[str, str] = field(default_factory=dict)
+    gate: threading.Event | None = None
+    loads: list[str] = field(default_factory=list)
+    running: int = 0
+    most_at_once: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def load(self, ref: ModelRef) -> tuple[FakeDetector, LoadReport]:
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            if self.gate is not None:
+                self.gate.wait(10)
+            self.loads.append(ref.name)
+            if ref.name in self.fail:
+                raise LoadError(self.fail[ref.name])
+            detector = self.detectors[ref.name]
+            detector.closed = False
+            return detector, LoadReport(fetch_s=0, build_s=0, warmup_s=0, weight_bytes=1000)
+        finally:
+            with self.lock:
+                self.running -= 1

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from inference_node.batcher import Batcher, BatchLimits, DetectRequest
+from inference_node.errors import Draining, ModelNotFound, NoModelLoaded, Overloaded
+from inference_node.loader import LoadReport
+from inference_node.metrics import NodeMetrics
+from inference_node.model import DetectParams
+from inference_node.slot import ModelSlot
+from tests.fakes import FakeDetector, make_ref
+
+REPORT = LoadReport(fetch_s=0, build_s=0, warmup_s=0, weight_bytes=0)
+IMAGE = np.zeros((8, 8, 3), dtype=np.uint8)
+
+
+def request(model_name: str = "") -> DetectRequest:
+    return DetectRequest(image=IMAGE, params=DetectParams(), model_name=model_name)
+
+
+@pytest.fixture
+async def parts() -> AsyncIterator[tuple[ModelSlot, Batcher]]:
+    device = ThreadPoolExecutor(1)
+    decode = ThreadPoolExecutor(2)
+    slot = ModelSlot()
+    batcher = Batcher(
+        slot,
+        device_executor=device,
+        decode_executor=decode,
+        limits=BatchLimits(max_size=4, max_wait_s=0.0, max_queue=8),
+        metrics=NodeMetrics(),
+    )
+    batcher.start()
+    yield slot, batcher
+    await batcher.stop()
+    device.shutdown()
+    decode.shutdown()
+
+
+async def test_submit_without_model_is_unavailable(parts: tuple[ModelSlot, Batcher]) -> None:
+    _, batcher = parts
+
+    with pytest.raises(NoModelLoaded):
+        await batcher.submit(request)
+
+
+async def test_batches_respect_max_size_and_never_mix_models(
+    parts: tuple[ModelSlot, Batcher],
+) -> None:
+    slot, batcher = parts
+    gate = threading.Event()
+    first = FakeDetector(gate=gate)
+    second = FakeDetector()
+    slot.swap(make_ref("m", "1"), first, load=REPORT, started_at=0)
+    blocked = asyncio.ensure_future(batcher.submit(request))
+    await _until(lambda: batcher.pending == 1 and not batcher.queued)
+    queued = [asyncio.ensure_future(batcher.submit(request)) for _ in range(6)]
+    await _until(lambda: batcher.queued == 6)
+
+    slot.swap(make_ref("m", "2"), second, load=REPORT, started_at=0)
+    gate.set()
+    results = await asyncio.gather(blocked, *queued)
+
+    assert results[0].generation == 1
+    assert {r.generation for r in results[1:]} == {2}
+    assert first.batches == [1]
+    assert second.batches == [4, 2]
+
+
+async def test_full_queue_is_refused_with_overloaded(parts: tuple[ModelSlot, Batcher]) -> None:
+    slot, batcher = parts
+    gate = threading.Event()
+    slot.swap(make_ref("m"), FakeDetector(gate=gate), load=REPORT, started_at=0)
+    running = asyncio.ensure_future(batcher.submit(request))
+    await _until(lambda: batcher.pending == 1 and not batcher.queued)
+    queued = [asyncio.ensure_future(batcher.submit(request)) for _ in range(8)]
+    await _until(lambda: batcher.queued == 8)
+
+    with pytest.raises(Overloaded):
+        await batcher.submit(request)
+
+    gate.set()
+    assert len(await asyncio.gather(running, *queued)) == 9
+
+
+async def test_request_for_another_model_is_not_found(parts: tuple[ModelSlot, Batcher]) -> None:
+    slot, batcher = parts
+    slot.swap(make_ref("shapes"), FakeDetector(), load=REPORT, started_at=0)
+
+    with pytest.raises(ModelNotFound, match="'other' is not served here"):
+        await batcher.submit(lambda: request("other"))
+    result = await batcher.submit(lambda: request("shapes"))
+
+    assert result.ref.name == "shapes"
+
+
+async def test_lone_request_runs_without_waiting_for_partners() -> None:
+    device, decode = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
+    slot = ModelSlot()
+    slot.swap(make_ref("m"), FakeDetector(), load=REPORT, started_at=0)
+    batcher = Batcher(
+        slot,
+        device_executor=device,
+        decode_executor=decode,
+        limits=BatchLimits(max_size=16, max_wait_s=30.0, max_queue=8),
+        metrics=NodeMetrics(),
+    )
+    batcher.start()
+
+    result = await asyncio.wait_for(batcher.submit(request), 5)
+
+    assert result.batch_size == 1
+    await batcher.stop()
+    device.shutdown()
+    decode.shutdown()
+
+
+async def test_drain_finishes_queued_work_then_refuses(parts: tuple[ModelSlot, Batcher]) -> None:
+    slot, batcher = parts
+    slot.swap(make_ref("m"), FakeDetector(delay_s=0.05), load=REPORT, started_at=0)
+    queued = [asyncio.ensure_future(batcher.submit(request)) for _ in range(5)]
+    await _until(lambda: batcher.pending == 5)
+
+    drained = await batcher.drain(5)
+
+    assert drained
+    assert all(task.done() and task.exception() is None for task in queued)
+    with pytest.raises(Draining):
+        await batcher.submit(request)
+
+
+async def _until(condition: object, timeout_s: float = 5.0) -> None:
+    assert callable(condition)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(0.005)

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference_node.errors import InvalidImage
+from inference_node.imaging import ImageLimits, decode_image
+
+LIMITS = ImageLimits(max_bytes=1 << 20, max_pixels=1_000_000)
+
+
+def encode(array: np.ndarray, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims ``width`` x ``height`` but carries almost no pixel data."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    body = struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    idat = zlib.compress(b"\x00" * 16)
+    data_chunk = b"IDAT" + idat
+    body += struct.pack(">I", len(idat)) + data_chunk + struct.pack(">I", zlib.crc32(data_chunk))
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP"])
+def test_supported_formats_decode_to_rgb(fmt: str) -> None:
+    array = np.full((12, 20, 3), 200, dtype=np.uint8)
+
+    decoded = decode_image(encode(array, fmt), LIMITS)
+
+    assert decoded.shape == (12, 20, 3)
+    assert decoded.dtype == np.uint8
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        pytest.param(b"", "empty", id="empty"),
+        pytest.param(b"not an image at all", "not a recognised image", id="garbage"),
+        pytest.param(b"GIF89a" + b"\x00" * 40, "not a recognised image", id="gif-unsupported"),
+        pytest.param(png_header_only(5000, 5000), "over the limit", id="decompression-bomb"),
+        pytest.param(b"x" * (2 << 20), "over the limit of", id="too-many-bytes"),
+    ],
+)
+def test_bad_bytes_are_refused_with_a_reason(data: bytes, message: str) -> None:
+    with pytest.raises(InvalidImage, match=message):
+        decode_image(data, LIMITS)
+
+
+def test_truncated_jpeg_is_refused() -> None:
+    rng = np.random.default_rng(1)
+    data = encode(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), "JPEG")
+
+    with pytest.raises(InvalidImage, match=r"could not be decoded|could not be read"):
+        decode_image(data[: len(data) // 2], LIMITS)
+
+
+def test_zero_size_image_is_refused() -> None:
+    with pytest.raises(InvalidImage):
+        decode_image(png_header_only(0, 10), LIMITS)
+
+
+def test_sixteen_bit_grayscale_is_scaled_to_eight_bit_rgb() -> None:
+    wide = np.full((10, 10), 65535, dtype=np.uint16)
+    wide[0, 0] = 0
+    buffer = io.BytesIO()
+    Image.fromarray(wide).save(buffer, "PNG")
+
+    decoded = decode_image(buffer.getvalue(), LIMITS)
+
+    assert decoded.shape == (10, 10, 3)
+    assert decoded[5, 5].tolist() == [255, 255, 255]
+    assert decoded[0, 0].tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P"])
+def test_grayscale_alpha_and_palette_are_converted(mode: str) -> None:
+    picture = Image.new(mode, (9, 7))
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+
+    decoded = decode_image(buffer.getvalue(), LIMITS)
+
+    assert decoded.shape == (7, 9, 3)

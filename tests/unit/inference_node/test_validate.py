@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inference_node import validate
+from inference_node.errors import ValidationFailed
+from inference_node.model import ModelSpec
+from tests.fakes import SHAPES, FakeDetector, make_ref
+
+REF = make_ref("cand")
+SPEC = ModelSpec(class_names=SHAPES, input_size=160, task="detect")
+
+
+@pytest.mark.parametrize(
+    ("candidate", "incumbent", "policy", "refused"),
+    [
+        pytest.param(SPEC, SPEC, validate.ValidationPolicy(), False, id="same-classes"),
+        pytest.param(SPEC, None, validate.ValidationPolicy(), False, id="first-model"),
+        pytest.param(
+            ModelSpec(class_names=("a", "b"), input_size=160, task="detect"),
+            SPEC, validate.ValidationPolicy(), True, id="changed-classes-refused",
+        ),
+        pytest.param(
+            ModelSpec(class_names=("a", "b"), input_size=160, task="detect"),
+            SPEC, validate.ValidationPolicy(allow_class_change=True), False, id="change-allowed",
+        ),
+        pytest.param(
+            SPEC, None, validate.ValidationPolicy(pinned_classes=("x",)), True, id="pinned",
+        ),
+    ],
+)  # fmt: skip
+def test_class_gate(
+    candidate: ModelSpec,
+    incumbent: ModelSpec | None,
+    policy: validate.ValidationPolicy,
+    refused: bool,
+) -> None:
+    if refused:
+        with pytest.raises(ValidationFailed) as caught:
+            validate.check_classes(REF, candidate, incumbent=incumbent, policy=policy)
+        assert caught.value.gate == "classes"
+    else:
+        assert validate.check_classes(REF, candidate, incumbent=incumbent, policy=policy).passed
+
+
+@pytest.mark.parametrize(
+    ("candidate", "policy", "message"),
+    [
+        pytest.param(
+            ModelSpec(class_names=SHAPES, input_size=160, task="segment"),
+            validate.ValidationPolicy(), "task 'segment'", id="wrong-task",
+        ),
+        pytest.param(
+            ModelSpec(class_names=SHAPES, input_size=100, task="detect"),
+            validate.ValidationPolicy(), "multiple of 32", id="odd-size",
+        ),
+        pytest.param(
+            ModelSpec(class_names=SHAPES, input_size=320, task="detect"),
+            validate.ValidationPolicy(require_same_input_size=True), "differs", id="size-pinned",
+        ),
+    ],
+)  # fmt: skip
+def test_compat_gate_refuses(
+    candidate: ModelSpec, policy: validate.ValidationPolicy, message: str
+) -> None:
+    with pytest.raises(ValidationFailed, match=message):
+        validate.check_compat(REF, candidate, incumbent=SPEC, policy=policy)
+
+
+def test_calibration_gate_counts_detections_per_image() -> None:
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    cases = (validate.CalibrationCase(name="three.png", image=image, min_detections=3),)
+    policy = validate.ValidationPolicy(calibration=cases)
+
+    passed = validate.check_calibration(REF, FakeDetector(detections_per_image=3), policy)
+    with pytest.raises(
+        ValidationFailed, match=r"2 detections on calibration/three.png \(expected >= 3\)"
+    ):
+        validate.check_calibration(REF, FakeDetector(detections_per_image=2), policy)
+
+    assert passed.passed
+
+
+@pytest.mark.parametrize(
+    ("candidate_ms", "incumbent_ms", "refused"),
+    [
+        pytest.param([10.0, 11.0, 12.0], [10.0, 10.0, 10.0], False, id="similar"),
+        pytest.param([16.0, 15.5, 30.0], [10.0, 10.0, 10.0], True, id="over-1.5x"),
+        pytest.param([14.0, 14.9, 100.0], [10.0, 10.0, 10.0], False, id="median-ignores-outlier"),
+    ],
+)
+def test_latency_gate_compares_medians(
+    candidate_ms: list[float], incumbent_ms: list[float], refused: bool
+) -> None:
+    policy = validate.ValidationPolicy(latency_factor=1.5)
+
+    if refused:
+        with pytest.raises(ValidationFailed, match="too slow"):
+            validate.check_latency(
+                REF, candidate_ms=candidate_ms, incumbent_ms=incumbent_ms, policy=policy
+            )
+    else:
+        result = validate.check_latency(
+            REF, candidate_ms=candidate_ms, incumbent_ms=incumbent_ms, policy=policy
+        )
+        assert result.passed
