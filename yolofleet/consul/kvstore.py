@@ -1,0 +1,371 @@
+"""The dev server's state store: the KV table and sessions behind one raft-like index.
+
+Pure state, no HTTP. One lock guards everything and its condition wakes blocking queries on
+every write. Every write that changes something takes the next value of a single global index;
+writes that change nothing (a PUT of the same value, a failed CAS, a refused lock) take none.
+
+Blocking reads follow Consul's loop: answer at once when the reported index already exceeds
+``min_index``; otherwise wait until the key (or something under the prefix) is written or
+deleted and answer if the index now exceeds ``min_index``, or answer as things stand when the
+timeout runs out. Reported indexes are never below 1.
+
+Sessions: a TTL session is invalidated at TTL plus a grace of TTL/10 (at most 1 s) after its last
+renew. Consul promises only "not before TTL" and may take up to 2x TTL; the short grace keeps
+tests quick while a client renewing at TTL/2 never loses its session. Invalidation (expiry or
+destroy) releases or deletes the session's keys at one new index and arms each key's lock-delay,
+during which acquires of that key are refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from yolofleet.consul.kvtable import KVTable
+from yolofleet.consul.model import KVPair, SessionBehavior, SessionInfo
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_SESSION_TTL = 86400.0
+MAX_LOCK_DELAY = 60.0
+FIRST_INDEX = 1
+"""The index of a fresh store; its first write takes 2 (Consul never hands out index 1)."""
+
+
+class StoreError(Exception):
+    """A write the store refuses; the HTTP layer answers 500 with it, as Consul does for RPCs."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreImage:
+    """Everything the store persists: indexes, entries, tombstones and sessions."""
+
+    index: int
+    kv_index: int
+    session_index: int
+    entries: tuple[KVPair, ...]
+    tombstones: tuple[tuple[str, int], ...]
+    sessions: tuple[SessionInfo, ...]
+
+
+def ttl_grace(ttl: float) -> float:
+    """How long past its TTL an unrenewed session lives on."""
+    return min(ttl / 10, 1.0)
+
+
+class KVStore:
+    """Consul's KV and session state for one dev server process; safe to share across threads."""
+
+    def __init__(
+        self,
+        *,
+        image: StoreImage | None = None,
+        min_session_ttl: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._clock = clock
+        self._on_change = on_change
+        self._min_ttl = min_session_ttl
+        self._closed = False
+        self._index = max(image.index, FIRST_INDEX) if image else FIRST_INDEX
+        self._kv = KVTable(
+            self._next_index,
+            entries=image.entries if image else (),
+            tombstones=image.tombstones if image else (),
+            index=image.kv_index if image else 0,
+        )
+        self._session_index = image.session_index if image else 0
+        self._sessions: dict[str, SessionInfo] = {}
+        self._deadlines: dict[str, float] = {}
+        self._lock_delays: dict[str, float] = {}
+        for info in image.sessions if image else ():
+            # Like a newly elected Consul leader, give every restored session a full TTL.
+            self._sessions[info.id] = info
+            self._arm(info)
+
+    def dump(self) -> StoreImage:
+        """A consistent copy of the persistent state (lock delays and TTL timers are not)."""
+        with self._cond:
+            entries, tombstones = self._kv.snapshot()
+            return StoreImage(
+                index=self._index,
+                kv_index=self._kv.index,
+                session_index=self._session_index,
+                entries=entries,
+                tombstones=tombstones,
+                sessions=tuple(self._sessions.values()),
+            )
+
+    def close(self) -> None:
+        """Make every blocking query answer now; used when the server stops."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    # ---- KV reads ----------------------------------------------------------------------
+
+    def get(
+        self, key: str, *, min_index: int = 0, timeout: float = 0.0
+    ) -> tuple[int, KVPair | None]:
+        """Read one key, blocking while its index is <= ``min_index`` (up to ``timeout``)."""
+        return self._blocking(
+            lambda: (self._kv.key_index(key), self._kv.get(key)),
+            lambda: self._kv.key_version(key),
+            min_index=min_index,
+            timeout=timeout,
+        )
+
+    def list(
+        self, prefix: str, *, min_index: int = 0, timeout: float = 0.0
+    ) -> tuple[int, tuple[KVPair, ...]]:
+        """Read every entry under ``prefix``, sorted by key, blocking like :meth:`get`."""
+        return self._blocking(
+            lambda: (self._kv.prefix_index(prefix), self._kv.under(prefix)),
+            lambda: self._kv.prefix_version(prefix),
+            min_index=min_index,
+            timeout=timeout,
+        )
+
+    def keys(
+        self, prefix: str, *, separator: str = "", min_index: int = 0, timeout: float = 0.0
+    ) -> tuple[int, tuple[str, ...]]:
+        """List keys under ``prefix``, each cut after the first ``separator`` past the prefix."""
+        index, entries = self.list(prefix, min_index=min_index, timeout=timeout)
+        folded: list[str] = []
+        for entry in entries:
+            cut = entry.key.find(separator, len(prefix)) if separator else -1
+            key = entry.key if cut < 0 else entry.key[: cut + len(separator)]
+            if not folded or folded[-1] != key:
+                folded.append(key)
+        return index, tuple(folded)
+
+    def _blocking(
+        self,
+        query: Callable[[], tuple[int, T]],
+        version: Callable[[], int],
+        *,
+        min_index: int,
+        timeout: float,
+    ) -> tuple[int, T]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                self._expire_due()
+                index, result = query()
+                if min_index <= 0 or max(index, 1) > min_index or self._closed:
+                    return max(index, 1), result
+                seen = version()
+                while version() == seen:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._closed:
+                        index, result = query()
+                        return max(index, 1), result
+                    self._cond.wait(remaining)
+
+    # ---- KV writes ---------------------------------------------------------------------
+
+    def put(self, key: str, value: bytes, *, flags: int = 0) -> bool:
+        """Set a key, keeping any lock on it; always succeeds."""
+        with self._cond:
+            self._wrote(self._kv.set(key, value, flags=flags))
+            return True
+
+    def cas(self, key: str, value: bytes, *, index: int, flags: int = 0) -> bool:
+        """Set a key only if its ModifyIndex equals ``index`` (0: only if it does not exist)."""
+        with self._cond:
+            existing = self._kv.get(key)
+            if (existing.modify_index if existing else 0) != index:
+                return False
+            self._wrote(self._kv.set(key, value, flags=flags))
+            return True
+
+    def acquire(self, key: str, value: bytes, *, session: str, flags: int = 0) -> bool:
+        """Lock and write a key for ``session``; ``False`` if held by another or lock-delayed."""
+        with self._cond:
+            self._expire_due()
+            if self._lock_delays.get(key, 0.0) > self._clock():
+                logger.debug("acquire refused key=%s reason=lock-delay", key)
+                return False
+            if not session:
+                raise StoreError("missing session")
+            if session not in self._sessions:
+                raise StoreError(f'invalid session "{session}"')
+            existing = self._kv.get(key)
+            if existing is not None and existing.session not in (None, session):
+                return False
+            lock_index = existing.lock_index if existing else 0
+            if existing is None or existing.session is None:
+                lock_index += 1
+            changed = self._kv.set(key, value, flags=flags, session=session, lock_index=lock_index)
+            self._wrote(changed)
+            return True
+
+    def release(self, key: str, value: bytes, *, session: str, flags: int = 0) -> bool:
+        """Unlock and write a key held by ``session``; ``False`` if it is not the holder."""
+        with self._cond:
+            if not session:
+                raise StoreError("missing session")
+            existing = self._kv.get(key)
+            if existing is None or existing.session != session:
+                return False
+            self._wrote(self._kv.set(key, value, flags=flags, session=None))
+            return True
+
+    def delete(self, key: str) -> bool:
+        """Delete one key, locked or not (as Consul does); always succeeds."""
+        with self._cond:
+            self._delete((key,))
+            return True
+
+    def delete_cas(self, key: str, *, index: int) -> bool:
+        """Delete a key only if its ModifyIndex equals ``index``; a missing key counts as done."""
+        with self._cond:
+            existing = self._kv.get(key)
+            if existing is not None and existing.modify_index != index:
+                return False
+            self._delete((key,))
+            return True
+
+    def delete_tree(self, prefix: str) -> bool:
+        """Delete every key under ``prefix`` at one index; always succeeds."""
+        with self._cond:
+            self._delete(tuple(entry.key for entry in self._kv.under(prefix)))
+            return True
+
+    def _delete(self, keys: tuple[str, ...]) -> None:
+        if any(self._kv.get(key) for key in keys):
+            self._wrote(self._kv.remove(keys, self._next_index()))
+
+    def _next_index(self) -> int:
+        self._index += 1
+        return self._index
+
+    def _wrote(self, changed: bool) -> None:
+        if changed:
+            self._cond.notify_all()
+            if self._on_change is not None:
+                self._on_change()
+
+    # ---- sessions ----------------------------------------------------------------------
+
+    def create_session(
+        self,
+        *,
+        name: str,
+        node: str,
+        behavior: SessionBehavior,
+        ttl: float | None,
+        lock_delay: float,
+    ) -> SessionInfo:
+        """Create a session; refuse a TTL outside [min_session_ttl, 24h] or a bad lock delay."""
+        if ttl is not None and not self._min_ttl <= ttl <= MAX_SESSION_TTL:
+            raise StoreError(
+                f"Invalid Session TTL '{ttl:g}s', must be between "
+                f"[{self._min_ttl:g}s={MAX_SESSION_TTL:g}s]"
+            )
+        if not 0 <= lock_delay <= MAX_LOCK_DELAY:
+            raise StoreError(f"Lock delay must be between 0s and {MAX_LOCK_DELAY:g}s")
+        with self._cond:
+            index = self._next_index()
+            info = SessionInfo(
+                id=str(uuid.uuid4()),
+                name=name,
+                node=node,
+                behavior=behavior,
+                ttl=ttl,
+                lock_delay=lock_delay,
+                create_index=index,
+                modify_index=index,
+            )
+            self._sessions[info.id] = info
+            self._session_index = index
+            self._arm(info)
+            self._wrote(True)
+            return info
+
+    def renew_session(self, session_id: str) -> SessionInfo | None:
+        """Restart a session's TTL; ``None`` when the session does not exist (any more)."""
+        with self._cond:
+            self._expire_due()
+            info = self._sessions.get(session_id)
+            if info is not None:
+                self._arm(info)
+            return info
+
+    def destroy_session(self, session_id: str) -> None:
+        """Invalidate a session now; destroying an unknown session is not an error."""
+        with self._cond:
+            self._expire_due()
+            if session_id in self._sessions:
+                self._invalidate(session_id, reason="destroyed")
+
+    def session_info(
+        self, session_id: str, *, min_index: int = 0, timeout: float = 0.0
+    ) -> tuple[int, SessionInfo | None]:
+        """One session (``None`` if unknown), blocking on the sessions table's index."""
+        return self._blocking(
+            lambda: (self._session_index, self._sessions.get(session_id)),
+            lambda: self._session_index,
+            min_index=min_index,
+            timeout=timeout,
+        )
+
+    def list_sessions(
+        self, *, min_index: int = 0, timeout: float = 0.0
+    ) -> tuple[int, tuple[SessionInfo, ...]]:
+        """Every live session, oldest first, blocking on the sessions table's index."""
+        return self._blocking(
+            lambda: (self._session_index, tuple(self._sessions.values())),
+            lambda: self._session_index,
+            min_index=min_index,
+            timeout=timeout,
+        )
+
+    def expire_sessions(self) -> int:
+        """Invalidate every session whose TTL has run out; returns how many."""
+        with self._cond:
+            return self._expire_due()
+
+    def _arm(self, info: SessionInfo) -> None:
+        if info.ttl:
+            self._deadlines[info.id] = self._clock() + info.ttl + ttl_grace(info.ttl)
+
+    def _expire_due(self) -> int:
+        now = self._clock()
+        expired = [sid for sid, deadline in self._deadlines.items() if deadline <= now]
+        for session_id in expired:
+            self._invalidate(session_id, reason="ttl expired")
+        for key in [key for key, until in self._lock_delays.items() if until <= now]:
+            del self._lock_delays[key]
+        return len(expired)
+
+    def _invalidate(self, session_id: str, *, reason: str) -> None:
+        info = self._sessions.pop(session_id)
+        self._deadlines.pop(session_id, None)
+        index = self._next_index()
+        self._session_index = index
+        held = self._kv.held_by(session_id)
+        if info.behavior is SessionBehavior.DELETE:
+            self._kv.remove(held, index)
+        else:
+            self._kv.unlock(held, index)
+        if info.lock_delay > 0:
+            self._lock_delays.update(dict.fromkeys(held, self._clock() + info.lock_delay))
+        logger.info(
+            "session id=%s name=%s invalidated reason=%s behavior=%s keys=%d",
+            session_id,
+            info.name,
+            reason,
+            info.behavior,
+            len(held),
+        )
+        self._wrote(True)
