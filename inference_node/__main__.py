@@ -10,33 +10,53 @@ from collections.abc import Sequence
 
 from inference_node.config import NodeConfig, from_args
 from inference_node.file_watch import FileWatcher
+from inference_node.fleet import ConsulCatalog, FleetLink
 from inference_node.node import InferenceNode, ref_for_file
+from yolofleet.consul import ConsulClient, ConsulSettings
+from yolofleet.keys import KeyLayout
 
 logger = logging.getLogger("inference_node")
 
 
 async def serve(config: NodeConfig) -> None:
-    node = InferenceNode(config)
+    client = None
+    catalog = None
+    if config.fleet is not None:
+        client = ConsulClient(ConsulSettings.from_address(config.fleet.consul))
+        catalog = ConsulCatalog(client, KeyLayout(config.fleet.key_prefix))
+    node = InferenceNode(config, catalog=catalog)
     await node.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    watcher_task = None
-    if config.model_path is not None:
-        ref = ref_for_file(config.model_path, name=config.model_name)
-        node.agent.request(ref)
-        if config.watch:
-            watcher = FileWatcher(
-                config.model_path, node.agent, name=ref.name, interval_s=config.watch_interval_s
-            )
-            watcher.remember(ref)
-            watcher_task = asyncio.create_task(watcher.run())
+    link = None
+    if client is not None and config.fleet is not None:
+        link = FleetLink(node, client, config.fleet)
+        link.start()
+    watcher_task = _serve_file(node, config)
     await stop.wait()
     logger.info("stop signal received, draining")
     if watcher_task is not None:
         watcher_task.cancel()
+    if link is not None:
+        await link.close()
     await node.stop()
+
+
+def _serve_file(node: InferenceNode, config: NodeConfig) -> asyncio.Task[None] | None:
+    """Standalone mode: serve ``--model``, and with ``--watch`` reload it when it changes."""
+    if config.model_path is None:
+        return None
+    ref = ref_for_file(config.model_path, name=config.model_name)
+    node.agent.request(ref)
+    if not config.watch:
+        return None
+    watcher = FileWatcher(
+        config.model_path, node.agent, name=ref.name, interval_s=config.watch_interval_s
+    )
+    watcher.remember(ref)
+    return asyncio.create_task(watcher.run(), name="file-watch")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

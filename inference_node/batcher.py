@@ -1,10 +1,15 @@
 """The node's request queue and its single inference worker.
 
 Requests are decoded on a small thread pool, queued, and cut into batches of at most
-``max_size``. The worker leases the slot *once per batch* and runs the whole batch on the
-device thread, so no batch mixes two models and nothing but that thread runs the live model.
-It waits up to ``max_wait_s`` for more requests only while some are known to be on their way
-(decoding); otherwise an idle worker starts at once, so a lone request pays no batching delay.
+``max_size``. A request with no model name, or naming the assigned model, runs on the slot; a
+request naming another model runs on the on-demand ``ModelCache`` (when the node has one),
+which loads it *before* the request is queued, so the worker never waits for a load. A batch
+holds requests for one model only: the oldest queued request picks the model, and later
+requests for other models keep their place in the queue. The worker leases the slot or the
+cache entry *once per batch* and runs the whole batch on the device thread, so no batch mixes
+two models and nothing but that thread runs a served model. It waits up to ``max_wait_s`` for
+more requests only while some are known to be on their way (decoding); otherwise an idle
+worker starts at once, so a lone request pays no batching delay.
 """
 
 from __future__ import annotations
@@ -17,12 +22,16 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-from inference_node.errors import Draining, ModelNotFound, NoModelLoaded, Overloaded
+from inference_node.errors import Draining, ModelNotFound, NodeError, NoModelLoaded, Overloaded
 from inference_node.metrics import NodeMetrics
-from inference_node.model import Detection, DetectParams, Image, ModelRef
+from inference_node.model import Detection, Detector, DetectParams, Image, ModelRef
+from inference_node.model_cache import ModelCache
 from inference_node.slot import Active, ModelSlot
 
 logger = logging.getLogger(__name__)
+
+SLOT = ""
+"""The route of requests answered by the slot's (assigned) model."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,7 +47,10 @@ class DetectRequest:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DetectResult:
-    """Detections and the model that produced them."""
+    """Detections and the model that produced them.
+
+    ``generation`` is the slot generation that answered, or 0 for a model from the cache.
+    """
 
     detections: tuple[Detection, ...]
     ref: ModelRef
@@ -66,7 +78,7 @@ class BatchLimits:
 
 
 class Batcher:
-    """Queues requests and runs them in batches on the device thread."""
+    """Queues requests and runs them in batches, one model per batch, on the device thread."""
 
     def __init__(
         self,
@@ -76,8 +88,10 @@ class Batcher:
         decode_executor: Executor,
         limits: BatchLimits,
         metrics: NodeMetrics,
+        cache: ModelCache | None = None,
     ) -> None:
         self._slot = slot
+        self._cache = cache
         self._device = device_executor
         self._decode = decode_executor
         self._limits = limits
@@ -85,8 +99,11 @@ class Batcher:
         self._queue: deque[Pending] = deque()
         self._has_work = asyncio.Event()
         self._arriving = 0
+        self._preparing = 0
         self._running = 0
+        self._in_flight = 0
         self._accepting = True
+        self._stopped = False
         self._idle = asyncio.Event()
         self._idle.set()
         self._worker: asyncio.Task[None] | None = None
@@ -103,32 +120,31 @@ class Batcher:
 
     @property
     def pending(self) -> int:
-        """Requests decoding, queued or running."""
-        return self._arriving + len(self._queue) + self._running
+        """Requests decoding, waiting for their model to load, queued or running."""
+        return self._arriving + self._preparing + len(self._queue) + self._running
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="batcher")
 
     async def submit(self, decode: Callable[[], DetectRequest]) -> DetectResult:
-        """Decode on the decode pool, queue, and wait for the batch that runs this request."""
+        """Decode on the decode pool, load the named model if needed, queue, and wait."""
         self._admit()
-        self._arriving += 1
+        self._in_flight += 1
         self._idle.clear()
         try:
-            request = await asyncio.get_running_loop().run_in_executor(self._decode, decode)
-        finally:
-            self._arriving -= 1
-        self._admit()
-        pending = Pending(request=request, future=asyncio.get_running_loop().create_future())
-        self._queue.append(pending)
-        self._has_work.set()
-        try:
+            request = await self._decode_request(decode)
+            await self._prepare_model(request.model_name)
+            self._check_room()
+            pending = Pending(request=request, future=asyncio.get_running_loop().create_future())
+            self._queue.append(pending)
+            self._has_work.set()
             return await pending.future
         finally:
+            self._in_flight -= 1
             self._settle_idle()
 
     async def drain(self, timeout_s: float) -> bool:
-        """Stop taking requests and wait for queued ones to finish; False on timeout."""
+        """Stop taking requests and wait until every request taken is answered; False on timeout."""
         self._accepting = False
         self._settle_idle()
         try:
@@ -138,6 +154,7 @@ class Batcher:
         return True
 
     async def stop(self) -> None:
+        self._accepting, self._stopped = False, True
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
@@ -151,33 +168,75 @@ class Batcher:
             raise Draining("node is shutting down")
         if self._slot.active is None:
             raise NoModelLoaded("no model is live on this node yet")
+        self._check_room()
+
+    def _check_room(self) -> None:
+        """Checked again once decoded: a request taken before a drain began still runs."""
+        if self._stopped:
+            raise Draining("node stopped before this request ran")
         if len(self._queue) >= self._limits.max_queue:
             raise Overloaded(f"request queue is full ({self._limits.max_queue} waiting)")
 
     def _settle_idle(self) -> None:
-        if self.pending == 0:
+        if self._in_flight == 0:
             self._idle.set()
+
+    async def _decode_request(self, decode: Callable[[], DetectRequest]) -> DetectRequest:
+        self._arriving += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._decode, decode)
+        finally:
+            self._arriving -= 1
+
+    async def _prepare_model(self, name: str) -> None:
+        """Load an on-demand model before its request is queued (refuse unknown ones)."""
+        if self._route(name) == SLOT:
+            return
+        if self._cache is None:
+            raise self._not_served(name)
+        if self._preparing + len(self._queue) >= self._limits.max_queue:
+            raise Overloaded(f"request queue is full ({self._limits.max_queue} waiting)")
+        self._preparing += 1
+        try:
+            await self._cache.ensure_loaded(name)
+        finally:
+            self._preparing -= 1
+
+    def _route(self, name: str) -> str:
+        """Which model answers a request naming ``name``: ``SLOT``, or a cached model's name."""
+        active = self._slot.active
+        if not name or (active is not None and name == active.ref.name):
+            return SLOT
+        return name
+
+    def _not_served(self, name: str) -> ModelNotFound:
+        active = self._slot.active
+        serving = active.ref.name if active is not None else "nothing yet"
+        return ModelNotFound(f"model {name!r} is not served here (serving {serving})")
 
     async def _run(self) -> None:
         while True:
-            batch = await self._next_batch()
+            route, batch = await self._next_batch()
             if not batch:
                 continue
             self._running = len(batch)
             try:
-                await self._run_batch(batch)
+                await self._run_batch(route, batch)
+            except NodeError as exc:  # e.g. the batch's model could not be loaded again
+                logger.warning("batch of %d for model=%s refused: %s", len(batch), route, exc)
+                _fail(batch, exc)
             except Exception as exc:  # loop boundary: fail this batch, keep serving
                 logger.error("batch of %d failed", len(batch), exc_info=True)
                 _fail(batch, exc)
             finally:
                 self._running = 0
-                self._settle_idle()
 
-    async def _next_batch(self) -> list[Pending]:
+    async def _next_batch(self) -> tuple[str, list[Pending]]:
         while not self._queue:
             self._has_work.clear()
             await self._has_work.wait()
-        batch = self._take_ready([])
+        route = self._route(self._queue[0].request.model_name)
+        batch = self._take_ready([], route)
         deadline = time.perf_counter() + self._limits.max_wait_s
         while len(batch) < self._limits.max_size and self._arriving:
             remaining = deadline - time.perf_counter()
@@ -188,62 +247,97 @@ class Batcher:
                 await asyncio.wait_for(self._has_work.wait(), remaining)
             except TimeoutError:
                 break
-            batch = self._take_ready(batch)
-        return [pending for pending in batch if not pending.future.done()]
+            batch = self._take_ready(batch, route)
+        return route, [pending for pending in batch if not pending.future.done()]
 
-    def _take_ready(self, batch: list[Pending]) -> list[Pending]:
+    def _take_ready(self, batch: list[Pending], route: str) -> list[Pending]:
+        """Move queued requests for ``route`` into ``batch``; the others keep their order."""
+        others: deque[Pending] = deque()
         while self._queue and len(batch) < self._limits.max_size:
-            batch.append(self._queue.popleft())
+            pending = self._queue.popleft()
+            same = self._route(pending.request.model_name) == route
+            (batch if same else others).append(pending)
+        others.extend(self._queue)
+        self._queue = others
         return batch
 
-    async def _run_batch(self, batch: list[Pending]) -> None:
-        loop = asyncio.get_running_loop()
+    async def _run_batch(self, route: str, batch: list[Pending]) -> None:
+        if route == SLOT:
+            await self._run_on_slot(batch)
+        elif self._cache is None:
+            _fail(batch, self._not_served(route))
+        else:
+            async with self._cache.lease(route) as model:
+                started, inference_s, found = await self._infer(model.detector, batch)
+            self._answer(
+                batch, found, ref=model.ref, generation=0, started=started, inference_s=inference_s
+            )
+
+    async def _run_on_slot(self, batch: list[Pending]) -> None:
         with self._slot.lease() as active:
-            runnable = self._refuse_other_models(batch, active)
+            runnable = self._requeue_moved(batch, active)
             if not runnable:
                 return
-            images = [pending.request.image for pending in runnable]
-            params = [pending.request.params for pending in runnable]
-            started = time.perf_counter()
-            found = await loop.run_in_executor(self._device, active.detector.detect, images, params)
-            inference_s = time.perf_counter() - started
-        self._metrics.observe_batch(len(runnable))
+            started, inference_s, found = await self._infer(active.detector, runnable)
+        self._answer(
+            runnable, found, ref=active.ref, generation=active.generation, started=started,
+            inference_s=inference_s,
+        )  # fmt: skip
+
+    def _requeue_moved(self, batch: list[Pending], active: Active) -> list[Pending]:
+        """Requests naming a model the slot stopped serving while the batch was cut go back."""
+        runnable: list[Pending] = []
+        moved: list[Pending] = []
+        for pending in batch:
+            wanted = pending.request.model_name
+            (moved if wanted and wanted != active.ref.name else runnable).append(pending)
+        if moved:
+            self._queue.extendleft(reversed(moved))
+            self._running -= len(moved)
+            self._has_work.set()
+        return runnable
+
+    async def _infer(
+        self, detector: Detector, batch: list[Pending]
+    ) -> tuple[float, float, list[list[Detection]]]:
+        """Run ``batch`` on the device thread: when it started, how long it took, what it found."""
+        images = [pending.request.image for pending in batch]
+        params = [pending.request.params for pending in batch]
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(self._device, detector.detect, images, params)
+        return started, time.perf_counter() - started, found
+
+    def _answer(
+        self,
+        batch: list[Pending],
+        found: list[list[Detection]],
+        *,
+        ref: ModelRef,
+        generation: int,
+        started: float,
+        inference_s: float,
+    ) -> None:
+        self._metrics.observe_batch(len(batch))
         logger.debug(
-            "batch size=%d generation=%d %.1fms",
-            len(runnable),
-            active.generation,
-            inference_s * 1000,
-        )
-        for pending, detections in zip(runnable, found, strict=True):
+            "batch size=%d model=%s generation=%d %.1fms",
+            len(batch), ref, generation, inference_s * 1000,
+        )  # fmt: skip
+        for pending, detections in zip(batch, found, strict=True):
             if not pending.future.done():
                 pending.future.set_result(
                     DetectResult(
                         detections=tuple(detections),
-                        ref=active.ref,
-                        generation=active.generation,
+                        ref=ref,
+                        generation=generation,
                         queue_s=started - pending.enqueued_at,
                         inference_s=inference_s,
-                        batch_size=len(runnable),
+                        batch_size=len(batch),
                         decode_s=pending.request.decode_s,
                         image_width=pending.request.image.shape[1],
                         image_height=pending.request.image.shape[0],
                     )
                 )
-
-    @staticmethod
-    def _refuse_other_models(batch: list[Pending], active: Active) -> list[Pending]:
-        runnable = []
-        for pending in batch:
-            wanted = pending.request.model_name
-            if wanted and wanted != active.ref.name:
-                pending.future.set_exception(
-                    ModelNotFound(
-                        f"model {wanted!r} is not served here (serving {active.ref.name})"
-                    )
-                )
-            else:
-                runnable.append(pending)
-        return runnable
 
 
 def _fail(batch: list[Pending], exc: Exception) -> None:

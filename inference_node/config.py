@@ -25,6 +25,18 @@ class GateConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FleetConfig:
+    """Fleet mode: the group this node belongs to and where Consul is."""
+
+    group: str
+    node_id: str
+    consul: str
+    key_prefix: str = "yolofleet/"
+    session_ttl_s: float = 10.0
+    advertise: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NodeConfig:
     """One node's settings, checked once in ``check()``."""
 
@@ -43,12 +55,19 @@ class NodeConfig:
     drain_timeout_s: float = 10.0
     max_det_limit: int = 1000
     artifact_cache: Path = field(default_factory=lambda: cache_dir() / "artifacts")
+    fleet: FleetConfig | None = None
+    allowed_models: frozenset[str] = frozenset()
+    model_memory_budget_bytes: int = 2 * 1024**3
+    local_models: tuple[tuple[str, Path], ...] = ()
+    """Standalone nodes' ``--allow-model NAME=PATH`` files (fleet nodes use the model registry)."""
 
     def check(self) -> NodeConfig:
         """Raise ValueError with a sentence per problem; return self when all is well."""
         problems = []
         if self.watch and self.model_path is None:
             problems.append("--watch needs --model")
+        if self.fleet is not None and self.model_path is not None:
+            problems.append("--model and --group are exclusive: the group's target picks the model")
         if not 0 <= self.port <= 65535:
             problems.append(f"port {self.port} is out of range")
         if self.batch.max_size < 1 or self.batch.max_queue < 1 or self.batch.max_wait_s < 0:
@@ -57,9 +76,33 @@ class NodeConfig:
             problems.append("latency factor must be positive")
         if self.model_path is not None and not self.model_path.is_file():
             problems.append(f"model file {self.model_path} does not exist")
+        problems.extend(self._on_demand_problems())
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _on_demand_problems(self) -> list[str]:
+        problems = []
+        if self.model_memory_budget_bytes <= 0:
+            problems.append(
+                f"model memory budget must be positive, got {self.model_memory_budget_bytes}"
+            )
+        if self.fleet is not None and self.local_models:
+            problems.append(
+                "--allow-model NAME=PATH is for standalone nodes: in fleet mode give "
+                "--allow-model NAME and register the model with the control plane"
+            )
+        if self.fleet is None:
+            without_file = self.allowed_models - {name for name, _ in self.local_models}
+            if without_file:
+                problems.append(
+                    f"--allow-model {', '.join(sorted(without_file))} needs a file on a "
+                    "standalone node: give it as NAME=PATH"
+                )
+        for name, path in self.local_models:
+            if not path.is_file():
+                problems.append(f"model file {path} for --allow-model {name} does not exist")
+        return problems
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,6 +113,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--watch", action="store_true", help="hot-reload when the file's content changes"
     )
+    p.add_argument("--watch-interval", type=float, default=1.0, help="seconds between polls")
     p.add_argument("--host", default=env("YOLOFLEET_HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(env("YOLOFLEET_PORT", "50051")))
     p.add_argument("--metrics-port", type=int, default=_opt_int(env("YOLOFLEET_METRICS_PORT")))
@@ -84,15 +128,34 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", help="pin the class list, comma-separated")
     p.add_argument("--allow-class-change", action="store_true")
     p.add_argument("--latency-factor", type=float, default=1.5, help="0 turns the gate off")
+    p.add_argument(
+        "--allow-model", action="append", default=[], metavar="NAME[=PATH]",
+        help="a model clients may name, loaded on demand (repeatable); "
+        "standalone nodes give its file as NAME=PATH",
+    )  # fmt: skip
+    p.add_argument(
+        "--model-memory-budget", type=int, metavar="BYTES",
+        default=int(env("YOLOFLEET_MODEL_MEMORY_BUDGET", str(2 * 1024**3))),
+        help="weight bytes the on-demand models may hold together (assigned model not counted)",
+    )  # fmt: skip
+    fleet = p.add_argument_group("fleet mode (the group's target in Consul picks the model)")
+    fleet.add_argument("--group", default=env("YOLOFLEET_GROUP"))
+    fleet.add_argument("--node-id", default=env("YOLOFLEET_NODE_ID"))
+    fleet.add_argument("--consul", default=env("CONSUL_HTTP_ADDR"), help="HOST:PORT or URL")
+    fleet.add_argument("--key-prefix", default=env("YOLOFLEET_KEY_PREFIX", "yolofleet/"))
+    fleet.add_argument("--session-ttl", type=float, default=10.0, help="seconds")
+    fleet.add_argument("--advertise", help="HOST:PORT others reach this node at")
     return p
 
 
 def from_args(argv: Sequence[str] | None = None) -> NodeConfig:
     args = parser().parse_args(argv)
+    allowed, local_models = _allowed_models(args.allow_model)
     return NodeConfig(
         model_path=args.model,
         model_name=args.name,
         watch=args.watch,
+        watch_interval_s=args.watch_interval,
         host=args.host,
         port=args.port,
         metrics_port=args.metrics_port,
@@ -109,7 +172,41 @@ def from_args(argv: Sequence[str] | None = None) -> NodeConfig:
         ),
         min_swap_interval_s=args.min_swap_interval,
         drain_timeout_s=args.drain_timeout,
+        fleet=_fleet(args),
+        allowed_models=allowed,
+        model_memory_budget_bytes=args.model_memory_budget,
+        local_models=local_models,
     ).check()
+
+
+def _allowed_models(values: Sequence[str]) -> tuple[frozenset[str], tuple[tuple[str, Path], ...]]:
+    """``--allow-model`` values (``NAME`` or ``NAME=PATH``) as names and local files."""
+    names: set[str] = set()
+    files: list[tuple[str, Path]] = []
+    for value in values:
+        name, has_path, path = value.partition("=")
+        if not name:
+            raise ValueError(f"--allow-model {value!r} needs a model name (NAME or NAME=PATH)")
+        names.add(name)
+        if has_path:
+            files.append((name, Path(path)))
+    return frozenset(names), tuple(files)
+
+
+def _fleet(args: argparse.Namespace) -> FleetConfig | None:
+    given = [args.group, args.node_id]
+    if not any(given):
+        return None
+    if not all(given) or not args.consul:
+        raise ValueError("fleet mode needs --group, --node-id and --consul (or CONSUL_HTTP_ADDR)")
+    return FleetConfig(
+        group=args.group,
+        node_id=args.node_id,
+        consul=args.consul,
+        key_prefix=args.key_prefix,
+        session_ttl_s=args.session_ttl,
+        advertise=args.advertise,
+    )
 
 
 def _opt_int(value: str | None) -> int | None:

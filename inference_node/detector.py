@@ -83,7 +83,7 @@ class TorchDetector:
             new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
             pad_x, pad_y = (size - new_w) / 2, (size - new_h) / 2
             left, top = round(pad_x - 0.1), round(pad_y - 0.1)
-            resized = image
+            resized: np.ndarray = image
             if (new_w, new_h) != (width, height):
                 resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
             canvas[index, top : top + new_h, left : left + new_w] = resized

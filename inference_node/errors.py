@@ -4,10 +4,13 @@ NodeError
 ├── RequestError                 the caller sent something we will not run
 │   ├── InvalidImage             bytes that are not a usable image
 │   ├── InvalidParameter         conf / iou / max_det / classes out of range
-│   └── ModelNotFound            the request names a model this node does not serve
+│   ├── ModelNotFound            the request names a model this node does not serve
+│   ├── ModelNotAllowed          the request names a model outside this node's allow-list
+│   └── ModelTooLarge            the requested model is larger than the whole model memory budget
 ├── Unavailable                  the node cannot take the request right now
 │   ├── NoModelLoaded            no model has gone live yet
-│   └── Draining                 the node is shutting down
+│   ├── Draining                 the node is shutting down
+│   └── ModelLoadFailed          an on-demand model failed to load; the next request retries
 ├── Overloaded                   the request queue is full
 └── SwapError                    a candidate model was refused; the old one keeps serving
     ├── ArtifactError            the model file cannot be read or fetched
@@ -42,6 +45,14 @@ class ModelNotFound(RequestError):
     """The request names a model this node does not serve."""
 
 
+class ModelNotAllowed(RequestError):
+    """The request names a model that is not on this node's allow-list for on-demand loading."""
+
+
+class ModelTooLarge(RequestError):
+    """The requested model's weights are larger than the node's whole model memory budget."""
+
+
 class Unavailable(NodeError):
     """The node cannot take requests right now; retrying elsewhere or later may work."""
 
@@ -52,6 +63,10 @@ class NoModelLoaded(Unavailable):
 
 class Draining(Unavailable):
     """The node is shutting down and takes no new requests."""
+
+
+class ModelLoadFailed(Unavailable):
+    """A model requested on demand could not be looked up or loaded; nothing was cached."""
 
 
 class Overloaded(NodeError):
@@ -93,6 +108,10 @@ def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
             return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
         case ModelNotFound():
             return grpc.StatusCode.NOT_FOUND, str(exc)
+        case ModelNotAllowed():
+            return grpc.StatusCode.PERMISSION_DENIED, str(exc)
+        case ModelTooLarge():
+            return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
         case Overloaded():
             return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
         case Unavailable():

@@ -1,8 +1,9 @@
 """Turn a ``ModelRef`` into a warmed-up ``Detector`` on the pinned device.
 
-Fetch the artifact, check its sha256 and zip integrity *before* anything is unpickled, keep
-the verified bytes in a content-addressed cache, build the network, warm it up. Knows nothing
-of slots, batching or Consul.
+Fetch the artifact (``file://``, ``http(s)://``, see :mod:`inference_node.artifacts`), check
+its sha256 and zip integrity *before* anything is unpickled, keep the verified file in a
+content-addressed cache (``<cache>/<sha256>.pt``; a cache hit fetches nothing), build the
+network, warm it up. Knows nothing of slots, batching or Consul.
 """
 
 from __future__ import annotations
@@ -10,16 +11,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
+import re
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 import torch
 
+from inference_node.artifacts import FetchLimits, StagedArtifact, shown_uri, stage_artifact
 from inference_node.detector import TorchDetector
 from inference_node.errors import ArtifactError, DigestMismatch, LoadError
 from inference_node.model import Detector, DetectParams, ModelRef, ModelSpec
@@ -27,6 +29,7 @@ from inference_node.model import Detector, DetectParams, ModelRef, ModelSpec
 logger = logging.getLogger(__name__)
 
 WARMUP_ROUNDS = 2
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,10 +54,18 @@ def sha256_of_file(path: Path) -> str:
 class ModelLoader:
     """Loads verified artifacts onto one device, caching them by content digest."""
 
-    def __init__(self, *, device: str, cache_dir: Path, warmup_batch: int) -> None:
+    def __init__(
+        self,
+        *,
+        device: str,
+        cache_dir: Path,
+        warmup_batch: int,
+        fetch_limits: FetchLimits | None = None,
+    ) -> None:
         self._device = device
         self._cache_dir = cache_dir
         self._warmup_batch = warmup_batch
+        self._fetch_limits = fetch_limits or FetchLimits()
         cache_dir.mkdir(parents=True, exist_ok=True)
 
     def load(self, ref: ModelRef) -> tuple[Detector, LoadReport]:
@@ -74,23 +85,31 @@ class ModelLoader:
         return detector, report
 
     def fetch_verified(self, ref: ModelRef) -> Path:
-        """The cached artifact of ``ref``, fetched and verified on a cache miss."""
+        """The cached artifact of ``ref``, fetched and verified on a cache miss.
+
+        Raises ``ArtifactError`` (cannot fetch), ``DigestMismatch`` or ``LoadError`` (not a
+        valid checkpoint); nothing enters the cache unless every check passed.
+        """
+        if not _SHA256.fullmatch(ref.sha256):
+            raise ArtifactError(
+                f"model {ref}: expected sha256 {ref.sha256!r} is not 64 lowercase hex digits"
+            )
         cached = self._cache_dir / f"{ref.sha256}.pt"
         if cached.exists():
+            logger.debug("artifact cache hit model=%s sha256=%s", ref, ref.sha256[:12])
             return cached
-        data = _read_artifact(ref)
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != ref.sha256:
-            raise DigestMismatch(
-                f"model {ref} refused: sha256 of {ref.uri} is {actual[:12]}…, "
-                f"expected {ref.sha256[:12]}…"
-            )
-        _check_zip_integrity(ref, data)
-        _write_atomically(cached, data)
+        staged = stage_artifact(ref, directory=self._cache_dir, limits=self._fetch_limits)
+        try:
+            _check_digest(ref, staged)
+            _check_zip_integrity(ref, staged.path)
+            os.replace(staged.path, cached)
+        except BaseException:
+            staged.path.unlink(missing_ok=True)
+            raise
         return cached
 
     def _build(self, ref: ModelRef, artifact: Path) -> TorchDetector:
-        from ultralytics import YOLO  # imported late: yolofleet.offline must run first
+        from ultralytics import YOLO  # type: ignore[attr-defined]  # late: offline mode first
 
         try:
             yolo = YOLO(str(artifact), task=None)
@@ -120,41 +139,23 @@ class ModelLoader:
             raise LoadError(f"model {ref} failed its warm-up run: {exc}") from exc
 
 
-def _read_artifact(ref: ModelRef) -> bytes:
-    parsed = urlparse(ref.uri)
-    if parsed.scheme not in ("", "file"):
-        raise ArtifactError(f"model {ref}: artifact scheme {parsed.scheme!r} is not supported")
-    path = Path(unquote(parsed.path) if parsed.scheme == "file" else ref.uri)
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ArtifactError(f"model {ref}: cannot read artifact {path}: {exc.strerror}") from exc
+def _check_digest(ref: ModelRef, staged: StagedArtifact) -> None:
+    if staged.sha256 != ref.sha256:
+        raise DigestMismatch(
+            f"model {ref} refused: sha256 of {shown_uri(ref.uri)} is {staged.sha256[:12]}…, "
+            f"expected {ref.sha256[:12]}…"
+        )
 
 
-def _check_zip_integrity(ref: ModelRef, data: bytes) -> None:
+def _check_zip_integrity(ref: ModelRef, path: Path) -> None:
     """A torch checkpoint is a zip: check every member's CRC before unpickling anything."""
-    import io
-
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        with zipfile.ZipFile(path) as archive:
             broken = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
         raise LoadError(f"model {ref} refused: artifact is not a valid checkpoint: {exc}") from exc
     if broken is not None:
         raise LoadError(f"model {ref} refused: checkpoint member {broken} is corrupt")
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def _input_size(args: object) -> int:

@@ -57,6 +57,30 @@ class NodeMetrics:
             "yolofleet_active_model", "1 for the model being served",
             ["name", "version", "sha256"], registry=r,
         )  # fmt: skip
+        self.cache_hits = Counter(
+            "yolofleet_model_cache_hits", "Requests whose on-demand model was loaded already",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.cache_misses = Counter(
+            "yolofleet_model_cache_misses", "Requests whose on-demand model had to be loaded",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.cache_loads = Counter(
+            "yolofleet_model_cache_loads", "On-demand models loaded", ["model"], registry=r
+        )
+        self.cache_evictions = Counter(
+            "yolofleet_model_cache_evictions", "On-demand models evicted to make room",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.cache_load_seconds = Histogram(
+            "yolofleet_model_cache_load_seconds", "On-demand model fetch+build+warm-up time",
+            buckets=LOAD_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.cache_bytes = Gauge(
+            "yolofleet_model_cache_bytes",
+            "Weight bytes held by on-demand models (the assigned model is not counted)",
+            registry=r,
+        )
         self.device_memory_used = Gauge(
             "yolofleet_device_memory_used_bytes", "Device memory in use (NVML)", registry=r
         )
@@ -91,3 +115,16 @@ class NodeMetrics:
 
     def swap_failed(self, stage: str) -> None:
         self.swap_failures.labels(stage).inc()
+
+    def cache_lookup(self, model: str, *, hit: bool) -> None:
+        (self.cache_hits if hit else self.cache_misses).labels(model).inc()
+
+    def cache_loaded(self, model: str, *, load_s: float) -> None:
+        self.cache_loads.labels(model).inc()
+        self.cache_load_seconds.observe(load_s)
+
+    def cache_evicted(self, model: str) -> None:
+        self.cache_evictions.labels(model).inc()
+
+    def cache_holds(self, held_bytes: int) -> None:
+        self.cache_bytes.set(held_bytes)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from http.server import ThreadingHTTPServer
 from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
@@ -16,12 +16,14 @@ from prometheus_client import start_http_server
 from inference_node import validate
 from inference_node.agent import SwapAgent
 from inference_node.batcher import Batcher
+from inference_node.catalog import ModelCatalog, StaticCatalog
 from inference_node.config import NodeConfig
 from inference_node.device import GpuTelemetry, resolve_device, telemetry_for
 from inference_node.health import INFERENCE_SERVICE, NodeHealth
 from inference_node.loader import ModelLoader, sha256_of_file
 from inference_node.metrics import NodeMetrics
 from inference_node.model import ModelRef
+from inference_node.model_cache import ModelCache
 from inference_node.server import ErrorInterceptor, InferenceServicer
 from inference_node.slot import Active, ModelSlot
 from inference_node.status import StatusSource
@@ -44,9 +46,17 @@ def ref_for_file(path: Path, *, name: str | None = None) -> ModelRef:
 class InferenceNode:
     """One node: gRPC server, health, reflection, metrics, slot, batcher and swap agent."""
 
-    def __init__(self, config: NodeConfig, *, telemetry: GpuTelemetry | None = None) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        telemetry: GpuTelemetry | None = None,
+        catalog: ModelCatalog | None = None,
+    ) -> None:
         ensure_offline()
         self.config = config
+        self._catalog = catalog if catalog is not None else _local_catalog(config)
+        self.cache: ModelCache | None = None
         self.device = resolve_device(config.device)
         self.metrics = NodeMetrics()
         self.slot = ModelSlot()
@@ -56,7 +66,7 @@ class InferenceNode:
         self._loader_executor = ThreadPoolExecutor(1, thread_name_prefix="loader")
         self._decode_executor = ThreadPoolExecutor(2, thread_name_prefix="decode")
         self._server: grpc.aio.Server | None = None
-        self._metrics_http: ThreadingHTTPServer | None = None
+        self._metrics_http: WSGIServer | None = None
         self.port = 0
         self.metrics_port: int | None = None
 
@@ -64,15 +74,17 @@ class InferenceNode:
         """Build the parts, bind the ports and start serving (NOT_SERVING until a model is live)."""
         config = self.config
         policy = _policy(config)
+        loader = ModelLoader(
+            device=self.device, cache_dir=config.artifact_cache, warmup_batch=config.batch.max_size
+        )
+        self.cache = self._model_cache(loader)
         self.batcher = Batcher(
             self.slot,
             device_executor=self._device_executor,
             decode_executor=self._decode_executor,
             limits=config.batch,
             metrics=self.metrics,
-        )
-        loader = ModelLoader(
-            device=self.device, cache_dir=config.artifact_cache, warmup_batch=config.batch.max_size
+            cache=self.cache,
         )
         self.agent = SwapAgent(
             self.slot,
@@ -114,6 +126,8 @@ class InferenceNode:
             await self._server.stop(grace=1.0)
         await self.batcher.stop()
         await self.agent.stop()
+        if self.cache is not None:
+            await self.cache.stop()
         retired = self.slot.retire_all()
         if retired is not None:
             retired.detector.close()
@@ -166,12 +180,39 @@ class InferenceNode:
         self._metrics_http = server
         self.metrics_port = server.server_port
 
+    def _model_cache(self, loader: ModelLoader) -> ModelCache | None:
+        """The on-demand cache, when the node has a catalog to find models in."""
+        if self._catalog is None:
+            if self.config.allowed_models:
+                logger.warning(
+                    "allowed models %s cannot be loaded: this node has no model catalog",
+                    ", ".join(sorted(self.config.allowed_models)),
+                )
+            return None
+        return ModelCache(
+            loader,
+            loader_executor=self._loader_executor,
+            catalog=self._catalog,
+            allowed=self.config.allowed_models,
+            budget_bytes=self.config.model_memory_budget_bytes,
+            metrics=self.metrics,
+        )
+
     def _announce(self, active: Active) -> None:
         if active.generation == 1:
             logger.info(
                 "node serving model=%s grpc_port=%d metrics_port=%s device=%s",
                 active.ref, self.port, self.metrics_port, self.device,
             )  # fmt: skip
+
+
+def _local_catalog(config: NodeConfig) -> StaticCatalog | None:
+    """A standalone node's ``--allow-model NAME=PATH`` files, as a catalog."""
+    if not config.local_models:
+        return None
+    return StaticCatalog(
+        {name: ref_for_file(path, name=name) for name, path in config.local_models}
+    )
 
 
 def _policy(config: NodeConfig) -> validate.ValidationPolicy:

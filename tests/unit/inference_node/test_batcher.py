@@ -4,17 +4,27 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pytest
 
 from inference_node.batcher import Batcher, BatchLimits, DetectRequest
-from inference_node.errors import Draining, ModelNotFound, NoModelLoaded, Overloaded
+from inference_node.catalog import StaticCatalog
+from inference_node.errors import (
+    Draining,
+    ModelNotAllowed,
+    ModelNotFound,
+    NoModelLoaded,
+    Overloaded,
+)
 from inference_node.loader import LoadReport
 from inference_node.metrics import NodeMetrics
 from inference_node.model import DetectParams
+from inference_node.model_cache import ModelCache
 from inference_node.slot import ModelSlot
-from tests.fakes import FakeDetector, make_ref
+from tests.fakes import FakeDetector, FakeLoader, make_ref
 
 REPORT = LoadReport(fetch_s=0, build_s=0, warmup_s=0, weight_bytes=0)
 IMAGE = np.zeros((8, 8, 3), dtype=np.uint8)
@@ -133,6 +143,140 @@ async def test_drain_finishes_queued_work_then_refuses(parts: tuple[ModelSlot, B
     assert all(task.done() and task.exception() is None for task in queued)
     with pytest.raises(Draining):
         await batcher.submit(request)
+
+
+@dataclass
+class WithCache:
+    slot: ModelSlot
+    batcher: Batcher
+    assigned: FakeDetector
+    loader: FakeLoader
+
+
+@pytest.fixture
+async def with_cache() -> AsyncIterator[WithCache]:
+    """A batcher serving "m" from the slot and allowed models "a" and "b" from a cache."""
+    device, decode, loading = ThreadPoolExecutor(1), ThreadPoolExecutor(2), ThreadPoolExecutor(1)
+    metrics = NodeMetrics()
+    loader = FakeLoader(detectors={"a": FakeDetector(), "b": FakeDetector()})
+    cache = ModelCache(
+        loader,
+        loader_executor=loading,
+        catalog=StaticCatalog({"a": make_ref("a", "1"), "b": make_ref("b", "2")}),
+        allowed=frozenset({"a", "b"}),
+        budget_bytes=10_000,
+        metrics=metrics,
+    )
+    slot = ModelSlot()
+    assigned = FakeDetector(gate=threading.Event())
+    slot.swap(make_ref("m", "9"), assigned, load=REPORT, started_at=0)
+    batcher = Batcher(
+        slot,
+        device_executor=device,
+        decode_executor=decode,
+        limits=BatchLimits(max_size=4, max_wait_s=0.0, max_queue=32),
+        metrics=metrics,
+        cache=cache,
+    )
+    batcher.start()
+    yield WithCache(slot=slot, batcher=batcher, assigned=assigned, loader=loader)
+    assert assigned.gate is not None
+    assigned.gate.set()
+    if loader.gate is not None:
+        loader.gate.set()
+    await batcher.stop()
+    await cache.stop()
+    for executor in (device, decode, loading):
+        executor.shutdown()
+
+
+async def test_batches_are_cut_per_model_and_never_mix_models(with_cache: WithCache) -> None:
+    parts = with_cache
+    await parts.batcher.submit(lambda: request("a"))
+    await parts.batcher.submit(lambda: request("b"))
+    blocked = asyncio.ensure_future(parts.batcher.submit(request))
+    await _until(lambda: parts.batcher.running == 1)
+    names = ["a", "", "b", "a", "m", "a", "b", "a", "", "a"]
+    queued = [asyncio.ensure_future(parts.batcher.submit(partial(request, n))) for n in names]
+    await _until(lambda: parts.batcher.queued == len(names))
+
+    assert parts.assigned.gate is not None
+    parts.assigned.gate.set()
+    await blocked
+    results = await asyncio.gather(*queued)
+
+    for name, result in zip(names, results, strict=True):
+        assert result.ref.name == (name or "m")
+    assert parts.assigned.batches == [1, 3]
+    assert parts.loader.detectors["a"].batches == [1, 4, 1]
+    assert parts.loader.detectors["b"].batches == [1, 2]
+    assert {r.generation for r in results if r.ref.name != "m"} == {0}
+
+
+async def test_first_requests_for_an_unloaded_model_share_one_load(
+    with_cache: WithCache,
+) -> None:
+    parts = with_cache
+    assert parts.assigned.gate is not None
+    parts.assigned.gate.set()
+    parts.loader.gate = threading.Event()
+    waiting = [asyncio.ensure_future(parts.batcher.submit(lambda: request("a"))) for _ in range(8)]
+    await _until(lambda: parts.loader.running == 1)
+
+    parts.loader.gate.set()
+    results = await asyncio.gather(*waiting)
+
+    assert parts.loader.loads == ["a"]
+    assert {result.ref.name for result in results} == {"a"}
+
+
+async def test_assigned_model_answers_while_another_model_loads(with_cache: WithCache) -> None:
+    parts = with_cache
+    assert parts.assigned.gate is not None
+    parts.assigned.gate.set()
+    parts.loader.gate = threading.Event()
+    loading = asyncio.ensure_future(parts.batcher.submit(lambda: request("a")))
+    await _until(lambda: parts.loader.running == 1)
+
+    result = await asyncio.wait_for(parts.batcher.submit(request), 5)
+
+    assert result.ref.name == "m"
+    assert not loading.done()
+    parts.loader.gate.set()
+    assert (await loading).ref.name == "a"
+
+
+async def test_model_not_on_the_allow_list_is_refused(with_cache: WithCache) -> None:
+    parts = with_cache
+    assert parts.assigned.gate is not None
+    parts.assigned.gate.set()
+
+    with pytest.raises(ModelNotAllowed, match="'other' is not allowed on this node"):
+        await parts.batcher.submit(lambda: request("other"))
+    result = await parts.batcher.submit(lambda: request("a"))
+
+    assert result.ref.name == "a"
+    assert parts.loader.loads == ["a"]
+
+
+async def test_requests_waiting_for_a_load_count_against_the_queue_limit(
+    with_cache: WithCache,
+) -> None:
+    parts = with_cache
+    parts.loader.gate = threading.Event()
+    waiting = [
+        asyncio.ensure_future(parts.batcher.submit(partial(request, "a"))) for _ in range(33)
+    ]
+    await _until(lambda: any(task.done() for task in waiting))
+
+    refused = [task for task in waiting if task.done()]
+    assert len(refused) == 1
+    assert isinstance(refused[0].exception(), Overloaded)
+    assert parts.assigned.gate is not None
+    parts.assigned.gate.set()
+    parts.loader.gate.set()
+    results = await asyncio.gather(*(task for task in waiting if task not in refused))
+    assert {result.ref.name for result in results} == {"a"}
 
 
 async def _until(condition: object, timeout_s: float = 5.0) -> None:

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -10,6 +8,7 @@ from PIL import Image
 
 from inference_node.errors import InvalidImage
 from inference_node.imaging import ImageLimits, decode_image
+from tests.images import png_claiming
 
 LIMITS = ImageLimits(max_bytes=1 << 20, max_pixels=1_000_000)
 
@@ -18,17 +17,6 @@ def encode(array: np.ndarray, fmt: str) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, fmt)
     return buffer.getvalue()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose IHDR claims ``width`` x ``height`` but carries almost no pixel data."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = b"IHDR" + ihdr
-    body = struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
-    idat = zlib.compress(b"\x00" * 16)
-    data_chunk = b"IDAT" + idat
-    body += struct.pack(">I", len(idat)) + data_chunk + struct.pack(">I", zlib.crc32(data_chunk))
-    return b"\x89PNG\r\n\x1a\n" + body
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP"])
@@ -47,7 +35,7 @@ def test_supported_formats_decode_to_rgb(fmt: str) -> None:
         pytest.param(b"", "empty", id="empty"),
         pytest.param(b"not an image at all", "not a recognised image", id="garbage"),
         pytest.param(b"GIF89a" + b"\x00" * 40, "not a recognised image", id="gif-unsupported"),
-        pytest.param(png_header_only(5000, 5000), "over the limit", id="decompression-bomb"),
+        pytest.param(png_claiming(5000, 5000), "over the limit", id="decompression-bomb"),
         pytest.param(b"x" * (2 << 20), "over the limit of", id="too-many-bytes"),
     ],
 )
@@ -66,7 +54,7 @@ def test_truncated_jpeg_is_refused() -> None:
 
 def test_zero_size_image_is_refused() -> None:
     with pytest.raises(InvalidImage):
-        decode_image(png_header_only(0, 10), LIMITS)
+        decode_image(png_claiming(0, 10), LIMITS)
 
 
 def test_sixteen_bit_grayscale_is_scaled_to_eight_bit_rgb() -> None:

@@ -1,0 +1,58 @@
+"""Errors the control plane raises on purpose.
+
+ControlPlaneError
+├── RequestRefused           what the operator asked for cannot be done as asked
+│   ├── SpecInvalid          the rollout request is malformed (steps, canary percent, thresholds)
+│   ├── RolloutConflict      a rollout is already running in the group
+│   ├── ModelUnknown         the model is not in the registry
+│   ├── GroupUnknown         no such group, or none of its nodes is live to pick canaries from
+│   └── NothingToDo          nothing would change (no rollout running, model already stable)
+└── BackendError             the control plane could not reach its own dependencies
+    ├── StoreConflict        a check-and-set write lost to a concurrent writer; re-read and retry
+    └── NodeUnreachable      a node's Status RPC failed or timed out
+
+``RequestRefused`` errors go back to the operator as they are; ``BackendError`` errors are
+retried by the controller on its next tick.
+"""
+
+from __future__ import annotations
+
+
+class ControlPlaneError(Exception):
+    """Base of every error the control plane raises on purpose."""
+
+
+class RequestRefused(ControlPlaneError):
+    """What the operator asked for cannot be done as asked; the message says why."""
+
+
+class SpecInvalid(RequestRefused):
+    """The rollout request is malformed: bad steps, canary percent or thresholds."""
+
+
+class RolloutConflict(RequestRefused):
+    """A rollout is already running in the group; promote or abort it first."""
+
+
+class ModelUnknown(RequestRefused):
+    """The named model is not in the registry."""
+
+
+class GroupUnknown(RequestRefused):
+    """No such group, or a canary rollout found none of the group's nodes live."""
+
+
+class NothingToDo(RequestRefused):
+    """The request would change nothing: no rollout to promote or abort, model already stable."""
+
+
+class BackendError(ControlPlaneError):
+    """The control plane could not reach the store or a node; retrying may work."""
+
+
+class StoreConflict(BackendError):
+    """A check-and-set write lost to a concurrent writer; re-read the key and try again."""
+
+
+class NodeUnreachable(BackendError):
+    """A node's Status RPC failed or timed out."""

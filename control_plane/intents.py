@@ -1,0 +1,92 @@
+"""What the operator's intents do to a rollout, and which of them apply in which phase."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import assert_never
+
+from control_plane import moves
+from control_plane.errors import NothingToDo, RolloutConflict
+from control_plane.fleet import FleetView
+from control_plane.spec import RolloutSpec
+from control_plane.state import GroupState, Intent, Phase
+
+
+def check_intent(state: GroupState, intent: Intent) -> None:
+    """Raises ``NothingToDo`` (or ``RolloutConflict``) when ``step`` would ignore ``intent``,
+    so the service can refuse it with a sentence instead of recording it.
+    """
+    phase, group = state.phase, state.group
+    match intent:
+        case Intent.UNDO:
+            if phase.running:
+                raise RolloutConflict(f"group {group} is rolling out; abort it instead of undo")
+            if state.previous_stable is None or state.previous_stable == state.stable:
+                raise NothingToDo(f"group {group} has no previous stable model to go back to")
+        case Intent.PAUSE | Intent.PROMOTE | Intent.PROMOTE_FULL | Intent.ABORT:
+            if not phase.running:
+                raise NothingToDo(f"group {group} has no rollout running (phase {phase})")
+            if intent is Intent.PAUSE and phase in (Phase.PAUSED, Phase.DEPLOYING):
+                raise NothingToDo(f"group {group} cannot be paused while {phase}")
+        case Intent.RESUME:
+            if phase is not Phase.PAUSED:
+                raise NothingToDo(f"group {group} is not paused (phase {phase})")
+        case _:
+            assert_never(intent)
+
+
+def obey(
+    state: GroupState, spec: RolloutSpec, fleet: FleetView, intent: Intent, now: float
+) -> GroupState | None:
+    """The state after ``intent``, or None when it does not apply in this phase."""
+    at = moves.step_label(state, spec)
+    deploying = state.phase is Phase.DEPLOYING
+    match intent:
+        case Intent.PAUSE:
+            if deploying or state.phase is Phase.PAUSED:
+                return None
+            why = f"paused by the operator while {state.phase} at {at}"
+            return replace(state, phase=Phase.PAUSED, phase_since=now, reason=why)
+        case Intent.RESUME:
+            if state.phase is not Phase.PAUSED:
+                return None
+            return moves.enter_step(
+                state, spec, fleet, index=state.step_index, now=now, why="resumed"
+            )
+        case Intent.PROMOTE if not deploying:
+            return moves.advance(state, spec, fleet, now, why=f"promoted by the operator at {at}")
+        case Intent.PROMOTE | Intent.PROMOTE_FULL:
+            return moves.complete(state, spec, now, why=f"fully promoted by the operator at {at}")
+        case Intent.ABORT:
+            back = moves.stable_before(state) or "no model"
+            why = f"aborted by the operator at {at}; every node goes back to {back}"
+            return moves.finish(
+                state,
+                target=spec.target,
+                started_at=spec.created,
+                phase=Phase.ABORTED,
+                stable=moves.stable_before(state),
+                reason=why,
+                now=now,
+            )
+        case Intent.UNDO:
+            return None
+        case _:
+            assert_never(intent)
+
+
+def undo(state: GroupState, now: float) -> GroupState:
+    """Makes the previous stable model stable again (a second undo swaps back)."""
+    back, undone = state.previous_stable, state.stable
+    if back is None or back == undone:
+        return state
+    return moves.finish(
+        replace(state, canary=None, canary_nodes=()),
+        target=back,
+        started_at=now,
+        phase=Phase.ROLLED_BACK,
+        stable=back,
+        previous_stable=undone,
+        reason=f"undone by the operator: stable {undone} -> {back}",
+        now=now,
+    )

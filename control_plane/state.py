@@ -1,0 +1,141 @@
+"""A group's rollout state (``GroupState``), its ``Phase``s and the operator's ``Intent``s.
+
+Phases, and the moves ``rollout.begin`` / ``rollout.step`` make between them::
+
+              begin (no stable yet)
+    IDLE ─────────────────────────▶ DEPLOYING ──every live node serves it──▶ COMPLETED
+      │  begin                                                                  ▲
+      ▼                                                       PASS, last step   │
+    PROGRESSING ──every canary serves target──▶ HOLDING ──hold_s──▶ ANALYZING ──┘
+      ▲                                                              │  PASS: next step
+      └──────────────────────────────────────────────────────────────┘
+
+    from                         on                                   to
+    settled (IDLE, COMPLETED,    begin, no stable model yet           DEPLOYING
+      ROLLED_BACK, ABORTED)      begin                                PROGRESSING, step 1
+                                 UNDO                                 ROLLED_BACK to the previous
+    DEPLOYING                    every live node serves the target    COMPLETED
+                                 a node failed to load it / deadline  ROLLED_BACK to no model
+    PROGRESSING                  every canary serves the target       HOLDING; analysis window opens
+                                 report deadline                      ROLLED_BACK
+    HOLDING                      hold over and PASS                   next step, or COMPLETED
+                                 hold over, no baseline node live     PAUSED
+                                 hold over otherwise                  ANALYZING
+    ANALYZING                    PASS                                 next step, or COMPLETED
+                                 still inconclusive at the deadline   PAUSED
+    HOLDING, ANALYZING           canary left or stopped serving       PROGRESSING; lost replaced
+    running, except DEPLOYING    a canary failed to load the target   ROLLED_BACK
+                                 FAIL or ERROR verdict                ROLLED_BACK
+    running                      PAUSE (not DEPLOYING)                PAUSED
+                                 RESUME (from PAUSED)                 PROGRESSING, same step
+                                 PROMOTE                              next step, or COMPLETED
+                                 PROMOTE_FULL                         COMPLETED
+                                 ABORT                                ABORTED
+                                 stored spec missing or mismatched    ABORTED
+
+"Next step" is PROGRESSING at the next step's share. ROLLED_BACK and ABORTED clear the canary;
+COMPLETED makes the target stable and remembers the old stable for UNDO.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import assert_never
+
+from control_plane.analysis import CheckResult
+
+HISTORY_LIMIT = 20
+
+
+class Phase(StrEnum):
+    IDLE = "idle"
+    """No rollout has run; ``stable`` (if any) serves everywhere."""
+    DEPLOYING = "deploying"
+    """The group's first model goes to every node at once; waiting for them to report it."""
+    PROGRESSING = "progressing"
+    """The step's canary nodes are set; waiting for each of them to report the target."""
+    HOLDING = "holding"
+    """Every canary serves the target; letting traffic build up for the step's ``hold_s``."""
+    ANALYZING = "analyzing"
+    """The hold is over; waiting for a conclusive verdict until the analysis deadline."""
+    PAUSED = "paused"
+    """Stopped by the operator or an inconclusive analysis; canaries keep serving."""
+    COMPLETED = "completed"
+    """The target became stable."""
+    ROLLED_BACK = "rolled_back"
+    """A failure (or an undo) sent every node back to ``stable``."""
+    ABORTED = "aborted"
+    """The operator stopped the rollout; every node went back to ``stable``."""
+
+    @property
+    def running(self) -> bool:
+        """True while a rollout is under way (a second ``begin`` is a conflict)."""
+        match self:
+            case Phase.IDLE | Phase.COMPLETED | Phase.ROLLED_BACK | Phase.ABORTED:
+                return False
+            case (
+                Phase.DEPLOYING | Phase.PROGRESSING | Phase.HOLDING | Phase.ANALYZING | Phase.PAUSED
+            ):
+                return True
+            case _:
+                assert_never(self)
+
+
+class Intent(StrEnum):
+    """What an operator asked the running rollout to do; applied on the controller's next tick."""
+
+    PAUSE = "pause"
+    RESUME = "resume"
+    PROMOTE = "promote"
+    """Skip the rest of this step: go to the next step (the last one completes)."""
+    PROMOTE_FULL = "promote_full"
+    """Skip every remaining step: the target becomes stable now."""
+    ABORT = "abort"
+    UNDO = "undo"
+    """With no rollout running: make the previous stable model stable again."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryEntry:
+    """One finished rollout (or undo): what stable was before and after, and why it ended."""
+
+    target: str
+    stable_before: str | None
+    stable_after: str | None
+    outcome: Phase
+    reason: str
+    started_at: float
+    ended_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupState:
+    """Where a group's rollout stands. Nodes in ``canary_nodes`` serve ``canary``; every other
+    node serves ``stable``. Times are the ``now`` values passed in: ``step_started_at`` is when the
+    step's canary set was chosen, ``phase_since`` when the phase was entered, and
+    ``window_started_at`` when every canary last began serving the target, which is where the
+    analysis window (canary and baseline samples) starts. ``revision`` is the store's: the pure
+    functions never change it.
+    """
+
+    group: str
+    stable: str | None = None
+    previous_stable: str | None = None
+    canary: str | None = None
+    canary_nodes: tuple[str, ...] = ()
+    phase: Phase = Phase.IDLE
+    step_index: int = 0
+    step_started_at: float = 0.0
+    phase_since: float = 0.0
+    window_started_at: float = 0.0
+    reason: str = ""
+    revision: int = 0
+    verdicts: tuple[CheckResult, ...] = ()
+    history: tuple[HistoryEntry, ...] = ()
+
+    def model_for(self, node_id: str) -> str | None:
+        """The model this node should serve."""
+        if self.canary is not None and node_id in self.canary_nodes:
+            return self.canary
+        return self.stable

@@ -1,0 +1,112 @@
+"""Run a real ``InferenceNode`` on its own event loop thread, and talk to it over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from PIL import Image
+
+from inference_node.catalog import ModelCatalog
+from inference_node.config import FleetConfig, NodeConfig
+from inference_node.fleet import FleetLink
+from inference_node.model import ModelRef
+from inference_node.node import InferenceNode
+from inference_node.slot import Active
+from yolofleet.consul import ConsulClient, ConsulSettings
+from yolofleet.v1 import inference_pb2 as pb
+from yolofleet.v1 import inference_pb2_grpc as pb_grpc
+
+T = TypeVar("T")
+
+
+class RunningNode:
+    """An in-process node serving on 127.0.0.1 with a random port."""
+
+    def __init__(self, config: NodeConfig, *, catalog: ModelCatalog | None = None) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.node = InferenceNode(config, catalog=catalog)
+        self._call(self.node.start())
+        self.link: FleetLink | None = None
+        if config.fleet is not None:
+            self.link = self._call(self._attach(config.fleet))
+        self.address = f"127.0.0.1:{self.node.port}"
+        self.channel = grpc.insecure_channel(self.address)
+        self.stub = pb_grpc.InferenceStub(self.channel)
+
+    def swap_to(self, ref: ModelRef, *, timeout_s: float = 120.0) -> Active:
+        """Ask for ``ref`` and block until it is live; re-raises the refusal."""
+
+        async def swap() -> Active:
+            return await self.node.swap_to(ref)
+
+        return self._call(swap(), timeout_s)
+
+    def request_swap(self, ref: ModelRef) -> Future[Active]:
+        """Ask for ``ref`` without waiting; the future settles when it is live or refused."""
+
+        async def swap() -> Active:
+            return await self.node.swap_to(ref)
+
+        return asyncio.run_coroutine_threadsafe(swap(), self._loop)
+
+    def on_loop(self, function: Callable[[], T]) -> T:
+        """Run ``function`` on the node's loop thread (to read loop-owned state safely)."""
+
+        async def call() -> T:
+            return function()
+
+        return self._call(call())
+
+    async def _attach(self, fleet: FleetConfig) -> FleetLink:
+        link = FleetLink(self.node, ConsulClient(ConsulSettings.from_address(fleet.consul)), fleet)
+        link.start()
+        return link
+
+    def status(self) -> pb.NodeStatus:
+        return self.stub.GetStatus(pb.GetStatusRequest(), timeout=10)
+
+    def stop(self) -> None:
+        self.channel.close()
+        if self.link is not None:
+            self._call(self.link.close(), 30)
+        self._call(self.node.stop(), 60)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def _call(self, coroutine: Any, timeout_s: float = 120.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout_s)
+
+
+def encode(image: np.ndarray | Image.Image, fmt: str = "PNG") -> bytes:
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    buffer = io.BytesIO()
+    picture.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def wait_for(condition: Callable[[], bool], *, timeout_s: float, what: str) -> None:
+    """Poll ``condition`` until true; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

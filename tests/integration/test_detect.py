@@ -1,0 +1,100 @@
+"""Detect, DetectStream, GetStatus and health over a real gRPC server with a real model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from inference_node.model import ModelRef
+from tests.integration.harness import RunningNode, encode, iou, wait_for
+from yolofleet.synthetic import render_image
+from yolofleet.v1 import inference_pb2 as pb
+
+KNOWN_SEEDS = range(9000, 9006)
+
+
+def test_detect_finds_known_shapes(shared_node: RunningNode, refs: dict[str, ModelRef]) -> None:
+    matched = total = 0
+    for seed in KNOWN_SEEDS:
+        truth = render_image(seed)
+
+        reply = shared_node.stub.Detect(
+            pb.DetectRequest(image=encode(truth.image), request_id=f"s{seed}"), timeout=30
+        )
+
+        assert reply.request_id == f"s{seed}"
+        assert (reply.image_width, reply.image_height) == truth.image.size
+        assert reply.model.sha256 == refs["v1"].sha256
+        for box in truth.boxes:
+            total += 1
+            matched += any(
+                d.class_name == box.class_name
+                and iou((d.box.x1, d.box.y1, d.box.x2, d.box.y2), (box.x1, box.y1, box.x2, box.y2))
+                > 0.5
+                for d in reply.detections
+            )
+    assert total > 0
+    assert matched / total >= 0.8, f"only {matched}/{total} known shapes found"
+
+
+def test_boxes_are_in_original_image_pixels(shared_node: RunningNode) -> None:
+    truth = render_image(9100, min_shapes=1, max_shapes=1)
+    big = truth.image.resize((truth.image.width * 3, truth.image.height * 2))
+    box = truth.boxes[0]
+
+    reply = shared_node.stub.Detect(pb.DetectRequest(image=encode(big)), timeout=30)
+
+    best = max(reply.detections, key=lambda d: d.confidence)
+    scaled = (box.x1 * 3, box.y1 * 2, box.x2 * 3, box.y2 * 2)
+    assert (reply.image_width, reply.image_height) == big.size
+    assert iou((best.box.x1, best.box.y1, best.box.x2, best.box.y2), scaled) > 0.5
+
+
+def test_detect_stream_answers_in_request_order(shared_node: RunningNode) -> None:
+    frames = [render_image(9200 + i) for i in range(24)]
+    requests = (
+        pb.DetectRequest(image=encode(frame.image), request_id=str(i))
+        for i, frame in enumerate(frames)
+    )
+
+    replies = list(shared_node.stub.DetectStream(requests, timeout=60))
+
+    assert [r.request_id for r in replies] == [str(i) for i in range(24)]
+    assert [r.image_width for r in replies] == [f.image.width for f in frames]
+
+
+def test_status_reports_active_model(shared_node: RunningNode, refs: dict[str, ModelRef]) -> None:
+    status = shared_node.status()
+
+    assert status.active_model.sha256 == refs["v1"].sha256
+    assert status.phase == pb.SLOT_PHASE_SERVING
+    assert status.device == "cpu"
+    assert status.generation >= 1
+    assert not status.memory.available
+
+
+def test_health_serving_only_after_first_model_is_warm(
+    start_node: Callable[..., RunningNode], refs: dict[str, ModelRef]
+) -> None:
+    node = start_node()
+    health = health_pb2_grpc.HealthStub(node.channel)
+    check = health_pb2.HealthCheckRequest(service="yolofleet.v1.Inference")
+    before = health.Check(check, timeout=5).status
+    try:
+        node.stub.Detect(pb.DetectRequest(image=encode(render_image(1).image)), timeout=5)
+        unavailable = None
+    except grpc.RpcError as exc:
+        unavailable = exc.code()
+
+    node.swap_to(refs["v1"])
+
+    wait_for(
+        lambda: health.Check(check, timeout=5).status == health_pb2.HealthCheckResponse.SERVING,
+        timeout_s=10,
+        what="health to flip to SERVING",
+    )
+    assert before == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert unavailable == grpc.StatusCode.UNAVAILABLE
+    assert node.status().phase == pb.SLOT_PHASE_SERVING
