@@ -15,6 +15,7 @@ from inference_node.model import ModelSpec
 from inference_node.slot import ModelSlot
 from inference_node.validate import ValidationPolicy
 from tests.fakes import FakeDetector, FakeLoader, make_ref
+from tests.waits import until
 
 A, B, C = make_ref("a", "1"), make_ref("b", "2"), make_ref("c", "3")
 
@@ -79,7 +80,7 @@ async def test_newest_request_wins_and_loads_never_overlap(rig: Rig) -> None:
     await rig.agent.request(A)
     rig.loader.gate = threading.Event()
     first = rig.agent.request(B)
-    await _until(lambda: rig.loader.running == 1)
+    await until(lambda: rig.loader.running == 1)
 
     second = rig.agent.request(C)
     rig.loader.gate.set()
@@ -129,7 +130,7 @@ async def test_old_model_closed_only_after_swap() -> None:
         await asyncio.sleep(0.05)  # give a wrongly eager close the chance to happen
         assert not old.closed
 
-    await _until(lambda: old.closed)
+    await until(lambda: old.closed)
 
     assert not new.closed
     await made.agent.stop()
@@ -176,12 +177,3 @@ async def test_latency_gate_refuses_clearly_slower_candidate() -> None:
     await made.agent.stop()
     for pool in pools:
         pool.shutdown()
-
-
-async def _until(condition: object, timeout_s: float = 5.0) -> None:
-    assert callable(condition)
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.005)

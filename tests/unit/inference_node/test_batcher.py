@@ -25,6 +25,7 @@ from inference_node.model import DetectParams
 from inference_node.model_cache import ModelCache
 from inference_node.slot import ModelSlot
 from tests.fakes import FakeDetector, FakeLoader, make_ref
+from tests.waits import until
 
 REPORT = LoadReport(fetch_s=0, build_s=0, warmup_s=0, weight_bytes=0)
 IMAGE = np.zeros((8, 8, 3), dtype=np.uint8)
@@ -69,9 +70,9 @@ async def test_batches_respect_max_size_and_never_mix_models(
     second = FakeDetector()
     slot.swap(make_ref("m", "1"), first, load=REPORT, started_at=0)
     blocked = asyncio.ensure_future(batcher.submit(request))
-    await _until(lambda: batcher.pending == 1 and not batcher.queued)
+    await until(lambda: batcher.pending == 1 and not batcher.queued)
     queued = [asyncio.ensure_future(batcher.submit(request)) for _ in range(6)]
-    await _until(lambda: batcher.queued == 6)
+    await until(lambda: batcher.queued == 6)
 
     slot.swap(make_ref("m", "2"), second, load=REPORT, started_at=0)
     gate.set()
@@ -88,9 +89,9 @@ async def test_full_queue_is_refused_with_overloaded(parts: tuple[ModelSlot, Bat
     gate = threading.Event()
     slot.swap(make_ref("m"), FakeDetector(gate=gate), load=REPORT, started_at=0)
     running = asyncio.ensure_future(batcher.submit(request))
-    await _until(lambda: batcher.pending == 1 and not batcher.queued)
+    await until(lambda: batcher.pending == 1 and not batcher.queued)
     queued = [asyncio.ensure_future(batcher.submit(request)) for _ in range(8)]
-    await _until(lambda: batcher.queued == 8)
+    await until(lambda: batcher.queued == 8)
 
     with pytest.raises(Overloaded):
         await batcher.submit(request)
@@ -135,7 +136,7 @@ async def test_drain_finishes_queued_work_then_refuses(parts: tuple[ModelSlot, B
     slot, batcher = parts
     slot.swap(make_ref("m"), FakeDetector(delay_s=0.05), load=REPORT, started_at=0)
     queued = [asyncio.ensure_future(batcher.submit(request)) for _ in range(5)]
-    await _until(lambda: batcher.pending == 5)
+    await until(lambda: batcher.pending == 5)
 
     drained = await batcher.drain(5)
 
@@ -195,10 +196,10 @@ async def test_batches_are_cut_per_model_and_never_mix_models(with_cache: WithCa
     await parts.batcher.submit(lambda: request("a"))
     await parts.batcher.submit(lambda: request("b"))
     blocked = asyncio.ensure_future(parts.batcher.submit(request))
-    await _until(lambda: parts.batcher.running == 1)
+    await until(lambda: parts.batcher.running == 1)
     names = ["a", "", "b", "a", "m", "a", "b", "a", "", "a"]
     queued = [asyncio.ensure_future(parts.batcher.submit(partial(request, n))) for n in names]
-    await _until(lambda: parts.batcher.queued == len(names))
+    await until(lambda: parts.batcher.queued == len(names))
 
     assert parts.assigned.gate is not None
     parts.assigned.gate.set()
@@ -221,7 +222,7 @@ async def test_first_requests_for_an_unloaded_model_share_one_load(
     parts.assigned.gate.set()
     parts.loader.gate = threading.Event()
     waiting = [asyncio.ensure_future(parts.batcher.submit(lambda: request("a"))) for _ in range(8)]
-    await _until(lambda: parts.loader.running == 1)
+    await until(lambda: parts.loader.running == 1)
 
     parts.loader.gate.set()
     results = await asyncio.gather(*waiting)
@@ -236,7 +237,7 @@ async def test_assigned_model_answers_while_another_model_loads(with_cache: With
     parts.assigned.gate.set()
     parts.loader.gate = threading.Event()
     loading = asyncio.ensure_future(parts.batcher.submit(lambda: request("a")))
-    await _until(lambda: parts.loader.running == 1)
+    await until(lambda: parts.loader.running == 1)
 
     result = await asyncio.wait_for(parts.batcher.submit(request), 5)
 
@@ -267,7 +268,7 @@ async def test_requests_waiting_for_a_load_count_against_the_queue_limit(
     waiting = [
         asyncio.ensure_future(parts.batcher.submit(partial(request, "a"))) for _ in range(33)
     ]
-    await _until(lambda: any(task.done() for task in waiting))
+    await until(lambda: any(task.done() for task in waiting))
 
     refused = [task for task in waiting if task.done()]
     assert len(refused) == 1
@@ -277,12 +278,3 @@ async def test_requests_waiting_for_a_load_count_against_the_queue_limit(
     parts.loader.gate.set()
     results = await asyncio.gather(*(task for task in waiting if task not in refused))
     assert {result.ref.name for result in results} == {"a"}
-
-
-async def _until(condition: object, timeout_s: float = 5.0) -> None:
-    assert callable(condition)
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.005)

@@ -13,6 +13,7 @@ from inference_node.errors import ModelLoadFailed, ModelNotAllowed, ModelNotFoun
 from inference_node.metrics import NodeMetrics
 from inference_node.model_cache import ModelCache
 from tests.fakes import FakeDetector, FakeLoader, make_ref
+from tests.waits import until
 
 MODELS = {"a": "1", "b": "2", "c": "3", "d": "4"}
 
@@ -82,7 +83,7 @@ async def test_eight_concurrent_first_requests_share_one_load(make_parts: PartsF
     parts = make_parts()
     parts.loader.gate = threading.Event()
     waiting = [asyncio.ensure_future(parts.cache.ensure_loaded("a")) for _ in range(8)]
-    await _until(lambda: parts.loader.running == 1)
+    await until(lambda: parts.loader.running == 1)
 
     parts.loader.gate.set()
     loaded = await asyncio.gather(*waiting)
@@ -149,7 +150,7 @@ async def test_leased_model_is_closed_only_after_its_batch_ends(make_parts: Part
 
     async with parts.cache.lease("a") as leased:
         loading = asyncio.ensure_future(parts.cache.ensure_loaded("b"))
-        await _until(lambda: parts.loader.loads == ["a", "b"])
+        await until(lambda: parts.loader.loads == ["a", "b"])
         await asyncio.sleep(0.05)
 
         assert leased.detector is parts.detectors["a"]
@@ -197,7 +198,7 @@ async def test_failed_load_reaches_every_waiter_and_is_not_cached(
     parts.loader.fail = {"a": "checkpoint member data/3 is corrupt"}
     parts.loader.gate = threading.Event()
     waiting = [asyncio.ensure_future(parts.cache.ensure_loaded("a")) for _ in range(3)]
-    await _until(lambda: parts.loader.running == 1)
+    await until(lambda: parts.loader.running == 1)
 
     parts.loader.gate.set()
     outcomes = await asyncio.gather(*waiting, return_exceptions=True)
@@ -238,11 +239,3 @@ async def test_stop_closes_every_cached_model(make_parts: PartsFactory) -> None:
     assert parts.detectors["a"].closed
     assert parts.detectors["b"].closed
     assert parts.cache.held_bytes == 0
-
-
-async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.005)
