@@ -19,7 +19,8 @@ want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing yolofleet and its dependencies (torch from this machine's disk)" >&2
   .venv/bin/python -m pip install --quiet -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c "import torch, torchvision, ultralytics, grpc, consul" \
+  .venv/bin/python -c "from yolofleet.offline import ensure_offline; ensure_offline(); \
+import torch, torchvision, ultralytics, grpc, consul" \
     || { echo "setup: install failed" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi
