@@ -25,12 +25,12 @@ ensure_offline()
 
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
-from yolofleet.demo_models import ensure_models  # noqa: E402
 
 from bench.load import Call, closed_loop, percentile, summary  # noqa: E402
 from inference_node.loader import ModelLoader  # noqa: E402
 from inference_node.model import DetectParams  # noqa: E402
 from inference_node.node import ref_for_file  # noqa: E402
+from yolofleet.demo_models import ensure_models  # noqa: E402
 from yolofleet.synthetic import render_image  # noqa: E402
 from yolofleet.v1 import inference_pb2 as pb  # noqa: E402
 from yolofleet.v1 import inference_pb2_grpc as pb_grpc  # noqa: E402

@@ -9,13 +9,13 @@ from pathlib import Path
 import grpc
 import pytest
 import torch
-from yolofleet.demo_models import DemoModels
 
 from inference_node.config import GateConfig
 from inference_node.errors import DigestMismatch, LoadError, SwapError, ValidationFailed
 from inference_node.model import ModelRef
 from inference_node.node import ref_for_file
 from tests.integration.harness import RunningNode, encode
+from yolofleet.demo_models import DemoModels
 from yolofleet.synthetic import render_image
 from yolofleet.v1 import inference_pb2 as pb
 
