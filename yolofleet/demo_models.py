@@ -61,9 +61,9 @@ TRAIN_ARGS: Mapping[str, Any] = {
 class Recipe:
     """How one demo model is trained.
 
-    ``parent`` names the model whose weights it starts from. A parent of another architecture
-    is widened first (every channel repeated, Net2Net style), so the wider network starts out
-    computing what the parent computed.
+    ``parent`` names the model whose weights it starts from; retraining a parent retrains its
+    children. A parent of another architecture is widened first (every channel repeated,
+    Net2Net style), so the wider network starts out computing what the parent computed.
     """
 
     name: str
@@ -143,6 +143,7 @@ class ModelInfo:
     task: str
     arch: str
     parent: str | None
+    parent_sha256: str | None
     epochs: int
     map50: float
     map50_95: float
@@ -188,10 +189,9 @@ def build_models(root: Path | None = None) -> DemoModels:
         if "calibration" in stale:
             _write_calibration(root)
             _update_manifest(root, "calibration", {"params_hash": _calibration_hash()})
-        hashes = _params_hashes()
         for recipe in RECIPES:
             if recipe.name in stale:
-                info = _train(recipe, root=root, params=hashes[recipe.name])
+                info = _train(recipe, root=root)
                 _update_manifest(root, recipe.name, dataclasses.asdict(info))
         if not stale:
             logger.info("demo models up to date in %s", root)
@@ -237,18 +237,14 @@ def _layout(root: Path) -> DemoModels:
     )
 
 
-def _params_hashes() -> dict[str, str]:
-    """Each recipe's hash covers its parent's, so retraining a parent retrains its children."""
-    hashes: dict[str, str] = {}
-    for recipe in RECIPES:
-        document = {
-            "version": RECIPE_VERSION,
-            "recipe": dataclasses.asdict(recipe),
-            "train_args": dict(TRAIN_ARGS),
-            "parent": hashes.get(recipe.parent or ""),
-        }
-        hashes[recipe.name] = _digest(document)
-    return hashes
+def params_hash(recipe: Recipe) -> str:
+    """A short hash of everything that determines how ``recipe`` trains."""
+    document = {
+        "version": RECIPE_VERSION,
+        "recipe": dataclasses.asdict(recipe),
+        "train_args": dict(TRAIN_ARGS),
+    }
+    return _digest(document)
 
 
 def _calibration_hash() -> str:
@@ -256,7 +252,10 @@ def _calibration_hash() -> str:
 
 
 def _stale(root: Path) -> list[str]:
-    """Names of the outputs (``calibration`` and model names) that are missing or out of date."""
+    """Names of the outputs (``calibration`` and model names) that are missing or out of date.
+
+    A model is also stale when its parent is, or when it was built from other parent weights.
+    """
     entries = _read_entries(root / "manifest.json")
     stale = []
     calibration = entries.get("calibration", {})
@@ -265,16 +264,22 @@ def _stale(root: Path) -> list[str]:
         or not (root / "calibration" / "manifest.json").is_file()
     ):
         stale.append("calibration")
-    for name, expected in _params_hashes().items():
-        entry = entries.get(name, {})
+    for recipe in RECIPES:
+        entry = entries.get(recipe.name, {})
+        parent = entries.get(recipe.parent, {}) if recipe.parent else {}
         path = root / str(entry.get("file", "-"))
-        current = entry.get("params_hash") == expected and path.is_file()
-        if not (current and _sha256(path) == entry.get("sha256")):
-            stale.append(name)
+        if (
+            recipe.parent in stale
+            or entry.get("params_hash") != params_hash(recipe)
+            or entry.get("parent_sha256") != parent.get("sha256")
+            or not path.is_file()
+            or _sha256(path) != entry.get("sha256")
+        ):
+            stale.append(recipe.name)
     return stale
 
 
-def _train(recipe: Recipe, *, root: Path, params: str) -> ModelInfo:
+def _train(recipe: Recipe, *, root: Path) -> ModelInfo:
     """Train ``recipe`` in a temporary folder, then rename its best checkpoint into ``root``."""
     import torch
 
@@ -290,7 +295,7 @@ def _train(recipe: Recipe, *, root: Path, params: str) -> ModelInfo:
     finally:
         torch.set_num_threads(threads)
         shutil.rmtree(work, ignore_errors=True)
-    info = _describe(recipe, target, params=params, seconds=seconds, metrics=metrics)
+    info = _describe(recipe, target, seconds=seconds, metrics=metrics)
     logger.info(
         "model=%s trained arch=%s parent=%s epochs=%d map50=%.3f map50_95=%.3f seconds=%.1f",
         recipe.name,
@@ -354,9 +359,7 @@ def _widen(parent: Path, *, arch: str, nc: int, work: Path) -> Path:
     return target
 
 
-def _describe(
-    recipe: Recipe, path: Path, *, params: str, seconds: float, metrics: Any
-) -> ModelInfo:
+def _describe(recipe: Recipe, path: Path, *, seconds: float, metrics: Any) -> ModelInfo:
     """Read imgsz, class names and task back from the checkpoint, as a server would."""
     loaded = _yolo_class()(str(path))
     names = loaded.names
@@ -369,11 +372,12 @@ def _describe(
         task=str(loaded.task),
         arch=recipe.arch,
         parent=recipe.parent,
+        parent_sha256=_sha256(path.with_name(f"{recipe.parent}.pt")) if recipe.parent else None,
         epochs=recipe.epochs,
         map50=round(float(metrics.box.map50), 4),
         map50_95=round(float(metrics.box.map), 4),
         train_seconds=round(seconds, 1),
-        params_hash=params,
+        params_hash=params_hash(recipe),
     )
 
 
@@ -408,7 +412,7 @@ def _dataset(spec: DatasetSpec) -> Path:
     root = cache_dir() / "datasets" / f"shapes-{_digest(dataclasses.asdict(spec))}"
     if not (root / "data.yaml").is_file():
         root.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root.parent))
+        work = Path(tempfile.mkdtemp(prefix=".shapes-tmp-", dir=root.parent))
         try:
             write_dataset(work, spec)  # relocatable: data.yaml names no absolute path
             work.chmod(0o755)
@@ -446,7 +450,10 @@ def _write_calibration(root: Path) -> None:
     if target.exists():
         trash = Path(tempfile.mkdtemp(prefix=".calibration-old-", dir=root))
         os.replace(target, trash / "calibration")
-    os.replace(work, target)
+        os.replace(work, target)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(work, target)
     logger.info("calibration images=%d seed=%d dir=%s", len(images), seed, target)
 
 
@@ -464,8 +471,14 @@ def _locked(root: Path) -> Iterator[None]:
 
 def _remove_leftovers(root: Path) -> None:
     """Delete temporary files of interrupted runs (safe: the caller holds the lock)."""
-    for prefix in (".train-", ".calibration-", ".manifest.json-"):
-        for leftover in root.glob(f"{prefix}*"):
+    datasets = cache_dir() / "datasets"
+    for folder, prefix in (
+        (root, ".train-"),
+        (root, ".calibration-"),
+        (root, ".manifest.json-"),
+        (datasets, ".shapes-tmp-"),
+    ):
+        for leftover in folder.glob(f"{prefix}*"):
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
             else:
