@@ -26,6 +26,7 @@ from inference_node.model import ModelRef
 from inference_node.model_cache import ModelCache
 from inference_node.server import ErrorInterceptor, InferenceServicer
 from inference_node.slot import Active, ModelSlot
+from inference_node.stats import StatsRecorder
 from inference_node.status import StatusSource
 from yolofleet.offline import ensure_offline
 from yolofleet.v1 import inference_pb2, inference_pb2_grpc
@@ -59,6 +60,7 @@ class InferenceNode:
         self.cache: ModelCache | None = None
         self.device = resolve_device(config.device)
         self.metrics = NodeMetrics()
+        self.stats = StatsRecorder()
         self.slot = ModelSlot()
         self.health = NodeHealth()
         self._telemetry = telemetry or telemetry_for(self.device)
@@ -155,6 +157,8 @@ class InferenceNode:
             limits=config.images,
             max_det_limit=config.max_det_limit,
             metrics=self.metrics,
+            stats=self.stats,
+            active_model=self._active_model,
         )
         inference_pb2_grpc.add_InferenceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
@@ -197,6 +201,10 @@ class InferenceNode:
             budget_bytes=self.config.model_memory_budget_bytes,
             metrics=self.metrics,
         )
+
+    def _active_model(self) -> ModelRef | None:
+        active = self.slot.active
+        return active.ref if active is not None else None
 
     def _announce(self, active: Active) -> None:
         if active.generation == 1:

@@ -18,6 +18,7 @@ from inference_node.errors import InvalidParameter, NodeError, to_status
 from inference_node.imaging import ImageLimits, decode_image
 from inference_node.metrics import NodeMetrics
 from inference_node.model import DetectParams, ModelRef
+from inference_node.stats import ModelId, NodeStatsSnapshot, Outcome, StatsRecorder, outcome_of
 from inference_node.status import NodeSnapshot, SlotPhase, StatusSource
 from yolofleet.v1 import inference_pb2 as pb
 from yolofleet.v1 import inference_pb2_grpc as pb_grpc
@@ -37,12 +38,18 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         limits: ImageLimits,
         max_det_limit: int,
         metrics: NodeMetrics,
+        stats: StatsRecorder,
+        active_model: Callable[[], ModelRef | None],
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._batcher = batcher
         self._status = status
         self._limits = limits
         self._max_det_limit = max_det_limit
         self._metrics = metrics
+        self._stats = stats
+        self._active_model = active_model
+        self._clock = clock
 
     async def Detect(
         self, request: pb.DetectRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -80,14 +87,20 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     ) -> pb.NodeStatus:
         return _to_status_proto(self._status.snapshot())
 
+    async def GetStats(
+        self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.NodeStats:
+        return _to_stats_proto(self._stats.window(request.since_unix, self._clock()))
+
     async def _detect(self, request: pb.DetectRequest) -> pb.DetectResponse:
         received = time.perf_counter()
         try:
             result = await self._batcher.submit(lambda: self._to_request(request))
-        except NodeError as exc:
+        except Exception as exc:
             self._metrics.observe_request(
                 version="", code=to_status(exc)[0].name, queue_s=0, inference_s=0, total_s=0
             )
+            self._record_failure(request, exc, latency_s=time.perf_counter() - received)
             raise
         total_s = time.perf_counter() - received
         self._metrics.observe_request(
@@ -97,7 +110,27 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             inference_s=result.inference_s,
             total_s=total_s,
         )
+        self._stats.record(
+            ModelId.of(result.ref),
+            at=self._clock(),
+            latency_s=total_s,
+            outcome=Outcome.OK,
+            detections=result.detections,
+        )
         return _to_response(request, result, total_s=total_s)
+
+    def _record_failure(
+        self, request: pb.DetectRequest, exc: Exception, *, latency_s: float
+    ) -> None:
+        """A server-side failure counts against the active model when the request went to the
+        slot (it named no model, or the active one); any other failure is not attributed.
+        """
+        active = self._active_model()
+        if active is None or request.model not in ("", active.name):
+            return
+        self._stats.record(
+            ModelId.of(active), at=self._clock(), latency_s=latency_s, outcome=outcome_of(exc)
+        )
 
     def _to_request(self, message: pb.DetectRequest) -> DetectRequest:
         """Runs on the decode pool: check parameters, then decode the image."""
@@ -156,6 +189,29 @@ def _to_response(
         ),
         generation=result.generation,
         batch_size=result.batch_size,
+    )
+
+
+def _to_stats_proto(snapshot: NodeStatsSnapshot) -> pb.NodeStats:
+    return pb.NodeStats(
+        window_start_unix=snapshot.window_start_unix,
+        window_end_unix=snapshot.window_end_unix,
+        models=[
+            pb.ModelStats(
+                model=pb.ModelInfo(
+                    name=stats.model.name, version=stats.model.version, sha256=stats.model.sha256
+                ),
+                requests=stats.requests,
+                errors=stats.errors,
+                latency_bounds_s=stats.latency_bounds_s,
+                latency_counts=stats.latency_counts,
+                images=stats.images,
+                detections=stats.detections,
+                confidence_sum=stats.confidence_sum,
+                class_counts=dict(stats.class_counts),
+            )
+            for stats in snapshot.models
+        ],
     )
 
 

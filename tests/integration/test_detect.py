@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import time
+from collections import Counter
 from collections.abc import Callable
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from inference_node.model import ModelRef
@@ -98,3 +102,31 @@ def test_health_serving_only_after_first_model_is_warm(
     assert before == health_pb2.HealthCheckResponse.NOT_SERVING
     assert unavailable == grpc.StatusCode.UNAVAILABLE
     assert node.status().phase == pb.SLOT_PHASE_SERVING
+
+
+def test_stats_count_the_detects_of_their_window(
+    shared_node: RunningNode, refs: dict[str, ModelRef]
+) -> None:
+    since = math.floor(time.time()) + 1
+    time.sleep(max(0.0, since - time.time()))  # a whole second no earlier test has reached
+    images = [encode(render_image(seed).image) for seed in range(9300, 9305)]
+    replies = [shared_node.stub.Detect(pb.DetectRequest(image=i), timeout=30) for i in images]
+    with pytest.raises(grpc.RpcError) as bad:
+        shared_node.stub.Detect(pb.DetectRequest(image=b"not an image"), timeout=30)
+
+    stats = shared_node.stub.GetStats(pb.GetStatsRequest(since_unix=since), timeout=10)
+
+    found = [d for reply in replies for d in reply.detections]
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert stats.window_start_unix == since
+    assert stats.window_end_unix >= since
+    assert len(stats.models) == 1
+    model = stats.models[0]
+    assert model.model.sha256 == refs["v1"].sha256
+    assert (model.requests, model.errors, model.images) == (5, 0, 5)
+    assert model.detections == len(found) > 0
+    assert dict(model.class_counts) == Counter(d.class_name for d in found)
+    assert sum(model.class_counts.values()) == model.detections
+    assert model.confidence_sum == pytest.approx(sum(d.confidence for d in found), rel=1e-5)
+    assert len(model.latency_counts) == len(model.latency_bounds_s) + 1
+    assert sum(model.latency_counts) == model.requests

@@ -150,7 +150,7 @@ def test_too_slow_candidate_is_refused(
 def test_good_candidate_passes_every_gate(
     start_node: Callable[..., RunningNode], refs: dict[str, ModelRef], models: DemoModels
 ) -> None:
-    node = start_node(gates=GateConfig(calibration_dir=models.calibration_dir, latency_factor=1.5))
+    node = start_node(gates=GateConfig(calibration_dir=models.calibration_dir, latency_factor=2.0))
     node.swap_to(refs["v1"])
 
     active = node.swap_to(refs["v2"])

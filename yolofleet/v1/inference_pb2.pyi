@@ -145,3 +145,48 @@ class NodeStatus(_message.Message):
     pending: int
     loading_model: ModelInfo
     def __init__(self, active_model: _Optional[_Union[ModelInfo, _Mapping]] = ..., phase: _Optional[_Union[SlotPhase, str]] = ..., generation: _Optional[int] = ..., device: _Optional[str] = ..., last_swap_unix: _Optional[float] = ..., last_swap_duration_s: _Optional[float] = ..., last_error: _Optional[str] = ..., memory: _Optional[_Union[DeviceMemory, _Mapping]] = ..., pending: _Optional[int] = ..., loading_model: _Optional[_Union[ModelInfo, _Mapping]] = ...) -> None: ...
+
+class GetStatsRequest(_message.Message):
+    __slots__ = ("since_unix",)
+    SINCE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    since_unix: float
+    def __init__(self, since_unix: _Optional[float] = ...) -> None: ...
+
+class ModelStats(_message.Message):
+    __slots__ = ("model", "requests", "errors", "latency_bounds_s", "latency_counts", "images", "detections", "confidence_sum", "class_counts")
+    class ClassCountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_BOUNDS_S_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    DETECTIONS_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_SUM_FIELD_NUMBER: _ClassVar[int]
+    CLASS_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    model: ModelInfo
+    requests: int
+    errors: int
+    latency_bounds_s: _containers.RepeatedScalarFieldContainer[float]
+    latency_counts: _containers.RepeatedScalarFieldContainer[int]
+    images: int
+    detections: int
+    confidence_sum: float
+    class_counts: _containers.ScalarMap[str, int]
+    def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., latency_bounds_s: _Optional[_Iterable[float]] = ..., latency_counts: _Optional[_Iterable[int]] = ..., images: _Optional[int] = ..., detections: _Optional[int] = ..., confidence_sum: _Optional[float] = ..., class_counts: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class NodeStats(_message.Message):
+    __slots__ = ("window_start_unix", "window_end_unix", "models")
+    WINDOW_START_UNIX_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_END_UNIX_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    window_start_unix: float
+    window_end_unix: float
+    models: _containers.RepeatedCompositeFieldContainer[ModelStats]
+    def __init__(self, window_start_unix: _Optional[float] = ..., window_end_unix: _Optional[float] = ..., models: _Optional[_Iterable[_Union[ModelStats, _Mapping]]] = ...) -> None: ...

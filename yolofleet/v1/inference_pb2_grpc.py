@@ -50,6 +50,11 @@ class InferenceStub:
                 request_serializer=yolofleet_dot_v1_dot_inference__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=yolofleet_dot_v1_dot_inference__pb2.NodeStatus.FromString,
                 _registered_method=True)
+        self.GetStats = channel.unary_unary(
+                '/yolofleet.v1.Inference/GetStats',
+                request_serializer=yolofleet_dot_v1_dot_inference__pb2.GetStatsRequest.SerializeToString,
+                response_deserializer=yolofleet_dot_v1_dot_inference__pb2.NodeStats.FromString,
+                _registered_method=True)
 
 
 class InferenceServicer:
@@ -77,6 +82,13 @@ class InferenceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStats(self, request, context):
+        """Per-model serving figures over a recent window (for canary analysis).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +106,11 @@ def add_InferenceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=yolofleet_dot_v1_dot_inference__pb2.GetStatusRequest.FromString,
                     response_serializer=yolofleet_dot_v1_dot_inference__pb2.NodeStatus.SerializeToString,
+            ),
+            'GetStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStats,
+                    request_deserializer=yolofleet_dot_v1_dot_inference__pb2.GetStatsRequest.FromString,
+                    response_serializer=yolofleet_dot_v1_dot_inference__pb2.NodeStats.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +195,33 @@ class Inference:
             '/yolofleet.v1.Inference/GetStatus',
             yolofleet_dot_v1_dot_inference__pb2.GetStatusRequest.SerializeToString,
             yolofleet_dot_v1_dot_inference__pb2.NodeStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yolofleet.v1.Inference/GetStats',
+            yolofleet_dot_v1_dot_inference__pb2.GetStatsRequest.SerializeToString,
+            yolofleet_dot_v1_dot_inference__pb2.NodeStats.FromString,
             options,
             channel_credentials,
             insecure,
