@@ -9,6 +9,8 @@ ControlPlaneError
 │   └── NothingToDo          nothing would change (no rollout running, model already stable)
 └── BackendError             the control plane could not reach its own dependencies
     ├── StoreConflict        a check-and-set write lost to a concurrent writer; re-read and retry
+    ├── StoreUnavailable     the store (Consul) could not be reached or refused the request
+    ├── RecordCorrupt        a stored rollout document is not valid; it needs fixing by hand
     └── NodeUnreachable      a node's Status RPC failed or timed out
 
 ``RequestRefused`` errors go back to the operator as they are; ``BackendError`` errors are
@@ -52,6 +54,14 @@ class BackendError(ControlPlaneError):
 
 class StoreConflict(BackendError):
     """A check-and-set write lost to a concurrent writer; re-read the key and try again."""
+
+
+class StoreUnavailable(BackendError):
+    """The store (Consul) could not be reached or refused the request; retrying may work."""
+
+
+class RecordCorrupt(BackendError):
+    """A stored rollout document is not valid JSON of the expected shape; fix or delete it."""
 
 
 class NodeUnreachable(BackendError):

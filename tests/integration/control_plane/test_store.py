@@ -1,0 +1,165 @@
+"""``ConsulStore`` over real HTTP to the dev Consul: documents, check-and-set, the group target."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from control_plane.analysis import assess
+from control_plane.errors import ModelUnknown, RecordCorrupt, StoreConflict
+from control_plane.state import GroupState, HistoryEntry, Intent, Phase
+from control_plane.store import ConsulStore, RolloutDoc
+from tests.unit.control_plane.builders import GROUP, NEW, OLD, SPEC, THRESHOLDS, samples
+from yolofleet.consul import ConsulClient
+from yolofleet.keys import KeyLayout
+from yolofleet.records import ModelRecord, NodePhase, NodeState, to_json
+
+VERDICTS = (
+    assess(samples(1000, errors=50), samples(1000), THRESHOLDS).checks
+    + assess(samples(10), samples(1000), THRESHOLDS).checks  # inconclusive: None values
+)
+HISTORY = (
+    HistoryEntry(
+        target=OLD,
+        stable_before=None,
+        stable_after=OLD,
+        outcome=Phase.COMPLETED,
+        reason="first model",
+        started_at=1.5,
+        ended_at=2.25,
+    ),
+)
+
+
+def state_in(phase: Phase) -> GroupState:
+    return GroupState(
+        group=GROUP,
+        stable=OLD,
+        previous_stable="shapes-v0",
+        canary=NEW if phase.running else None,
+        canary_nodes=("n0", "n3") if phase.running else (),
+        phase=phase,
+        step_index=1,
+        step_started_at=10.0,
+        phase_since=12.5,
+        window_started_at=13.0,
+        reason=f"in {phase}",
+        verdicts=VERDICTS,
+        history=HISTORY,
+    )
+
+
+@pytest.mark.parametrize("phase", list(Phase), ids=[str(p) for p in Phase])
+async def test_every_phase_round_trips(store: ConsulStore, phase: Phase) -> None:
+    doc = RolloutDoc(spec=SPEC, state=state_in(phase), intent=Intent.PROMOTE_FULL)
+
+    revision = await store.write_rollout(doc)
+    read = await store.read_rollout(GROUP)
+
+    assert revision > 0
+    assert read == replace(doc, state=replace(doc.state, revision=revision))
+
+
+async def test_missing_document_reads_as_idle_revision_zero(store: ConsulStore) -> None:
+    doc = await store.read_rollout("empty")
+
+    assert doc == RolloutDoc(spec=None, state=GroupState(group="empty"))
+
+
+async def test_stale_revision_is_a_conflict(store: ConsulStore) -> None:
+    first = await store.write_rollout(RolloutDoc(spec=SPEC, state=state_in(Phase.PROGRESSING)))
+    fresh = RolloutDoc(spec=SPEC, state=replace(state_in(Phase.HOLDING), revision=first))
+    await store.write_rollout(fresh)
+
+    with pytest.raises(StoreConflict, match="changed since revision"):
+        await store.write_rollout(fresh)
+    with pytest.raises(StoreConflict):
+        await store.write_rollout(RolloutDoc(spec=None, state=state_in(Phase.IDLE)))
+
+    assert (await store.read_rollout(GROUP)).state.phase is Phase.HOLDING
+
+
+async def test_corrupt_document_is_reported(
+    store: ConsulStore, client: ConsulClient, layout: KeyLayout
+) -> None:
+    client.put(layout.rollout(GROUP), b'{"format": 1, "state": {"group": 3}}')
+
+    with pytest.raises(RecordCorrupt, match="'group' must be a string"):
+        await store.read_rollout(GROUP)
+
+
+async def test_target_is_written_only_when_the_assignment_changes(
+    store: ConsulStore, client: ConsulClient, layout: KeyLayout
+) -> None:
+    canary = state_in(Phase.PROGRESSING)
+
+    first = await store.write_target(canary)
+    index = client.get(layout.group_target(GROUP)).modify_index  # type: ignore[union-attr]
+    again = await store.write_target(replace(canary, reason="other", phase=Phase.HOLDING))
+    unchanged = client.get(layout.group_target(GROUP)).modify_index  # type: ignore[union-attr]
+    wider = await store.write_target(replace(canary, canary_nodes=("n0", "n1", "n3")))
+    settled = await store.write_target(replace(canary, canary=None, canary_nodes=()))
+
+    assert first is not None
+    assert (first.stable, first.canary, first.canary_nodes, first.generation) == (
+        OLD,
+        NEW,
+        ("n0", "n3"),
+        1,
+    )
+    assert again is None
+    assert unchanged == index
+    assert wider is not None
+    assert wider.generation == 2
+    assert settled is not None
+    assert (settled.canary, settled.canary_nodes, settled.generation) == (None, (), 3)
+    assert await store.read_target(GROUP) == settled
+
+
+async def test_nothing_to_serve_leaves_the_target_absent(store: ConsulStore) -> None:
+    written = await store.write_target(GroupState(group=GROUP))
+
+    assert written is None
+    assert await store.read_target(GROUP) is None
+
+
+async def test_observe_skips_malformed_node_records(
+    store: ConsulStore, client: ConsulClient, layout: KeyLayout, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = NodeState(node_id="n1", group=GROUP, phase=NodePhase.SERVING, model=OLD, sha256="ab")
+    client.put(layout.node(GROUP, "n1"), to_json(good))
+    client.put(layout.node(GROUP, "n0"), b"not json")
+    client.put(layout.node(GROUP, "n2"), b'{"node_id": "n2", "group": "g", "phase": "dancing"}')
+
+    fleet = await store.observe(GROUP)
+
+    assert [(n.node_id, n.phase, n.model, n.sha256) for n in fleet.nodes] == [
+        ("n1", NodePhase.SERVING, OLD, "ab")
+    ]
+    assert sum("node record skipped" in r.getMessage() for r in caplog.records) == 2
+
+
+async def test_list_groups_and_models(
+    store: ConsulStore, client: ConsulClient, layout: KeyLayout
+) -> None:
+    await store.write_rollout(RolloutDoc(spec=None, state=GroupState(group="a")))
+    await store.write_target(GroupState(group="b", stable=OLD))
+    client.put(layout.node("c", "n0"), b"{}")
+    record = ModelRecord(
+        name=OLD,
+        uri="file:///m.pt",
+        sha256="f" * 64,
+        size=1,
+        input_size=160,
+        class_names=("circle",),
+    )
+    client.put(layout.model(OLD), to_json(record))
+
+    groups = await store.list_groups()
+    model = await store.get_model(OLD)
+
+    assert groups == ("a", "b", "c")
+    assert model.sha256 == "f" * 64
+    with pytest.raises(ModelUnknown, match="not registered"):
+        await store.get_model(NEW)
