@@ -1,0 +1,215 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ModelRecord(_message.Message):
+    __slots__ = ("name", "uri", "sha256", "size", "format", "class_names", "input_size", "task", "created_unix", "parent", "notes", "metadata_json")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    uri: str
+    sha256: str
+    size: int
+    format: str
+    class_names: _containers.RepeatedScalarFieldContainer[str]
+    input_size: int
+    task: str
+    created_unix: float
+    parent: str
+    notes: str
+    metadata_json: str
+    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ..., format: _Optional[str] = ..., class_names: _Optional[_Iterable[str]] = ..., input_size: _Optional[int] = ..., task: _Optional[str] = ..., created_unix: _Optional[float] = ..., parent: _Optional[str] = ..., notes: _Optional[str] = ..., metadata_json: _Optional[str] = ...) -> None: ...
+
+class RegisterModelRequest(_message.Message):
+    __slots__ = ("path", "name", "uri", "parent", "notes", "metadata_json")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    name: str
+    uri: str
+    parent: str
+    notes: str
+    metadata_json: str
+    def __init__(self, path: _Optional[str] = ..., name: _Optional[str] = ..., uri: _Optional[str] = ..., parent: _Optional[str] = ..., notes: _Optional[str] = ..., metadata_json: _Optional[str] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelRecord]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelRecord, _Mapping]]] = ...) -> None: ...
+
+class GetModelRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class StartRolloutRequest(_message.Message):
+    __slots__ = ("group", "model", "canary_percent", "steps", "hold_s")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CANARY_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    HOLD_S_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    model: str
+    canary_percent: int
+    steps: _containers.RepeatedScalarFieldContainer[int]
+    hold_s: float
+    def __init__(self, group: _Optional[str] = ..., model: _Optional[str] = ..., canary_percent: _Optional[int] = ..., steps: _Optional[_Iterable[int]] = ..., hold_s: _Optional[float] = ...) -> None: ...
+
+class GroupRequest(_message.Message):
+    __slots__ = ("group",)
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    def __init__(self, group: _Optional[str] = ...) -> None: ...
+
+class PromoteRequest(_message.Message):
+    __slots__ = ("group", "full")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    FULL_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    full: bool
+    def __init__(self, group: _Optional[str] = ..., full: _Optional[bool] = ...) -> None: ...
+
+class UndoRequest(_message.Message):
+    __slots__ = ("group", "to_model")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TO_MODEL_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    to_model: str
+    def __init__(self, group: _Optional[str] = ..., to_model: _Optional[str] = ...) -> None: ...
+
+class CheckResult(_message.Message):
+    __slots__ = ("name", "outcome", "canary_value", "baseline_value", "threshold", "canary_samples", "baseline_samples", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    CANARY_VALUE_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    CANARY_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    outcome: str
+    canary_value: float
+    baseline_value: float
+    threshold: float
+    canary_samples: int
+    baseline_samples: int
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., outcome: _Optional[str] = ..., canary_value: _Optional[float] = ..., baseline_value: _Optional[float] = ..., threshold: _Optional[float] = ..., canary_samples: _Optional[int] = ..., baseline_samples: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class Rollout(_message.Message):
+    __slots__ = ("group", "phase", "stable", "canary", "canary_nodes", "step_index", "steps", "reason", "checks", "revision", "phase_since_unix")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    STABLE_FIELD_NUMBER: _ClassVar[int]
+    CANARY_FIELD_NUMBER: _ClassVar[int]
+    CANARY_NODES_FIELD_NUMBER: _ClassVar[int]
+    STEP_INDEX_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    PHASE_SINCE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    phase: str
+    stable: str
+    canary: str
+    canary_nodes: _containers.RepeatedScalarFieldContainer[str]
+    step_index: int
+    steps: _containers.RepeatedScalarFieldContainer[int]
+    reason: str
+    checks: _containers.RepeatedCompositeFieldContainer[CheckResult]
+    revision: int
+    phase_since_unix: float
+    def __init__(self, group: _Optional[str] = ..., phase: _Optional[str] = ..., stable: _Optional[str] = ..., canary: _Optional[str] = ..., canary_nodes: _Optional[_Iterable[str]] = ..., step_index: _Optional[int] = ..., steps: _Optional[_Iterable[int]] = ..., reason: _Optional[str] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ..., revision: _Optional[int] = ..., phase_since_unix: _Optional[float] = ...) -> None: ...
+
+class HistoryEntry(_message.Message):
+    __slots__ = ("model", "previous", "outcome", "reason", "started_unix", "ended_unix")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    STARTED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    ENDED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    previous: str
+    outcome: str
+    reason: str
+    started_unix: float
+    ended_unix: float
+    def __init__(self, model: _Optional[str] = ..., previous: _Optional[str] = ..., outcome: _Optional[str] = ..., reason: _Optional[str] = ..., started_unix: _Optional[float] = ..., ended_unix: _Optional[float] = ...) -> None: ...
+
+class HistoryResponse(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[HistoryEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ...) -> None: ...
+
+class ListNodesRequest(_message.Message):
+    __slots__ = ("group",)
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    def __init__(self, group: _Optional[str] = ...) -> None: ...
+
+class NodeInfo(_message.Message):
+    __slots__ = ("group", "node_id", "phase", "model", "sha256", "last_error", "endpoint", "device", "updated_unix")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    node_id: str
+    phase: str
+    model: str
+    sha256: str
+    last_error: str
+    endpoint: str
+    device: str
+    updated_unix: float
+    def __init__(self, group: _Optional[str] = ..., node_id: _Optional[str] = ..., phase: _Optional[str] = ..., model: _Optional[str] = ..., sha256: _Optional[str] = ..., last_error: _Optional[str] = ..., endpoint: _Optional[str] = ..., device: _Optional[str] = ..., updated_unix: _Optional[float] = ...) -> None: ...
+
+class ListNodesResponse(_message.Message):
+    __slots__ = ("nodes",)
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
+
+class ListGroupsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListGroupsResponse(_message.Message):
+    __slots__ = ("groups",)
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, groups: _Optional[_Iterable[str]] = ...) -> None: ...
