@@ -1,0 +1,131 @@
+"""Wiring only: ``AppConfig`` to a running control plane, and a graceful stop.
+
+One ``ControlPlane`` holds the Consul client and store, the controller (ticking only while
+this replica holds the leader lock), the metric source (nodes' ``GetStats``), the artifact
+server and the gRPC server (ControlPlane, health and reflection). Every replica answers RPCs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from control_plane.controller import Controller
+from control_plane.leader import LeaderLock
+from control_plane.nodes import GrpcMetricSource
+from control_plane.service import ControlPlaneService
+from control_plane.store import ConsulStore
+from yolofleet.artifact_server import ArtifactServer
+from yolofleet.consul import ConsulClient, ConsulSettings
+from yolofleet.keys import DEFAULT_PREFIX, KeyLayout
+from yolofleet.v1 import control_pb2, control_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+SERVICE = control_pb2.DESCRIPTOR.services_by_name["ControlPlane"].full_name
+DRAIN_S = 5.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppConfig:
+    consul: str
+    host: str = "127.0.0.1"
+    port: int = 50070
+    artifact_port: int = 0
+    artifact_dir: Path | None = None
+    interval_s: float = 2.0
+    key_prefix: str = DEFAULT_PREFIX
+
+
+class PublishedArtifacts:
+    """``service.Artifacts`` on an ``ArtifactServer``: files are copied into its directory
+    as ``<sha256>.pt`` (they survive a restart), or mapped in place when it has none.
+    """
+
+    def __init__(self, server: ArtifactServer, directory: Path | None) -> None:
+        self._server = server
+        self._directory = directory
+
+    def publish(self, sha256: str, path: Path) -> str:
+        if self._directory is None:
+            self._server.publish(sha256, path.resolve())
+        else:
+            final = self._directory / f"{sha256}.pt"
+            if not final.exists():
+                partial = self._directory / f".{sha256}.{uuid.uuid4().hex[:8]}.partial"
+                shutil.copyfile(path, partial)
+                os.replace(partial, final)
+        return self._server.url_for(sha256)
+
+
+class ControlPlane:
+    """``await plane.start()`` serves; ``await plane.stop()`` drains and releases everything."""
+
+    def __init__(self, config: AppConfig) -> None:
+        self.config = config
+        self.client = ConsulClient(ConsulSettings.from_address(config.consul))
+        self.store = ConsulStore(self.client, KeyLayout(config.key_prefix))
+        self.metrics = GrpcMetricSource()
+        self.controller = Controller(self.store, self.metrics)
+        holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.leader = LeaderLock(self.client, self.store.layout, holder=holder)
+        if config.artifact_dir is not None:
+            config.artifact_dir.mkdir(parents=True, exist_ok=True)
+            self.artifacts = ArtifactServer(config.artifact_dir, config.host, config.artifact_port)
+        else:
+            self.artifacts = ArtifactServer({}, config.host, config.artifact_port)
+        self.health = health.aio.HealthServicer()
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._loop: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.artifacts.start()
+        server = grpc.aio.server()
+        service = ControlPlaneService(
+            client=self.client,
+            store=self.store,
+            controller=self.controller,
+            artifacts=PublishedArtifacts(self.artifacts, self.config.artifact_dir),
+        )
+        control_pb2_grpc.add_ControlPlaneServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        names = (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
+        self.port = server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        await server.start()
+        self._server = server
+        for name in ("", SERVICE):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.leader.start()
+        self._loop = asyncio.create_task(
+            self.controller.run(interval_s=self.config.interval_s, leader=self.leader),
+            name="controller-loop",
+        )
+        artifact_port = int(self.artifacts.url.rsplit(":", 1)[1])
+        logger.info("control plane serving grpc_port=%d artifact_port=%d", self.port, artifact_port)
+
+    async def stop(self) -> None:
+        await self.health.enter_graceful_shutdown()
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+        await self.leader.close()
+        if self._server is not None:
+            await self._server.stop(DRAIN_S)
+        await self.metrics.close()
+        self.artifacts.stop()
+        self.client.close()
+        logger.info("control plane stopped")

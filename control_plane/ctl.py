@@ -1,0 +1,389 @@
+"""`ctl`: the operator's command line, a gRPC client of `yolofleet.v1.ControlPlane`.
+
+Mutations (`rollout`, `pause`, `resume`, `promote`, `abort`, `undo`, `models register`) record
+intent and print one line saying what happened. Reads (`status`, `history`, `nodes`, `models
+list|show`) print tables, or JSON with `--output json`.
+
+Exit codes:
+    0  success; for `status --watch`, the rollout completed (or the group is idle)
+    1  `status --watch`: the rollout was rolled back or aborted
+    2  usage error, invalid argument, or `status --watch` timed out
+    3  not found, or the group is in the wrong state for the request
+    4  the control plane is unavailable or did not answer in time
+    5  any other control plane error
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+import grpc
+
+from control_plane import ctl_format as fmt
+from yolofleet.v1 import control_pb2 as pb
+from yolofleet.v1 import control_pb2_grpc as pb_grpc
+
+ENV_ADDRESS = "YOLOFLEET_CONTROL_PLANE"
+RPC_TIMEOUT_S = 10.0
+DEFAULT_WATCH_TIMEOUT_S = 1800.0
+
+EXIT_OK = 0
+EXIT_ROLLED_BACK = 1
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 2
+EXIT_NOT_FOUND = 3
+EXIT_UNAVAILABLE = 4
+EXIT_ERROR = 5
+
+# Phases at which `status --watch` stops, and the exit code each one gives.
+SETTLED = {
+    "completed": EXIT_OK,
+    "idle": EXIT_OK,
+    "rolled_back": EXIT_ROLLED_BACK,
+    "aborted": EXIT_ROLLED_BACK,
+}
+
+_EXIT_BY_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: EXIT_USAGE,
+    grpc.StatusCode.OUT_OF_RANGE: EXIT_USAGE,
+    grpc.StatusCode.NOT_FOUND: EXIT_NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION: EXIT_NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS: EXIT_NOT_FOUND,
+    grpc.StatusCode.ABORTED: EXIT_NOT_FOUND,
+    grpc.StatusCode.UNAVAILABLE: EXIT_UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: EXIT_UNAVAILABLE,
+}
+
+Stub = pb_grpc.ControlPlaneStub
+Command = Callable[[Stub, argparse.Namespace], int]
+
+
+class UsageError(Exception):
+    """The command line is malformed or asks for something impossible; no RPC was made."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        address = _address(args)
+        command: Command = args.command
+        with grpc.insecure_channel(address) as channel:
+            try:
+                # The generated *_pb2_grpc module has no type stubs.
+                stub: Stub = pb_grpc.ControlPlaneStub(channel)  # type: ignore[no-untyped-call]
+                return command(stub, args)
+            except grpc.RpcError as exc:
+                return _rpc_failed(exc, address=address)
+    except UsageError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+
+
+def _address(args: argparse.Namespace) -> str:
+    address: str | None = args.control_plane or os.environ.get(ENV_ADDRESS)
+    if not address:
+        raise UsageError(
+            f"no control plane address: pass --control-plane HOST:PORT or set {ENV_ADDRESS}"
+        )
+    return address
+
+
+def _rpc_failed(exc: grpc.RpcError, *, address: str) -> int:
+    code: grpc.StatusCode = exc.code()
+    details = " ".join(str(exc.details() or code.name.lower()).split())
+    if code is grpc.StatusCode.UNAVAILABLE:
+        details = f"control plane at {address} is unavailable: {details}"
+    elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        details = f"control plane at {address} did not answer within {RPC_TIMEOUT_S:g}s"
+    _error(details)
+    return _EXIT_BY_STATUS.get(code, EXIT_ERROR)
+
+
+def _error(message: str) -> None:
+    print(f"ctl: {message}", file=sys.stderr)
+
+
+# --- argument types (local validation, before any RPC) -------------------------------------
+
+
+def _percent(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be a whole percentage from 1 to 100, not {text!r}")
+    return value
+
+
+def _steps(text: str) -> list[int]:
+    hint = f"must be increasing percentages ending at 100, like 10,50,100, not {text!r}"
+    try:
+        steps = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(hint) from None
+    increasing = all(a < b for a, b in itertools.pairwise(steps))
+    if not increasing or steps[0] < 1 or steps[-1] != 100:
+        raise argparse.ArgumentTypeError(hint)
+    return steps
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}")
+    return value
+
+
+# --- commands: mutations -------------------------------------------------------------------
+
+
+def cmd_rollout(stub: Stub, args: argparse.Namespace) -> int:
+    steps: list[int] = args.steps or []
+    if steps and steps[0] != args.canary:
+        raise UsageError(f"--canary {args.canary} must equal the first of --steps ({steps[0]})")
+    request = pb.StartRolloutRequest(
+        group=args.group, model=args.model, canary_percent=args.canary, steps=steps
+    )
+    if args.hold is not None:
+        request.hold_s = args.hold
+    r = stub.StartRollout(request, timeout=RPC_TIMEOUT_S)
+    percent = r.steps[r.step_index] if 0 <= r.step_index < len(r.steps) else args.canary
+    print(
+        f"rollout of {args.model} to {r.group} started: {percent}% canary "
+        f"{_on_nodes(r)} (revision {r.revision})"
+    )
+    return EXIT_OK
+
+
+def cmd_pause(stub: Stub, args: argparse.Namespace) -> int:
+    r = stub.Pause(pb.GroupRequest(group=args.group), timeout=RPC_TIMEOUT_S)
+    print(f"rollout in {r.group} paused{_at_step(r)} (revision {r.revision})")
+    return EXIT_OK
+
+
+def cmd_resume(stub: Stub, args: argparse.Namespace) -> int:
+    r = stub.Resume(pb.GroupRequest(group=args.group), timeout=RPC_TIMEOUT_S)
+    print(f"rollout in {r.group} resumed{_at_step(r)}: now {r.phase} (revision {r.revision})")
+    return EXIT_OK
+
+
+def cmd_promote(stub: Stub, args: argparse.Namespace) -> int:
+    request = pb.PromoteRequest(group=args.group, full=args.full)
+    r = stub.Promote(request, timeout=RPC_TIMEOUT_S)
+    what = "fully promoted" if args.full else "promoted"
+    print(f"rollout in {r.group} {what}{_at_step(r)}: now {r.phase} (revision {r.revision})")
+    return EXIT_OK
+
+
+def cmd_abort(stub: Stub, args: argparse.Namespace) -> int:
+    r = stub.Abort(pb.GroupRequest(group=args.group), timeout=RPC_TIMEOUT_S)
+    back = f"nodes return to {r.stable}" if r.stable else "no stable model to return to"
+    print(f"rollout in {r.group} aborted: {back} (revision {r.revision})")
+    return EXIT_OK
+
+
+def cmd_undo(stub: Stub, args: argparse.Namespace) -> int:
+    request = pb.UndoRequest(group=args.group, to_model=args.to or "")
+    r = stub.Undo(request, timeout=RPC_TIMEOUT_S)
+    target = args.to or "the previous stable model"
+    print(
+        f"undo in {r.group} to {target} recorded: now {r.phase}, stable {r.stable or '-'}"
+        f" (revision {r.revision})"
+    )
+    return EXIT_OK
+
+
+def cmd_models_register(stub: Stub, args: argparse.Namespace) -> int:
+    if not os.path.isfile(args.path):
+        raise UsageError(f"model file {args.path} does not exist")
+    request = pb.RegisterModelRequest(
+        path=os.path.abspath(args.path),
+        name=args.name,
+        uri=args.uri or "",
+        parent=args.parent or "",
+        notes=args.notes or "",
+    )
+    m = stub.RegisterModel(request, timeout=RPC_TIMEOUT_S)
+    print(
+        f"registered model {m.name} from {args.path} "
+        f"({fmt.size(m.size)}, sha256 {m.sha256[:12] or '-'})"
+    )
+    return EXIT_OK
+
+
+def _at_step(r: pb.Rollout) -> str:
+    return f" at step {fmt.step(r)}" if r.steps else ""
+
+
+def _on_nodes(r: pb.Rollout) -> str:
+    return f"on {', '.join(r.canary_nodes)}" if r.canary_nodes else "(no canary nodes yet)"
+
+
+# --- commands: reads -----------------------------------------------------------------------
+
+
+def cmd_status(stub: Stub, args: argparse.Namespace) -> int:
+    if args.watch:
+        if not args.group:
+            raise UsageError("status --watch needs a GROUP")
+        return watch(stub, group=args.group, timeout_s=args.timeout, as_json=_json(args))
+    if args.group:
+        r = stub.GetRollout(pb.GroupRequest(group=args.group), timeout=RPC_TIMEOUT_S)
+        print(fmt.to_json(r) if _json(args) else fmt.rollout_detail(r))
+        return EXIT_OK
+    groups = stub.ListGroups(pb.ListGroupsRequest(), timeout=RPC_TIMEOUT_S).groups
+    rollouts = [stub.GetRollout(pb.GroupRequest(group=g), timeout=RPC_TIMEOUT_S) for g in groups]
+    if _json(args):
+        print(fmt.to_json(rollouts))
+    else:
+        print(fmt.rollouts_table(rollouts) if rollouts else "no groups")
+    return EXIT_OK
+
+
+def watch(stub: Stub, *, group: str, timeout_s: float, as_json: bool) -> int:
+    """Print each change of phase or step once; return when the rollout settles or time runs out."""
+    stream = stub.WatchRollout(pb.GroupRequest(group=group), timeout=timeout_s)
+    last: tuple[str, int] | None = None
+    try:
+        for r in stream:
+            if (r.phase, r.step_index) != last:
+                last = (r.phase, r.step_index)
+                print(fmt.to_json_line(r) if as_json else fmt.summary(r), flush=True)
+            if r.phase in SETTLED:
+                return SETTLED[r.phase]
+    except grpc.RpcError as exc:
+        if exc.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise
+        phase = last[0] if last else "unknown"
+        _error(f"rollout in {group} did not settle within {timeout_s:g}s (last phase: {phase})")
+        return EXIT_TIMEOUT
+    finally:
+        stream.cancel()
+    _error(f"the control plane ended the watch of {group} before the rollout settled")
+    return EXIT_UNAVAILABLE
+
+
+def cmd_history(stub: Stub, args: argparse.Namespace) -> int:
+    entries = stub.History(pb.GroupRequest(group=args.group), timeout=RPC_TIMEOUT_S).entries
+    if _json(args):
+        print(fmt.to_json(list(entries)))
+    else:
+        print(fmt.history_table(entries) if entries else f"no rollouts yet in {args.group}")
+    return EXIT_OK
+
+
+def cmd_nodes(stub: Stub, args: argparse.Namespace) -> int:
+    request = pb.ListNodesRequest(group=args.group or "")
+    nodes = stub.ListNodes(request, timeout=RPC_TIMEOUT_S).nodes
+    if _json(args):
+        print(fmt.to_json(list(nodes)))
+    else:
+        where = f" in {args.group}" if args.group else ""
+        print(fmt.nodes_table(nodes) if nodes else f"no nodes{where}")
+    return EXIT_OK
+
+
+def cmd_models_list(stub: Stub, args: argparse.Namespace) -> int:
+    models = stub.ListModels(pb.ListModelsRequest(), timeout=RPC_TIMEOUT_S).models
+    if _json(args):
+        print(fmt.to_json(list(models)))
+    else:
+        print(fmt.models_table(models) if models else "no models registered")
+    return EXIT_OK
+
+
+def cmd_models_show(stub: Stub, args: argparse.Namespace) -> int:
+    m = stub.GetModel(pb.GetModelRequest(name=args.name), timeout=RPC_TIMEOUT_S)
+    print(fmt.to_json(m) if _json(args) else fmt.model_detail(m))
+    return EXIT_OK
+
+
+def _json(args: argparse.Namespace) -> bool:
+    return bool(args.output == "json")
+
+
+# --- parser --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # --control-plane works before or after the command; SUPPRESS keeps a subcommand from
+    # overwriting a value given before it.
+    common = _Parser(add_help=False)
+    common.add_argument("--control-plane", metavar="HOST:PORT", default=argparse.SUPPRESS)
+    reads = _Parser(add_help=False)
+    reads.add_argument("--output", choices=("table", "json"), default="table")
+
+    parser = _Parser(
+        prog="ctl", description="Operate yolofleet rollouts through the control plane."
+    )
+    parser.add_argument(
+        "--control-plane", metavar="HOST:PORT", help=f"control plane address (or ${ENV_ADDRESS})"
+    )
+    sub = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
+
+    def add(name: str, command: Command, help_: str, *, read: bool = False) -> _Parser:
+        parents = [common, reads] if read else [common]
+        p: _Parser = sub.add_parser(name, help=help_, parents=parents)
+        p.set_defaults(command=command)
+        return p
+
+    p = add("rollout", cmd_rollout, "start rolling MODEL out to a group")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--group", required=True)
+    p.add_argument("--canary", type=_percent, required=True, help="first canary percentage")
+    p.add_argument("--steps", type=_steps, help="every step's percentage, e.g. 10,50,100")
+    p.add_argument("--hold", type=_seconds, help="seconds to hold each step before analysis")
+
+    p = add("status", cmd_status, "show a group's rollout (or every group's)", read=True)
+    p.add_argument("group", metavar="GROUP", nargs="?")
+    p.add_argument("--watch", action="store_true", help="follow until the rollout settles")
+    p.add_argument("--timeout", type=_seconds, default=DEFAULT_WATCH_TIMEOUT_S)
+
+    add("pause", cmd_pause, "pause a group's rollout").add_argument("group", metavar="GROUP")
+    add("resume", cmd_resume, "resume a paused rollout").add_argument("group", metavar="GROUP")
+    p = add("promote", cmd_promote, "advance a rollout one step")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("--full", action="store_true", help="skip every remaining step")
+    add("abort", cmd_abort, "abort a rollout").add_argument("group", metavar="GROUP")
+    p = add("undo", cmd_undo, "go back to an earlier model")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("--to", metavar="MODEL", help="model to go back to (default: previous stable)")
+    add("history", cmd_history, "list a group's past rollouts", read=True).add_argument(
+        "group", metavar="GROUP"
+    )
+    add("nodes", cmd_nodes, "list nodes", read=True).add_argument("group", nargs="?")
+
+    models = sub.add_parser("models", help="the model registry").add_subparsers(
+        dest="models_command", required=True, metavar="SUBCOMMAND"
+    )
+    p = models.add_parser("list", help="list registered models", parents=[common, reads])
+    p.set_defaults(command=cmd_models_list)
+    p = models.add_parser("show", help="show one model", parents=[common, reads])
+    p.set_defaults(command=cmd_models_show)
+    p.add_argument("name", metavar="NAME")
+    p = models.add_parser("register", help="register a model file", parents=[common])
+    p.set_defaults(command=cmd_models_register)
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--name", required=True)
+    p.add_argument("--uri", help="artifact URI nodes fetch from")
+    p.add_argument("--parent", help="model this one was derived from")
+    p.add_argument("--notes")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

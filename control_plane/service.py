@@ -1,0 +1,389 @@
+"""The ``yolofleet.v1.ControlPlane`` gRPC servicer: protobuf in, our types through, protobuf out.
+
+Every RPC runs inside ``_refusals``, the one place exceptions become status codes
+(``to_status``). Mutations go through the ``Controller`` (check-and-set writes; the leader's
+next tick acts on them), so any replica can answer. Registry calls block (Consul, hashing,
+opening the model), so they run on a worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import grpc
+
+from control_plane.controller import Controller
+from control_plane.errors import (
+    BackendError,
+    GroupUnknown,
+    ModelUnknown,
+    NodeUnreachable,
+    NothingToDo,
+    RolloutConflict,
+    SpecInvalid,
+    StoreConflict,
+)
+from control_plane.spec import DEFAULT_HOLD_S
+from control_plane.state import Intent
+from control_plane.store import ConsulStore, RolloutDoc
+from yolofleet import registry
+from yolofleet.consul import ConsulClient, ConsulError, KeyWatch
+from yolofleet.consul.aiothread import run_blocking
+from yolofleet.records import ModelRecord, NodeState, RecordInvalid, node_state_from_json
+from yolofleet.v1 import control_pb2, control_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+WATCH_WAIT_S = 10.0
+
+
+class Artifacts(Protocol):
+    def publish(self, sha256: str, path: Path) -> str:
+        """Makes ``path`` fetchable as ``sha256``; returns the URI nodes fetch it from."""
+        ...
+
+
+def to_status(exc: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status code and message an exception leaves the service as."""
+    code = grpc.StatusCode
+    match exc:
+        case SpecInvalid() | registry.ModelUnreadable():
+            return code.INVALID_ARGUMENT, str(exc)
+        case ModelUnknown() | GroupUnknown() | registry.ModelUnknown():
+            return code.NOT_FOUND, str(exc)
+        case RolloutConflict() | NothingToDo():
+            return code.FAILED_PRECONDITION, str(exc)
+        case registry.RegistryConflict():
+            return code.ALREADY_EXISTS, str(exc)
+        case StoreConflict():
+            return code.ABORTED, str(exc)
+        case NodeUnreachable() | BackendError() | ConsulError():
+            return code.UNAVAILABLE, str(exc)
+        case _:
+            return code.INTERNAL, "internal error in the control plane; see its log"
+
+
+@contextlib.asynccontextmanager
+async def _refusals(context: grpc.aio.ServicerContext[Any, Any], rpc: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        status, message = to_status(exc)
+        if status is grpc.StatusCode.INTERNAL:
+            logger.error("rpc=%s failed unexpectedly", rpc, exc_info=True)
+        else:
+            logger.info("rpc=%s refused code=%s: %s", rpc, status.name, message)
+        await context.abort(status, message)
+
+
+class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
+    """Answers every ControlPlane RPC from the store, the registry and the controller."""
+
+    def __init__(
+        self,
+        *,
+        client: ConsulClient,
+        store: ConsulStore,
+        controller: Controller,
+        artifacts: Artifacts | None = None,
+    ) -> None:
+        self._client = client
+        self._store = store
+        self._layout = store.layout
+        self._controller = controller
+        self._artifacts = artifacts
+
+    # Model registry.
+
+    async def RegisterModel(
+        self, request: control_pb2.RegisterModelRequest, context: Any
+    ) -> control_pb2.ModelRecord:
+        async with _refusals(context, "RegisterModel"):
+            path = Path(request.path)
+            name = _segment(request.name, "model name")
+            metadata = _metadata(request.metadata_json)
+            uri = request.uri or await self._publish(path)
+            register = functools.partial(
+                registry.register_model,
+                self._client,
+                self._layout,
+                path=path,
+                name=name,
+                uri=uri,
+                parent=request.parent or None,
+                notes=request.notes,
+                metadata=metadata,
+                now=time.time(),
+            )
+            return model_pb(await run_blocking(register, name=f"register-{name}"[:40]))
+        raise AssertionError("unreachable")
+
+    async def ListModels(
+        self, request: control_pb2.ListModelsRequest, context: Any
+    ) -> control_pb2.ListModelsResponse:
+        async with _refusals(context, "ListModels"):
+            listed = functools.partial(registry.list_models, self._client, self._layout)
+            records = await run_blocking(listed, name="list-models")
+            return control_pb2.ListModelsResponse(models=[model_pb(r) for r in records])
+        raise AssertionError("unreachable")
+
+    async def GetModel(
+        self, request: control_pb2.GetModelRequest, context: Any
+    ) -> control_pb2.ModelRecord:
+        async with _refusals(context, "GetModel"):
+            return model_pb(await self._store.get_model(_segment(request.name, "model name")))
+        raise AssertionError("unreachable")
+
+    # Rollouts.
+
+    async def StartRollout(
+        self, request: control_pb2.StartRolloutRequest, context: Any
+    ) -> control_pb2.Rollout:
+        async with _refusals(context, "StartRollout"):
+            group = await self._known_group(request.group)
+            steps = list(request.steps) or None
+            if steps is None and request.canary_percent == 0:
+                raise SpecInvalid("give canary_percent (1-100) or the steps of the rollout")
+            await self._controller.start_rollout(
+                group,
+                request.model,
+                canary=request.canary_percent or None,
+                steps=steps,
+                hold_s=request.hold_s if request.HasField("hold_s") else DEFAULT_HOLD_S,
+            )
+            return rollout_pb(await self._store.read_rollout(group))
+        raise AssertionError("unreachable")
+
+    async def Pause(self, request: control_pb2.GroupRequest, context: Any) -> control_pb2.Rollout:
+        return await self._intent(request.group, Intent.PAUSE, context)
+
+    async def Resume(self, request: control_pb2.GroupRequest, context: Any) -> control_pb2.Rollout:
+        return await self._intent(request.group, Intent.RESUME, context)
+
+    async def Promote(
+        self, request: control_pb2.PromoteRequest, context: Any
+    ) -> control_pb2.Rollout:
+        intent = Intent.PROMOTE_FULL if request.full else Intent.PROMOTE
+        return await self._intent(request.group, intent, context)
+
+    async def Abort(self, request: control_pb2.GroupRequest, context: Any) -> control_pb2.Rollout:
+        return await self._intent(request.group, Intent.ABORT, context)
+
+    async def Undo(self, request: control_pb2.UndoRequest, context: Any) -> control_pb2.Rollout:
+        async def check() -> None:
+            if not request.to_model:
+                return
+            state = (await self._store.read_rollout(request.group)).state
+            if request.to_model != state.previous_stable:
+                raise SpecInvalid(
+                    f"undo goes back to the previous stable model only "
+                    f"({state.previous_stable or 'none'}); to serve {request.to_model}, "
+                    "start a rollout of it"
+                )
+
+        return await self._intent(request.group, Intent.UNDO, context, check=check)
+
+    async def GetRollout(
+        self, request: control_pb2.GroupRequest, context: Any
+    ) -> control_pb2.Rollout:
+        async with _refusals(context, "GetRollout"):
+            group = _segment(request.group, "group name")
+            return rollout_pb(await self._store.read_rollout(group))
+        raise AssertionError("unreachable")
+
+    async def WatchRollout(
+        self, request: control_pb2.GroupRequest, context: Any
+    ) -> AsyncIterator[control_pb2.Rollout]:
+        async with _refusals(context, "WatchRollout"):
+            group = _segment(request.group, "group name")
+            key = self._layout.rollout(group)
+            last: control_pb2.Rollout | None = None
+            async for _ in KeyWatch(self._client, key, wait=WATCH_WAIT_S, min_interval=0.05):
+                current = rollout_pb(await self._store.read_rollout(group))
+                if current != last:
+                    last = current
+                    yield current
+
+    async def History(
+        self, request: control_pb2.GroupRequest, context: Any
+    ) -> control_pb2.HistoryResponse:
+        async with _refusals(context, "History"):
+            state = (await self._store.read_rollout(_segment(request.group, "group name"))).state
+            entries = [
+                control_pb2.HistoryEntry(
+                    model=entry.target,
+                    previous=entry.stable_before or "",
+                    outcome=entry.outcome.value,
+                    reason=entry.reason,
+                    started_unix=entry.started_at,
+                    ended_unix=entry.ended_at,
+                )
+                for entry in state.history
+            ]
+            return control_pb2.HistoryResponse(entries=entries)
+        raise AssertionError("unreachable")
+
+    # Fleet.
+
+    async def ListNodes(
+        self, request: control_pb2.ListNodesRequest, context: Any
+    ) -> control_pb2.ListNodesResponse:
+        async with _refusals(context, "ListNodes"):
+            groups = (
+                (_segment(request.group, "group name"),)
+                if request.group
+                else await self._store.list_groups()
+            )
+            nodes = [node for group in groups for node in await self._nodes(group)]
+            return control_pb2.ListNodesResponse(nodes=[node_pb(n) for n in nodes])
+        raise AssertionError("unreachable")
+
+    async def ListGroups(
+        self, request: control_pb2.ListGroupsRequest, context: Any
+    ) -> control_pb2.ListGroupsResponse:
+        async with _refusals(context, "ListGroups"):
+            return control_pb2.ListGroupsResponse(groups=list(await self._store.list_groups()))
+        raise AssertionError("unreachable")
+
+    # Helpers.
+
+    async def _intent(
+        self,
+        group_name: str,
+        intent: Intent,
+        context: Any,
+        *,
+        check: Callable[[], Any] | None = None,
+    ) -> control_pb2.Rollout:
+        async with _refusals(context, intent.value.capitalize()):
+            group = _segment(group_name, "group name")
+            if check is not None:
+                await check()
+            await self._controller.record_intent(group, intent)
+            return rollout_pb(await self._store.read_rollout(group))
+        raise AssertionError("unreachable")
+
+    async def _known_group(self, name: str) -> str:
+        group = _segment(name, "group name")
+        if group not in await self._store.list_groups():
+            raise GroupUnknown(
+                f"group {group} is unknown: no node has reported in it and no rollout ran; "
+                "start its nodes first"
+            )
+        return group
+
+    async def _publish(self, path: Path) -> str:
+        if self._artifacts is None:
+            raise SpecInvalid("this control plane serves no artifacts; give the model's uri")
+        artifacts = self._artifacts
+        digest = await run_blocking(functools.partial(_sha256, path), name="hash-artifact")
+        publish = functools.partial(artifacts.publish, digest, path)
+        return await run_blocking(publish, name="publish-artifact")
+
+    async def _nodes(self, group: str) -> list[NodeState]:
+        prefix = self._layout.nodes(group)
+        listed = functools.partial(self._client.list, prefix)
+        nodes = []
+        for pair in await run_blocking(listed, name="list-nodes"):
+            with contextlib.suppress(RecordInvalid):
+                nodes.append(node_state_from_json(pair.value))
+        return sorted(nodes, key=lambda node: node.node_id)
+
+
+def _segment(value: str, what: str) -> str:
+    if not value or "/" in value or value in {".", ".."} or not value.isprintable():
+        raise SpecInvalid(f"{what} {value!r} is not valid: give a non-empty name without '/'")
+    return value
+
+
+def _metadata(text: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecInvalid(f"metadata_json is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise SpecInvalid("metadata_json must be a JSON object")
+    return value
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except OSError as exc:
+        raise registry.ModelUnreadable(f"cannot read model file {path}: {exc.strerror}") from exc
+    return digest.hexdigest()
+
+
+def model_pb(record: ModelRecord) -> control_pb2.ModelRecord:
+    return control_pb2.ModelRecord(
+        name=record.name,
+        uri=record.uri,
+        sha256=record.sha256,
+        size=record.size,
+        format=record.format,
+        class_names=list(record.class_names),
+        input_size=record.input_size,
+        task=record.task,
+        created_unix=record.created,
+        parent=record.parent or "",
+        notes=record.notes,
+        metadata_json=json.dumps(dict(record.metadata), sort_keys=True),
+    )
+
+
+def rollout_pb(doc: RolloutDoc) -> control_pb2.Rollout:
+    state = doc.state
+    checks = [
+        control_pb2.CheckResult(
+            name=check.name.value,
+            outcome=check.outcome.value,
+            canary_value=check.value or 0.0,
+            baseline_value=check.baseline_value or 0.0,
+            threshold=check.threshold,
+            canary_samples=check.canary_n,
+            baseline_samples=check.baseline_n,
+            reason=check.reason,
+        )
+        for check in state.verdicts
+    ]
+    return control_pb2.Rollout(
+        group=state.group,
+        phase=state.phase.value,
+        stable=state.stable or "",
+        canary=state.canary or "",
+        canary_nodes=list(state.canary_nodes),
+        step_index=state.step_index,
+        steps=[step.canary_percent for step in doc.spec.steps] if doc.spec else [],
+        reason=state.reason,
+        checks=checks,
+        revision=state.revision,
+        phase_since_unix=state.phase_since,
+    )
+
+
+def node_pb(node: NodeState) -> control_pb2.NodeInfo:
+    return control_pb2.NodeInfo(
+        group=node.group,
+        node_id=node.node_id,
+        phase=node.phase.value,
+        model=node.model or "",
+        sha256=node.sha256 or "",
+        last_error=node.last_error,
+        endpoint=node.endpoint,
+        device=node.device,
+        updated_unix=node.updated,
+    )

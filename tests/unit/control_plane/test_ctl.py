@@ -1,0 +1,531 @@
+"""`ctl` against an in-process fake ControlPlane on a real gRPC server on 127.0.0.1:0."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+
+from control_plane import ctl
+from yolofleet.v1 import control_pb2 as pb
+from yolofleet.v1 import control_pb2_grpc as pb_grpc
+
+
+def _check() -> pb.CheckResult:
+    return pb.CheckResult(
+        name="error_rate",
+        outcome="pass",
+        canary_value=0.01,
+        baseline_value=0.02,
+        threshold=0.05,
+        canary_samples=120,
+        baseline_samples=980,
+        reason="canary within threshold",
+    )
+
+
+def _rollout(phase: str = "progressing", **overrides: object) -> pb.Rollout:
+    fields: dict[str, object] = {
+        "group": "zone-a",
+        "phase": phase,
+        "stable": "shapes-v1",
+        "canary": "shapes-v2",
+        "canary_nodes": ["n1"],
+        "step_index": 0,
+        "steps": [10, 50, 100],
+        "reason": "holding step 1",
+        "checks": [_check()],
+        "revision": 42,
+        "phase_since_unix": 1_700_000_000.0,
+    }
+    fields.update(overrides)
+    return pb.Rollout(**fields)  # type: ignore[arg-type]
+
+
+MODEL = pb.ModelRecord(
+    name="shapes-v2",
+    uri="http://cp/artifacts/shapes-v2",
+    sha256="ab" * 32,
+    size=6_200_000,
+    format="pt",
+    class_names=["circle", "square"],
+    input_size=640,
+    task="detect",
+    created_unix=1_700_000_000.0,
+    parent="shapes-v1",
+    notes="more squares",
+)
+
+
+@dataclass
+class FakeControlPlane(pb_grpc.ControlPlaneServicer):
+    """Answers every RPC from canned values, records calls, and can fail them all."""
+
+    calls: list[str] = field(default_factory=list)
+    requests: list[object] = field(default_factory=list)
+    error: tuple[grpc.StatusCode, str] | None = None
+    rollout: pb.Rollout = field(default_factory=_rollout)
+    watch_script: list[pb.Rollout] = field(default_factory=list)
+
+    def _answer(self, name: str, request: object, context: grpc.ServicerContext) -> None:
+        self.calls.append(name)
+        self.requests.append(request)
+        if self.error is not None:
+            context.abort(*self.error)
+
+    def _rollout_rpc(self, name: str, request: object, context: grpc.ServicerContext) -> pb.Rollout:
+        self._answer(name, request, context)
+        return self.rollout
+
+    def StartRollout(self, request, context):  # type: ignore[no-untyped-def]
+        return self._rollout_rpc("StartRollout", request, context)
+
+    def Pause(self, request, context):  # type: ignore[no-untyped-def]
+        return self._rollout_rpc("Pause", request, context)
+
+    def Resume(self, request, context):  # type: ignore[no-untyped-def]
+        return self._rollout_rpc("Resume", request, context)
+
+    def Promote(self, request, context):  # type: ignore[no-untyped-def]
+        return self._rollout_rpc("Promote", request, context)
+
+    def Abort(self, request, context):  # type: ignore[no-untyped-def]
+        return self._rollout_rpc("Abort", request, context)
+
+    def Undo(self, request, context):  # type: ignore[no-untyped-def]
+        return self._rollout_rpc("Undo", request, context)
+
+    def GetRollout(self, request, context):  # type: ignore[no-untyped-def]
+        self._answer("GetRollout", request, context)
+        return pb.Rollout(**{**_fields(self.rollout), "group": request.group})
+
+    def WatchRollout(self, request, context):  # type: ignore[no-untyped-def]
+        self._answer("WatchRollout", request, context)
+        yield from self.watch_script
+        while context.is_active():  # never settles: wait for the client's deadline
+            time.sleep(0.01)
+
+    def History(self, request, context):  # type: ignore[no-untyped-def]
+        self._answer("History", request, context)
+        entry = pb.HistoryEntry(
+            model="shapes-v1",
+            previous="shapes-v0",
+            outcome="completed",
+            reason="all steps passed",
+            started_unix=1_700_000_000.0,
+            ended_unix=1_700_000_600.0,
+        )
+        return pb.HistoryResponse(entries=[entry])
+
+    def ListNodes(self, request, context):  # type: ignore[no-untyped-def]
+        self._answer("ListNodes", request, context)
+        node = pb.NodeInfo(
+            group="zone-a",
+            node_id="n1",
+            phase="serving",
+            model="shapes-v2",
+            sha256="ab" * 32,
+            endpoint="10.0.0.1:50051",
+            device="cuda:0",
+            updated_unix=1_700_000_000.0,
+        )
+        return pb.ListNodesResponse(nodes=[node])
+
+    def ListGroups(self, request, context):  # type: ignore[no-untyped-def]
+        self._answer("ListGroups", request, context)
+        return pb.ListGroupsResponse(groups=["zone-a", "zone-b"])
+
+    def RegisterModel(self, request, context):  # type: ignore[no-untyped-def]
+        self._answer("RegisterModel", request, context)
+        return MODEL
+
+    def ListModels(self, request, context):  # type: ignore[no-untyped-def]
+        self._answer("ListModels", request, context)
+        return pb.ListModelsResponse(models=[MODEL])
+
+    def GetModel(self, request, context):  # type: ignore[no-untyped-def]
+        self._answer("GetModel", request, context)
+        return MODEL
+
+
+def _fields(message: pb.Rollout) -> dict[str, object]:
+    return {f.name: value for f, value in message.ListFields()}
+
+
+@dataclass
+class Harness:
+    fake: FakeControlPlane
+    address: str
+    capsys: pytest.CaptureFixture[str]
+
+    def run(self, *argv: str) -> tuple[int, str, str]:
+        code = ctl.main(["--control-plane", self.address, *argv])
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+
+@pytest.fixture
+def cp(capsys: pytest.CaptureFixture[str]) -> Iterator[Harness]:
+    fake = FakeControlPlane()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pb_grpc.add_ControlPlaneServicer_to_server(fake, server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield Harness(fake=fake, address=f"127.0.0.1:{port}", capsys=capsys)
+    server.stop(grace=None).wait()
+
+
+# --- mutations -----------------------------------------------------------------------------
+
+
+def test_rollout_prints_one_line_and_sends_the_spec(cp: Harness) -> None:
+    argv = ("rollout", "shapes-v2", "--group", "zone-a", "--canary", "10")
+
+    code, out, err = cp.run(*argv, "--steps", "10,50,100", "--hold", "30")
+
+    assert (code, err) == (0, "")
+    assert out == "rollout of shapes-v2 to zone-a started: 10% canary on n1 (revision 42)\n"
+    request = cp.fake.requests[0]
+    assert isinstance(request, pb.StartRolloutRequest)
+    assert (request.group, request.model, request.canary_percent) == ("zone-a", "shapes-v2", 10)
+    assert (list(request.steps), request.hold_s) == ([10, 50, 100], 30.0)
+
+
+def test_rollout_without_hold_leaves_it_unset(cp: Harness) -> None:
+    cp.run("rollout", "shapes-v2", "--group", "zone-a", "--canary", "10")
+
+    request = cp.fake.requests[0]
+    assert isinstance(request, pb.StartRolloutRequest)
+    assert not request.HasField("hold_s")
+    assert list(request.steps) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "rpc", "expected"),
+    [
+        pytest.param(
+            ["pause", "zone-a"],
+            "Pause",
+            "rollout in zone-a paused at step 1/3 (10%) (revision 42)",
+            id="pause",
+        ),
+        pytest.param(
+            ["resume", "zone-a"],
+            "Resume",
+            "rollout in zone-a resumed at step 1/3 (10%): now progressing (revision 42)",
+            id="resume",
+        ),
+        pytest.param(
+            ["promote", "zone-a"],
+            "Promote",
+            "rollout in zone-a promoted at step 1/3 (10%): now progressing (revision 42)",
+            id="promote",
+        ),
+        pytest.param(
+            ["promote", "zone-a", "--full"],
+            "Promote",
+            "rollout in zone-a fully promoted at step 1/3 (10%): now progressing (revision 42)",
+            id="promote-full",
+        ),
+        pytest.param(
+            ["abort", "zone-a"],
+            "Abort",
+            "rollout in zone-a aborted: nodes return to shapes-v1 (revision 42)",
+            id="abort",
+        ),
+        pytest.param(
+            ["undo", "zone-a", "--to", "shapes-v0"],
+            "Undo",
+            "undo in zone-a to shapes-v0 recorded: now progressing, stable shapes-v1 (revision 42)",
+            id="undo-to",
+        ),
+    ],
+)
+def test_mutation_prints_one_line(cp: Harness, argv: list[str], rpc: str, expected: str) -> None:
+    code, out, err = cp.run(*argv)
+
+    assert (code, out, err) == (0, expected + "\n", "")
+    assert cp.fake.calls == [rpc]
+
+
+def test_promote_full_and_undo_to_reach_the_request(cp: Harness) -> None:
+    cp.run("promote", "zone-a", "--full")
+    cp.run("undo", "zone-a", "--to", "shapes-v0")
+
+    promote, undo = cp.fake.requests
+    assert isinstance(promote, pb.PromoteRequest)
+    assert isinstance(undo, pb.UndoRequest)
+    assert (promote.group, promote.full) == ("zone-a", True)
+    assert (undo.group, undo.to_model) == ("zone-a", "shapes-v0")
+
+
+def test_models_register_sends_absolute_path(cp: Harness, tmp_path: Path) -> None:
+    model_file = tmp_path / "shapes-v2.pt"
+    model_file.write_bytes(b"weights")
+
+    code, out, err = cp.run(
+        "models", "register", str(model_file), "--name", "shapes-v2", "--parent", "shapes-v1"
+    )
+
+    assert (code, err) == (0, "")
+    assert out == f"registered model shapes-v2 from {model_file} (6.2 MB, sha256 abababababab)\n"
+    request = cp.fake.requests[0]
+    assert isinstance(request, pb.RegisterModelRequest)
+    assert (request.path, request.name, request.parent) == (
+        str(model_file),
+        "shapes-v2",
+        "shapes-v1",
+    )
+
+
+# --- reads ---------------------------------------------------------------------------------
+
+
+def test_status_shows_state_and_latest_checks(cp: Harness) -> None:
+    code, out, err = cp.run("status", "zone-a")
+
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert "phase     progressing since 2023-11-14 22:13:20Z" in lines
+    assert "step      1/3 (10%)" in lines
+    assert "stable    shapes-v1" in lines
+    assert "canary    shapes-v2 on n1" in lines
+    assert "reason    holding step 1" in lines
+    header = next(line for line in lines if line.startswith("CHECK"))
+    assert header.split() == [
+        "CHECK",
+        "OUTCOME",
+        "CANARY",
+        "BASELINE",
+        "THRESHOLD",
+        "SAMPLES",
+        "C/B",
+        "REASON",
+    ]
+    assert lines[-1].split()[:6] == ["error_rate", "pass", "0.01", "0.02", "0.05", "120/980"]
+
+
+def test_status_without_group_lists_every_group(cp: Harness) -> None:
+    code, out, _ = cp.run("status")
+
+    assert code == 0
+    rows = [line.split()[:2] for line in out.splitlines()[1:]]
+    assert rows == [["zone-a", "progressing"], ["zone-b", "progressing"]]
+    assert cp.fake.calls == ["ListGroups", "GetRollout", "GetRollout"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        pytest.param(["history", "zone-a"], "shapes-v1  shapes-v0  completed", id="history"),
+        pytest.param(["nodes", "zone-a"], "zone-a  n1    serving  shapes-v2", id="nodes"),
+        pytest.param(["models", "list"], "shapes-v2  detect  pt", id="models-list"),
+        pytest.param(["models", "show", "shapes-v2"], "sha256      " + "ab" * 32, id="models-show"),
+    ],
+)
+def test_read_prints_a_table(cp: Harness, argv: list[str], expected: str) -> None:
+    code, out, err = cp.run(*argv)
+
+    assert (code, err) == (0, "")
+    assert expected in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "key", "value"),
+    [
+        pytest.param(["status", "zone-a"], "phase", "progressing", id="status"),
+        pytest.param(["history", "zone-a"], "outcome", "completed", id="history"),
+        pytest.param(["nodes"], "node_id", "n1", id="nodes"),
+        pytest.param(["models", "list"], "name", "shapes-v2", id="models-list"),
+        pytest.param(["models", "show", "shapes-v2"], "input_size", 640, id="models-show"),
+    ],
+)
+def test_output_json_parses(cp: Harness, argv: list[str], key: str, value: object) -> None:
+    code, out, _ = cp.run(*argv, "--output", "json")
+
+    assert code == 0
+    parsed = json.loads(out)
+    first = parsed[0] if isinstance(parsed, list) else parsed
+    assert first[key] == value
+
+
+def test_status_json_without_group_is_a_list(cp: Harness) -> None:
+    _, out, _ = cp.run("status", "--output", "json")
+
+    assert [r["group"] for r in json.loads(out)] == ["zone-a", "zone-b"]
+
+
+def test_address_comes_from_the_environment(
+    cp: Harness, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(ctl.ENV_ADDRESS, cp.address)
+
+    code = ctl.main(["pause", "zone-a"])
+
+    assert code == 0
+    assert cp.fake.calls == ["Pause"]
+
+
+# --- status --watch ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("final", "exit_code"),
+    [
+        pytest.param("completed", 0, id="completed"),
+        pytest.param("idle", 0, id="idle"),
+        pytest.param("rolled_back", 1, id="rolled-back"),
+        pytest.param("aborted", 1, id="aborted"),
+    ],
+)
+def test_watch_prints_each_change_once_and_exits_when_settled(
+    cp: Harness, final: str, exit_code: int
+) -> None:
+    cp.fake.watch_script = [
+        _rollout("deploying"),
+        _rollout("deploying"),
+        _rollout("holding"),
+        _rollout("holding"),
+        _rollout(final, reason=f"{final} now"),
+    ]
+
+    code, out, err = cp.run("status", "zone-a", "--watch", "--timeout", "5")
+
+    assert (code, err) == (exit_code, "")
+    phases = [line.split(",")[0] for line in out.splitlines()]
+    assert phases == ["zone-a: deploying", "zone-a: holding", f"zone-a: {final}"]
+
+
+def test_watch_times_out_with_exit_2(cp: Harness) -> None:
+    cp.fake.watch_script = [_rollout("paused")]
+
+    code, out, err = cp.run("status", "zone-a", "--watch", "--timeout", "0.3")
+
+    assert code == 2
+    assert out.startswith("zone-a: paused")
+    assert err == "ctl: rollout in zone-a did not settle within 0.3s (last phase: paused)\n"
+
+
+def test_watch_json_prints_one_object_per_line(cp: Harness) -> None:
+    cp.fake.watch_script = [_rollout("holding"), _rollout("completed")]
+
+    code, out, _ = cp.run("status", "zone-a", "--watch", "--output", "json")
+
+    assert code == 0
+    assert [json.loads(line)["phase"] for line in out.splitlines()] == ["holding", "completed"]
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "exit_code"),
+    [
+        pytest.param(grpc.StatusCode.INVALID_ARGUMENT, 2, id="invalid-argument"),
+        pytest.param(grpc.StatusCode.NOT_FOUND, 3, id="not-found"),
+        pytest.param(grpc.StatusCode.FAILED_PRECONDITION, 3, id="failed-precondition"),
+        pytest.param(grpc.StatusCode.INTERNAL, 5, id="internal"),
+    ],
+)
+def test_rpc_error_becomes_one_line_and_exit_code(
+    cp: Harness, status: grpc.StatusCode, exit_code: int
+) -> None:
+    cp.fake.error = (status, "group zone-q is not\nknown")
+
+    code, out, err = cp.run("promote", "zone-q")
+
+    assert (code, out) == (exit_code, "")
+    assert err == "ctl: group zone-q is not known\n"
+
+
+def test_watch_rpc_error_maps_like_any_other(cp: Harness) -> None:
+    cp.fake.error = (grpc.StatusCode.NOT_FOUND, "no group zone-q")
+
+    code, _, err = cp.run("status", "zone-q", "--watch")
+
+    assert (code, err) == (3, "ctl: no group zone-q\n")
+
+
+def test_unreachable_control_plane_exits_4(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{sock.getsockname()[1]}"
+
+    code = ctl.main(["--control-plane", address, "status", "zone-a"])
+
+    out, err = capsys.readouterr()
+    assert (code, out) == (4, "")
+    assert err.startswith(f"ctl: control plane at {address} is unavailable: ")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        pytest.param(["--steps", "10,5,100"], "--steps: must be increasing", id="steps-decrease"),
+        pytest.param(["--steps", "10,50"], "--steps: must be increasing", id="steps-not-100"),
+        pytest.param(["--steps", "ten"], "--steps: must be increasing", id="steps-not-numbers"),
+        pytest.param(["--canary", "0"], "--canary: must be a whole percentage", id="canary-0"),
+        pytest.param(["--canary", "101"], "--canary: must be a whole percentage", id="canary-101"),
+        pytest.param(
+            ["--steps", "20,100"], "--canary 10 must equal the first", id="canary-vs-steps"
+        ),
+        pytest.param(["--hold", "-1"], "--hold: must be a number of seconds", id="negative-hold"),
+    ],
+)
+def test_bad_rollout_input_is_refused_before_any_rpc(
+    cp: Harness, argv: list[str], message: str
+) -> None:
+    code, out, err = cp.run("rollout", "shapes-v2", "--group", "zone-a", "--canary", "10", *argv)
+
+    assert (code, out, cp.fake.calls) == (2, "", [])
+    assert err.startswith("ctl: ")
+    assert message in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        pytest.param(
+            ["models", "register", "/nonexistent/m.pt", "--name", "m"],
+            "ctl: model file /nonexistent/m.pt does not exist\n",
+            id="register-missing-file",
+        ),
+        pytest.param(
+            ["status", "--watch"], "ctl: status --watch needs a GROUP\n", id="watch-no-group"
+        ),
+        pytest.param(
+            ["frobnicate"],
+            "ctl: argument COMMAND: invalid choice: 'frobnicate'",
+            id="unknown-command",
+        ),
+    ],
+)
+def test_bad_input_is_refused_before_any_rpc(cp: Harness, argv: list[str], expected: str) -> None:
+    code, out, err = cp.run(*argv)
+
+    assert (code, out, cp.fake.calls) == (2, "", [])
+    assert err.startswith(expected)
+    assert err.count("\n") == 1
+
+
+def test_missing_address_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(ctl.ENV_ADDRESS, raising=False)
+
+    code = ctl.main(["status"])
+
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert err == (
+        f"ctl: no control plane address: pass --control-plane HOST:PORT or set {ctl.ENV_ADDRESS}\n"
+    )
