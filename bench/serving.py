@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -100,6 +101,8 @@ class NodeProcess:
                 break
         else:
             raise RuntimeError("node exited before serving")
+        # keep reading: a full stderr pipe would block the node's logging, and its event loop
+        threading.Thread(target=self.process.stderr.read, daemon=True).start()
         self.stub = pb_grpc.InferenceStub(grpc.insecure_channel(self.address))
 
     def generation(self) -> int:
