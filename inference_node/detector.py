@@ -8,6 +8,7 @@ request's own thresholds, so one batch can carry requests with different setting
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -41,6 +42,9 @@ class TorchDetector:
         self._spec = spec
         self._device = device
         self._half = device.startswith("cuda")
+        self._channels_last = channels_last_preferred(device)
+        if self._channels_last:
+            self._module = module.to(memory_format=torch.channels_last)
 
     @property
     def spec(self) -> ModelSpec:
@@ -89,7 +93,9 @@ class TorchDetector:
             canvas[index, top : top + new_h, left : left + new_w] = resized
             placements.append(_Placement(scale, left, top, width, height))
         tensor = torch.from_numpy(canvas).to(self._device, non_blocking=True)
-        tensor = tensor.permute(0, 3, 1, 2).contiguous()
+        tensor = tensor.permute(0, 3, 1, 2)  # NHWC memory: already channels-last, no copy
+        if not self._channels_last:
+            tensor = tensor.contiguous()
         tensor = tensor.half() if self._half else tensor.float()
         return tensor / 255.0, placements
 
@@ -146,6 +152,17 @@ class TorchDetector:
                 strict=True,
             )
         ]
+
+
+def channels_last_preferred(device: str) -> bool:
+    """Channels-last convolutions are faster on CUDA and on x86 CPUs with oneDNN (mkldnn)."""
+    if device.startswith("cuda"):
+        return True
+    return (
+        platform.machine() in {"x86_64", "AMD64"}
+        and torch.backends.mkldnn.is_available()
+        and bool(torch.backends.mkldnn.enabled)
+    )
 
 
 def _xywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,8 @@ from inference_node.model import Detector, DetectParams, ModelRef, ModelSpec
 
 logger = logging.getLogger(__name__)
 
-WARMUP_ROUNDS = 2
+WARMUP_BATCH_ONE_ROUNDS = 2
+"""Single-image passes: allocator and kernel selection settle after the first; the second checks."""
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -131,9 +132,10 @@ class ModelLoader:
         size = detector.spec.input_size
         blank = np.zeros((size, size, 3), dtype=np.uint8)
         try:
-            for batch in sorted({1, self._warmup_batch}):
-                for _ in range(WARMUP_ROUNDS):
-                    detector.detect([blank] * batch, [DetectParams()] * batch)
+            for _ in range(WARMUP_BATCH_ONE_ROUNDS):
+                detector.detect([blank], [DetectParams()])
+            if self._warmup_batch > 1:  # one full batch: its buffers are the largest allocated
+                detector.detect([blank] * self._warmup_batch, [DetectParams()] * self._warmup_batch)
         except Exception as exc:  # a model that cannot run a blank batch never goes live
             detector.close()
             raise LoadError(f"model {ref} failed its warm-up run: {exc}") from exc

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
@@ -34,6 +36,7 @@ from yolofleet.v1 import inference_pb2, inference_pb2_grpc
 logger = logging.getLogger(__name__)
 
 GRPC_OVERHEAD_BYTES = 1 << 20
+LOADER_NICENESS = 10
 
 
 def ref_for_file(path: Path, *, name: str | None = None) -> ModelRef:
@@ -65,7 +68,9 @@ class InferenceNode:
         self.health = NodeHealth()
         self._telemetry = telemetry or telemetry_for(self.device)
         self._device_executor = ThreadPoolExecutor(1, thread_name_prefix="device")
-        self._loader_executor = ThreadPoolExecutor(1, thread_name_prefix="loader")
+        self._loader_executor = ThreadPoolExecutor(
+            1, thread_name_prefix="loader", initializer=lower_thread_priority
+        )
         self._decode_executor = ThreadPoolExecutor(2, thread_name_prefix="decode")
         self._server: grpc.aio.Server | None = None
         self._metrics_http: WSGIServer | None = None
@@ -221,6 +226,18 @@ def _local_catalog(config: NodeConfig) -> StaticCatalog | None:
     return StaticCatalog(
         {name: ref_for_file(path, name=name) for name, path in config.local_models}
     )
+
+
+def lower_thread_priority() -> None:
+    """Run the calling thread at a lower CPU priority, so loads yield to serving under contention.
+
+    Loading, validating and warming up a candidate happen beside live traffic; where both need
+    the CPU (a CPU-only node, or unpickling on a GPU node) requests should win.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADER_NICENESS)
+    except (OSError, AttributeError) as exc:  # not Linux, or not permitted: run as is
+        logger.debug("loader thread keeps its priority: %s", exc)
 
 
 def _policy(config: NodeConfig) -> validate.ValidationPolicy:
