@@ -263,13 +263,10 @@ class SwapAgent:
         await loop.run_in_executor(self._loader_executor, _close_and_release, detector)
 
     def _supersede_all_but(self, ref: ModelRef) -> None:
-        keep = []
         for wanted, future in self._waiters:
-            if wanted == ref or future.done():
-                keep.append((wanted, future))
-            else:
+            if wanted != ref and not future.done():
                 future.set_exception(Superseded(f"model {wanted} was superseded by {ref}"))
-        self._waiters = [(w, f) for w, f in keep if not f.done()]
+        self._waiters = [(w, f) for w, f in self._waiters if not f.done()]
 
     def _settle(
         self, ref: ModelRef, *, result: Active | None = None, error: Exception | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
@@ -31,7 +30,7 @@ from inference_node.slot import Active, ModelSlot
 from inference_node.stats import StatsRecorder
 from inference_node.status import StatusSource
 from yolofleet.offline import ensure_offline
-from yolofleet.v1 import inference_pb2, inference_pb2_grpc
+from yolofleet.v1 import inference_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
@@ -167,18 +166,13 @@ class InferenceNode:
         )
         inference_pb2_grpc.add_InferenceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
-        services = (
-            inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name,
-            "grpc.health.v1.Health",
-            reflection.SERVICE_NAME,
-        )
+        services = (INFERENCE_SERVICE, "grpc.health.v1.Health", reflection.SERVICE_NAME)
         reflection.enable_server_reflection(services, server)
         self.port = server.add_insecure_port(f"{config.host}:{config.port}")
         if self.port == 0:
             raise OSError(f"could not bind gRPC port {config.host}:{config.port}")
         await server.start()
         self._server = server
-        assert services[0] == INFERENCE_SERVICE
 
     def _start_metrics_http(self) -> None:
         if self.config.metrics_port is None:
@@ -254,8 +248,3 @@ def _policy(config: NodeConfig) -> validate.ValidationPolicy:
         calibration=calibration,
         latency_factor=gates.latency_factor,
     )
-
-
-async def wait_until_stopped(node: InferenceNode, stop: asyncio.Event) -> None:
-    await stop.wait()
-    await node.stop()
