@@ -233,6 +233,13 @@ async def test_rollout_runs_to_completion_seen_through_get_and_watch(
             return bool(seen) and seen[-1].revision == done.revision
 
         await wait_for(watched_completion, what="the watch to see the completed rollout")
+
+        async def every_node_on_new() -> bool:
+            listed = await plane.stub.ListNodes(pb.ListNodesRequest())
+            return {n.model for n in listed.nodes} == {NEW} and len(listed.nodes) == 4
+
+        # completion rewrites the target; the last baseline node switches after that
+        await wait_for(every_node_on_new, what="every node to report the new stable model")
     finally:
         for task in (watcher, loop):
             task.cancel()
