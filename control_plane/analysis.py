@@ -152,7 +152,8 @@ def _error_rate(canary: Samples, baseline: Samples, t: Thresholds) -> CheckResul
 def _p99_latency(canary: Samples, baseline: Samples, t: Thresholds) -> CheckResult:
     ns = (canary.latency.total, baseline.latency.total)
     bound = t.p99_latency_ratio
-    short = _too_few(Check.P99_LATENCY, ns, bound, minimum=t.min_samples, unit="latencies")
+    minimum = max(t.min_samples, t.min_latency_samples)
+    short = _too_few(Check.P99_LATENCY, ns, bound, minimum=minimum, unit="latencies")
     if short:
         return short
     p99, base = _p99(canary.latency), _p99(baseline.latency)

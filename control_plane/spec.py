@@ -49,6 +49,9 @@ class Thresholds:
     """Largest allowed total variation distance between the two class mixes (0 to 1)."""
     min_samples: int = 100
     """Fewer than this on either side makes a check inconclusive, never a pass."""
+    min_latency_samples: int = 500
+    """Latencies each side needs before p99 is judged: with fewer than ~5 observations above it,
+    a p99 is just the slowest few requests, and noise alone trips the ratio."""
     analysis_deadline_s: float = 300.0
     """How long analysis waits for conclusive data after the hold before pausing."""
     report_deadline_s: float = 120.0
@@ -155,7 +158,7 @@ def _check_thresholds(thresholds: Thresholds) -> None:
             f"threshold p99_latency_ratio={thresholds.p99_latency_ratio} below 1 would fail "
             "a canary exactly as fast as the baseline"
         )
-    if not isinstance(thresholds.min_samples, int) or thresholds.min_samples < 1:
-        raise SpecInvalid(
-            f"threshold min_samples={thresholds.min_samples} must be a whole number, 1 or more"
-        )
+    for name in ("min_samples", "min_latency_samples"):
+        count = getattr(thresholds, name)
+        if not isinstance(count, int) or count < 1:
+            raise SpecInvalid(f"threshold {name}={count} must be a whole number, 1 or more")

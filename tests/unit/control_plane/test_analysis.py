@@ -75,6 +75,15 @@ CHECKS: dict[Check, dict[str, Row]] = {
             outcome=Outcome.INCONCLUSIVE,
             reason=("p99_latency: canary has 20 latencies",),
         ),
+        "slower-on-enough-requests-but-too-few-latencies-is-inconclusive": Row(
+            canary=replace(samples(p99=0.05), latency=latency(0.05, 499)),
+            outcome=Outcome.INCONCLUSIVE,
+            reason=("p99_latency: canary has 499 latencies",),
+        ),
+        "slower-at-the-latency-minimum-fails": Row(
+            canary=replace(samples(p99=0.05), latency=latency(0.05, 500)),
+            outcome=Outcome.FAIL,
+        ),
     },
     Check.DETECTIONS_PER_IMAGE: {
         "same-count-passes": Row(canary=samples(), outcome=Outcome.PASS),
