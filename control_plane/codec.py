@@ -32,6 +32,8 @@ class RolloutDoc:
     spec: RolloutSpec | None
     state: GroupState
     intent: Intent | None = None
+    undo_to: str | None = None
+    """With ``Intent.UNDO``: the earlier stable model to go back to (None: the previous one)."""
 
 
 def encode_doc(doc: RolloutDoc) -> bytes:
@@ -42,6 +44,7 @@ def encode_doc(doc: RolloutDoc) -> bytes:
         "spec": asdict(doc.spec) if doc.spec is not None else None,
         "state": state,
         "intent": doc.intent.value if doc.intent is not None else None,
+        "undo_to": doc.undo_to,
     }
     return json.dumps(body, sort_keys=True).encode()
 
@@ -58,6 +61,7 @@ def decode_doc(data: bytes, *, revision: int) -> RolloutDoc:
         spec=_spec(spec) if spec is not None else None,
         state=_state(body.require_obj("state"), revision=revision),
         intent=body.enum(Intent, intent, "intent") if intent is not None else None,
+        undo_to=body.opt_text("undo_to"),
     )
 
 
@@ -70,8 +74,13 @@ def _spec(raw: _Fields) -> RolloutSpec:
             Step(canary_percent=s.whole("canary_percent"), hold_s=s.real("hold_s"))
             for s in raw.objs("steps")
         ),
+        # A threshold added after the document was written takes its default.
         thresholds=Thresholds(
-            **{name: thresholds.number(name) for name in Thresholds.__dataclass_fields__}
+            **{
+                name: thresholds.number(name)
+                for name in Thresholds.__dataclass_fields__
+                if thresholds.has(name)
+            }
         ),
         created=raw.real("created"),
     )
@@ -92,6 +101,9 @@ def _state(raw: _Fields, *, revision: int) -> GroupState:
         reason=raw.text("reason"),
         revision=revision,
         verdicts=tuple(_check(c) for c in raw.objs("verdicts")),
+        failing_assessments=raw.whole("failing_assessments")
+        if raw.has("failing_assessments")
+        else 0,
         history=tuple(_history(h) for h in raw.objs("history")),
     )
 
@@ -130,6 +142,9 @@ class _Fields:
             raise RecordCorrupt(f"{where} must be a JSON object, got {type(raw).__name__}")
         self._raw: dict[str, Any] = raw
         self._where = where
+
+    def has(self, name: str) -> bool:
+        return name in self._raw
 
     def _get(self, name: str) -> Any:
         if name not in self._raw:

@@ -63,7 +63,7 @@ class Controller:
         fleet = await self._store.observe(group)
         now = self._clock.now()
         verdict = await self._verdict(state, spec, fleet, now)
-        new = rollout.step(state, spec, fleet, verdict, doc.intent, now)
+        new = rollout.step(state, spec, fleet, verdict, doc.intent, now, undo_to=doc.undo_to)
         if new != state or doc.intent is not None:
             revision = await self._store.write_rollout(RolloutDoc(spec=spec, state=new))
             _log_change(state, new, doc.intent)
@@ -119,13 +119,16 @@ class Controller:
         await self._store.write_target(new)
         return replace(new, revision=revision)
 
-    async def record_intent(self, group: str, intent: Intent) -> int:
-        """Records ``intent`` for the next tick (CAS); returns the new revision. Raises
-        ``NothingToDo`` / ``RolloutConflict`` when the rollout's phase would ignore it.
+    async def record_intent(self, group: str, intent: Intent, *, undo_to: str | None = None) -> int:
+        """Records ``intent`` (and the model ``undo_to`` names) for the next tick (CAS); returns
+        the new revision. Raises ``NothingToDo`` / ``RolloutConflict`` when the rollout's phase
+        would ignore it, and ``ModelUnknown`` when ``undo_to`` is no longer registered.
         """
         doc = await self._store.read_rollout(group)
-        check_intent(doc.state, intent)
-        revision = await self._store.write_rollout(replace(doc, intent=intent))
+        check_intent(doc.state, intent, undo_to=undo_to)
+        if undo_to is not None:
+            await self._store.get_model(undo_to)
+        revision = await self._store.write_rollout(replace(doc, intent=intent, undo_to=undo_to))
         logger.info("group=%s intent=%s recorded revision=%d", group, intent, revision)
         return revision
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -138,6 +139,71 @@ def _steps(text: str) -> list[int]:
     return steps
 
 
+def _bound(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more, not {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text) if text.isdecimal() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number, 1 or more, not {text!r}")
+    return value
+
+
+# `ctl rollout` flag -> (Thresholds field, argument type, help).
+THRESHOLD_FLAGS: dict[str, tuple[str, Callable[[str], float], str]] = {
+    "--max-error-rate-increase": (
+        "error_rate_increase",
+        _bound,
+        "largest canary minus baseline error rate (0.01)",
+    ),
+    "--max-p99-ratio": ("p99_latency_ratio", _bound, "largest canary/baseline p99 latency (1.5)"),
+    "--latency-floor": ("latency_floor_s", _bound, "baseline p99 below this many s counts as it"),
+    "--max-detections-drift": (
+        "detections_drift",
+        _bound,
+        "largest relative change of detections per image (0.25)",
+    ),
+    "--max-confidence-drift": (
+        "confidence_drift",
+        _bound,
+        "largest change of mean detection confidence (0.10)",
+    ),
+    "--max-class-mix-distance": (
+        "class_mix_distance",
+        _bound,
+        "largest total variation distance of class mix (0.20)",
+    ),
+    "--min-samples": ("min_samples", _count, "samples per side before a check counts (100)"),
+    "--min-latency-samples": (
+        "min_latency_samples",
+        _count,
+        "latencies per side before p99 is judged (500)",
+    ),
+    "--analysis-deadline": (
+        "analysis_deadline_s",
+        _bound,
+        "s to wait for a conclusive analysis, then pause (300)",
+    ),
+    "--report-deadline": (
+        "report_deadline_s",
+        _bound,
+        "s for canaries to serve the model, then roll back (120)",
+    ),
+    "--failures": (
+        "consecutive_failures",
+        _count,
+        "failing assessments in a row that roll back (2)",
+    ),
+}
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -160,6 +226,10 @@ def cmd_rollout(stub: Stub, args: argparse.Namespace) -> int:
     )
     if args.hold is not None:
         request.hold_s = args.hold
+    for field, _, _ in THRESHOLD_FLAGS.values():
+        value = getattr(args, field)
+        if value is not None:
+            setattr(request.thresholds, field, value)
     r = stub.StartRollout(request, timeout=RPC_TIMEOUT_S)
     percent = r.steps[r.step_index] if 0 <= r.step_index < len(r.steps) else args.canary
     print(
@@ -347,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--canary", type=_percent, required=True, help="first canary percentage")
     p.add_argument("--steps", type=_steps, help="every step's percentage, e.g. 10,50,100")
     p.add_argument("--hold", type=_seconds, help="seconds to hold each step before analysis")
+    bounds = p.add_argument_group("analysis (unset: the control plane's default, in brackets)")
+    for flag, (field, kind, help_) in THRESHOLD_FLAGS.items():
+        bounds.add_argument(flag, dest=field, type=kind, metavar="N", help=help_)
 
     p = add("status", cmd_status, "show a group's rollout (or every group's)", read=True)
     p.add_argument("group", metavar="GROUP", nargs="?")

@@ -106,6 +106,7 @@ def rollout_detail(rollout: pb.Rollout) -> str:
         ("stable", rollout.stable or "-"),
         ("canary", canary),
         ("reason", rollout.reason or "-"),
+        *_analysis_fields(rollout),
         ("revision", str(rollout.revision)),
     ]
     width = max(len(key) for key, _ in fields)
@@ -115,6 +116,22 @@ def rollout_detail(rollout: pb.Rollout) -> str:
     else:
         lines += ["", "no analysis yet"]
     return "\n".join(lines)
+
+
+def _analysis_fields(rollout: pb.Rollout) -> list[tuple[str, str]]:
+    """How the rollout judges: hold, deadlines and how many failures in a row roll it back."""
+    if not rollout.HasField("thresholds"):
+        return []
+    t = rollout.thresholds
+    timing = (
+        f"hold {rollout.hold_s:g}s per step; canaries must serve within "
+        f"{t.report_deadline_s:g}s; analysis pauses after {t.analysis_deadline_s:g}s inconclusive"
+    )
+    failing = (
+        f"{rollout.failing_assessments} failing assessment(s) in a row; "
+        f"rolls back at {t.consecutive_failures}"
+    )
+    return [("timing", timing), ("failures", failing)]
 
 
 def checks_table(checks: Sequence[pb.CheckResult]) -> str:

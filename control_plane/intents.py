@@ -12,7 +12,7 @@ from control_plane.spec import RolloutSpec
 from control_plane.state import GroupState, Intent, Phase
 
 
-def check_intent(state: GroupState, intent: Intent) -> None:
+def check_intent(state: GroupState, intent: Intent, *, undo_to: str | None = None) -> None:
     """Raises ``NothingToDo`` (or ``RolloutConflict``) when ``step`` would ignore ``intent``,
     so the service can refuse it with a sentence instead of recording it.
     """
@@ -21,7 +21,9 @@ def check_intent(state: GroupState, intent: Intent) -> None:
         case Intent.UNDO:
             if phase.running:
                 raise RolloutConflict(f"group {group} is rolling out; abort it instead of undo")
-            if state.previous_stable is None or state.previous_stable == state.stable:
+            if undo_to is not None:
+                _check_undo_to(state, undo_to)
+            elif state.previous_stable is None or state.previous_stable == state.stable:
                 raise NothingToDo(f"group {group} has no previous stable model to go back to")
         case Intent.PAUSE | Intent.PROMOTE | Intent.PROMOTE_FULL | Intent.ABORT:
             if not phase.running:
@@ -75,10 +77,37 @@ def obey(
             assert_never(intent)
 
 
-def undo(state: GroupState, now: float) -> GroupState:
-    """Makes the previous stable model stable again (a second undo swaps back)."""
-    back, undone = state.previous_stable, state.stable
-    if back is None or back == undone:
+def earlier_stables(state: GroupState) -> tuple[str, ...]:
+    """Models that were the group's stable model before the current one, newest first."""
+    seen: list[str] = []
+    candidates = [state.previous_stable]
+    for entry in reversed(state.history):
+        candidates += [entry.stable_after, entry.stable_before]
+    for model in candidates:
+        if model is not None and model != state.stable and model not in seen:
+            seen.append(model)
+    return tuple(seen)
+
+
+def _check_undo_to(state: GroupState, model: str) -> None:
+    if model == state.stable:
+        raise NothingToDo(f"{model} is already the stable model of group {state.group}")
+    earlier = earlier_stables(state)
+    if model not in earlier:
+        known = ", ".join(earlier) or "none"
+        raise NothingToDo(
+            f"{model} was never a stable model of group {state.group} (earlier stables: "
+            f"{known}); to serve it, start a rollout of it"
+        )
+
+
+def undo(state: GroupState, now: float, *, to: str | None = None) -> GroupState:
+    """Makes ``to`` (default: the previous stable model) stable again, on every node at once,
+    without analysis; the undone model becomes the previous stable, so a second undo swaps back.
+    A ``to`` that was never stable in this group is ignored (``check_intent`` refuses it).
+    """
+    back, undone = (to or state.previous_stable), state.stable
+    if back is None or back == undone or (to is not None and to not in earlier_stables(state)):
         return state
     return moves.finish(
         replace(state, canary=None, canary_nodes=()),

@@ -32,6 +32,7 @@ def enter_step(
         step_index=index,
         step_started_at=now,
         phase_since=now,
+        failing_assessments=0,
         reason=(
             f"{lead}step {index + 1}/{len(spec.steps)}: {spec.target} on {len(nodes)} of "
             f"{len(live)} live nodes ({share}): {', '.join(nodes) or 'none'}; "
@@ -107,6 +108,7 @@ def finish(
         canary=None,
         canary_nodes=(),
         phase_since=now,
+        failing_assessments=0,
         reason=reason,
         history=(*state.history, entry)[-HISTORY_LIMIT:],
     )

@@ -4,9 +4,9 @@ Pure: no I/O and no clock; ``now`` is passed in. ``step`` handles every ``Phase`
 ``reason`` on every transition; when nothing should change it returns the state it was given,
 so the controller can skip the write (``new == old``). The phase diagram is in ``state.py``.
 
-Order of precedence on a tick of a running rollout: a canary that failed to load the target or
-a FAIL/ERROR verdict rolls back at once; then the operator's intent; then the phase's own wait
-(reports, hold, analysis deadline).
+Order of precedence on a tick of a running rollout: a canary that failed to load the target
+rolls back at once, and so does the ``consecutive_failures``-th FAIL/ERROR verdict in a row;
+then the operator's intent; then the phase's own wait (reports, hold, analysis deadline).
 """
 
 from __future__ import annotations
@@ -58,12 +58,17 @@ def step(
     verdict: Verdict | None,
     intent: Intent | None,
     now: float,
+    *,
+    undo_to: str | None = None,
 ) -> GroupState:
-    """One tick: the state after seeing the fleet, the latest verdict and the operator's intent."""
+    """One tick: the state after seeing the fleet, the latest verdict and the operator's intent
+    (``undo_to`` goes with ``Intent.UNDO``: the earlier stable model to return to).
+    """
     if not state.phase.running:
-        return intents.undo(state, now) if intent is Intent.UNDO else state
+        return intents.undo(state, now, to=undo_to) if intent is Intent.UNDO else state
     if spec is None or _mismatch(state, spec):
         return _abandon(state, spec, now)
+    state = _tally(state, verdict)
     stopped = _stop(state, spec, fleet, verdict, now)
     if stopped is not None:
         return stopped
@@ -71,8 +76,6 @@ def step(
         moved = intents.obey(state, spec, fleet, intent, now)
         if moved is not None:
             return moved
-    if verdict is not None and state.phase is not Phase.DEPLOYING:
-        state = replace(state, verdicts=verdict.checks)
     match state.phase:
         case Phase.DEPLOYING:
             return _deploying(state, spec, fleet, now)
@@ -93,10 +96,25 @@ def step(
 # --- stopping early -------------------------------------------------------------------------
 
 
+def _tally(state: GroupState, verdict: Verdict | None) -> GroupState:
+    """Keeps the latest verdict's checks and counts FAIL/ERROR verdicts in a row."""
+    if verdict is None or state.phase is Phase.DEPLOYING:
+        return state
+    if verdict.outcome in (Outcome.FAIL, Outcome.ERROR):
+        return replace(
+            state,
+            verdicts=verdict.checks or state.verdicts,
+            failing_assessments=state.failing_assessments + 1,
+        )
+    return replace(state, verdicts=verdict.checks, failing_assessments=0)
+
+
 def _stop(
     state: GroupState, spec: RolloutSpec, fleet: FleetView, verdict: Verdict | None, now: float
 ) -> GroupState | None:
-    """Rolls back at once when a node failed to load the target or the verdict is FAIL/ERROR."""
+    """Rolls back at once when a canary failed to load the target, and when the verdict was
+    FAIL/ERROR ``consecutive_failures`` assessments in a row (``_tally`` counted this one).
+    """
     deploying = state.phase is Phase.DEPLOYING
     among = fleet.live_ids if deploying else state.canary_nodes
     failed = fleet.failed_to_load(spec.target, among)
@@ -109,16 +127,15 @@ def _stop(
         )
     if deploying or verdict is None:
         return None
-    if verdict.outcome in (Outcome.FAIL, Outcome.ERROR):
-        what = "failed" if verdict.outcome is Outcome.FAIL else "errored"
-        failing = replace(state, verdicts=verdict.checks or state.verdicts)
-        return moves.rollback(
-            failing,
-            spec,
-            now,
-            f"analysis {what} at {moves.step_label(state, spec)}: {verdict.reason}",
-        )
-    return None
+    streak = state.failing_assessments
+    if verdict.outcome not in (Outcome.FAIL, Outcome.ERROR):
+        return None
+    if streak < spec.thresholds.consecutive_failures:
+        return None
+    what = "failed" if verdict.outcome is Outcome.FAIL else "errored"
+    times = f" {streak} times in a row" if streak > 1 else ""
+    at = moves.step_label(state, spec)
+    return moves.rollback(state, spec, now, f"analysis {what}{times} at {at}: {verdict.reason}")
 
 
 def _mismatch(state: GroupState, spec: RolloutSpec) -> bool:

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -31,13 +31,19 @@ from control_plane.errors import (
     SpecInvalid,
     StoreConflict,
 )
+from control_plane.messages import (
+    history_pb,
+    model_pb,
+    node_pb,
+    rollout_pb,
+    thresholds_from_pb,
+)
 from control_plane.spec import DEFAULT_HOLD_S
 from control_plane.state import Intent
-from control_plane.store import ConsulStore, RolloutDoc
+from control_plane.store import ConsulStore
 from yolofleet import registry
 from yolofleet.consul import ConsulClient, ConsulError, KeyWatch
 from yolofleet.consul.aiothread import run_blocking
-from yolofleet.records import ModelRecord, NodeState, RecordInvalid, node_state_from_json
 from yolofleet.v1 import control_pb2, control_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -159,6 +165,7 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
                 canary=request.canary_percent or None,
                 steps=steps,
                 hold_s=request.hold_s if request.HasField("hold_s") else DEFAULT_HOLD_S,
+                thresholds=thresholds_from_pb(request.thresholds),
             )
             return rollout_pb(await self._store.read_rollout(group))
         raise AssertionError("unreachable")
@@ -179,18 +186,8 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
         return await self._intent(request.group, Intent.ABORT, context)
 
     async def Undo(self, request: control_pb2.UndoRequest, context: Any) -> control_pb2.Rollout:
-        async def check() -> None:
-            if not request.to_model:
-                return
-            state = (await self._store.read_rollout(request.group)).state
-            if request.to_model != state.previous_stable:
-                raise SpecInvalid(
-                    f"undo goes back to the previous stable model only "
-                    f"({state.previous_stable or 'none'}); to serve {request.to_model}, "
-                    "start a rollout of it"
-                )
-
-        return await self._intent(request.group, Intent.UNDO, context, check=check)
+        undo_to = request.to_model or None
+        return await self._intent(request.group, Intent.UNDO, context, undo_to=undo_to)
 
     async def GetRollout(
         self, request: control_pb2.GroupRequest, context: Any
@@ -218,18 +215,7 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
     ) -> control_pb2.HistoryResponse:
         async with _refusals(context, "History"):
             state = (await self._store.read_rollout(_segment(request.group, "group name"))).state
-            entries = [
-                control_pb2.HistoryEntry(
-                    model=entry.target,
-                    previous=entry.stable_before or "",
-                    outcome=entry.outcome.value,
-                    reason=entry.reason,
-                    started_unix=entry.started_at,
-                    ended_unix=entry.ended_at,
-                )
-                for entry in state.history
-            ]
-            return control_pb2.HistoryResponse(entries=entries)
+            return history_pb(state.history)
         raise AssertionError("unreachable")
 
     # Fleet.
@@ -243,7 +229,7 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
                 if request.group
                 else await self._store.list_groups()
             )
-            nodes = [node for group in groups for node in await self._nodes(group)]
+            nodes = [node for group in groups for node in await self._store.list_nodes(group)]
             return control_pb2.ListNodesResponse(nodes=[node_pb(n) for n in nodes])
         raise AssertionError("unreachable")
 
@@ -262,13 +248,13 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
         intent: Intent,
         context: Any,
         *,
-        check: Callable[[], Any] | None = None,
+        undo_to: str | None = None,
     ) -> control_pb2.Rollout:
         async with _refusals(context, intent.value.capitalize()):
             group = _segment(group_name, "group name")
-            if check is not None:
-                await check()
-            await self._controller.record_intent(group, intent)
+            if undo_to is not None:
+                undo_to = _segment(undo_to, "model name")
+            await self._controller.record_intent(group, intent, undo_to=undo_to)
             return rollout_pb(await self._store.read_rollout(group))
         raise AssertionError("unreachable")
 
@@ -288,15 +274,6 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
         digest = await run_blocking(functools.partial(_sha256, path), name="hash-artifact")
         publish = functools.partial(artifacts.publish, digest, path)
         return await run_blocking(publish, name="publish-artifact")
-
-    async def _nodes(self, group: str) -> list[NodeState]:
-        prefix = self._layout.nodes(group)
-        listed = functools.partial(self._client.list, prefix)
-        nodes = []
-        for pair in await run_blocking(listed, name="list-nodes"):
-            with contextlib.suppress(RecordInvalid):
-                nodes.append(node_state_from_json(pair.value))
-        return sorted(nodes, key=lambda node: node.node_id)
 
 
 def _segment(value: str, what: str) -> str:
@@ -326,64 +303,3 @@ def _sha256(path: Path) -> str:
     except OSError as exc:
         raise registry.ModelUnreadable(f"cannot read model file {path}: {exc.strerror}") from exc
     return digest.hexdigest()
-
-
-def model_pb(record: ModelRecord) -> control_pb2.ModelRecord:
-    return control_pb2.ModelRecord(
-        name=record.name,
-        uri=record.uri,
-        sha256=record.sha256,
-        size=record.size,
-        format=record.format,
-        class_names=list(record.class_names),
-        input_size=record.input_size,
-        task=record.task,
-        created_unix=record.created,
-        parent=record.parent or "",
-        notes=record.notes,
-        metadata_json=json.dumps(dict(record.metadata), sort_keys=True),
-    )
-
-
-def rollout_pb(doc: RolloutDoc) -> control_pb2.Rollout:
-    state = doc.state
-    checks = [
-        control_pb2.CheckResult(
-            name=check.name.value,
-            outcome=check.outcome.value,
-            canary_value=check.value or 0.0,
-            baseline_value=check.baseline_value or 0.0,
-            threshold=check.threshold,
-            canary_samples=check.canary_n,
-            baseline_samples=check.baseline_n,
-            reason=check.reason,
-        )
-        for check in state.verdicts
-    ]
-    return control_pb2.Rollout(
-        group=state.group,
-        phase=state.phase.value,
-        stable=state.stable or "",
-        canary=state.canary or "",
-        canary_nodes=list(state.canary_nodes),
-        step_index=state.step_index,
-        steps=[step.canary_percent for step in doc.spec.steps] if doc.spec else [],
-        reason=state.reason,
-        checks=checks,
-        revision=state.revision,
-        phase_since_unix=state.phase_since,
-    )
-
-
-def node_pb(node: NodeState) -> control_pb2.NodeInfo:
-    return control_pb2.NodeInfo(
-        group=node.group,
-        node_id=node.node_id,
-        phase=node.phase.value,
-        model=node.model or "",
-        sha256=node.sha256 or "",
-        last_error=node.last_error,
-        endpoint=node.endpoint,
-        device=node.device,
-        updated_unix=node.updated,
-    )

@@ -56,6 +56,11 @@ class Thresholds:
     """How long analysis waits for conclusive data after the hold before pausing."""
     report_deadline_s: float = 120.0
     """How long nodes have to report serving the new model before the rollout rolls back."""
+    consecutive_failures: int = 2
+    """Failing (or erroring) assessments in a row that roll the rollout back; 1 acts on the
+    first. Like Argo Rollouts' failure limit, one bad reading (a GC pause in the p99, a node's
+    stats RPC timing out) is confirmed by the next tick before every canary is pulled back.
+    A canary that fails to load the model is never given a second chance."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,7 +163,7 @@ def _check_thresholds(thresholds: Thresholds) -> None:
             f"threshold p99_latency_ratio={thresholds.p99_latency_ratio} below 1 would fail "
             "a canary exactly as fast as the baseline"
         )
-    for name in ("min_samples", "min_latency_samples"):
+    for name in ("min_samples", "min_latency_samples", "consecutive_failures"):
         count = getattr(thresholds, name)
         if not isinstance(count, int) or count < 1:
             raise SpecInvalid(f"threshold {name}={count} must be a whole number, 1 or more")

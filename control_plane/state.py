@@ -25,7 +25,8 @@ Phases, and the moves ``rollout.begin`` / ``rollout.step`` make between them::
                                  still inconclusive at the deadline   PAUSED
     HOLDING, ANALYZING           canary left or stopped serving       PROGRESSING; lost replaced
     running, except DEPLOYING    a canary failed to load the target   ROLLED_BACK
-                                 FAIL or ERROR verdict                ROLLED_BACK
+                                 FAIL/ERROR verdict, consecutive_failures
+                                   times in a row                     ROLLED_BACK
     running                      PAUSE (not DEPLOYING)                PAUSED
                                  RESUME (from PAUSED)                 PROGRESSING, same step
                                  PROMOTE                              next step, or COMPLETED
@@ -132,6 +133,8 @@ class GroupState:
     reason: str = ""
     revision: int = 0
     verdicts: tuple[CheckResult, ...] = ()
+    failing_assessments: int = 0
+    """FAIL or ERROR verdicts in a row so far at this step; any other verdict resets it."""
     history: tuple[HistoryEntry, ...] = ()
 
     def model_for(self, node_id: str) -> str | None:

@@ -33,6 +33,7 @@ from yolofleet.keys import KeyLayout
 from yolofleet.records import (
     GroupTarget,
     ModelRecord,
+    NodeState,
     RecordInvalid,
     node_state_from_json,
     target_from_json,
@@ -69,6 +70,10 @@ class Store(Protocol):
         ...
 
     async def read_target(self, group: str) -> GroupTarget | None: ...
+
+    async def list_nodes(self, group: str) -> tuple[NodeState, ...]:
+        """The group's node reports, sorted by node id; unreadable reports are skipped."""
+        ...
 
     async def observe(self, group: str) -> FleetView:
         """The group's nodes as they last reported; unreadable reports are skipped."""
@@ -163,30 +168,33 @@ class ConsulStore:
         )
         return wanted
 
-    async def observe(self, group: str) -> FleetView:
+    async def list_nodes(self, group: str) -> tuple[NodeState, ...]:
+        """The group's node reports by node id; unreadable reports are logged and skipped."""
         prefix = self._layout.nodes(group)
         pairs = await self._call(f"list {prefix}", functools.partial(self._client.list, prefix))
-        views = []
+        nodes = []
         for pair in pairs:
             try:
-                node = node_state_from_json(pair.value)
+                nodes.append(node_state_from_json(pair.value))
             except RecordInvalid as exc:
                 logger.warning(
                     "group=%s node record skipped key=%s reason=%s", group, pair.key, exc
                 )
-                continue
-            views.append(
-                NodeView(
-                    node_id=node.node_id,
-                    phase=node.phase,
-                    model=node.model,
-                    sha256=node.sha256,
-                    desired=node.desired,
-                    last_error=node.last_error,
-                    endpoint=node.endpoint,
-                )
+        return tuple(sorted(nodes, key=lambda node: node.node_id))
+
+    async def observe(self, group: str) -> FleetView:
+        return FleetView.of(
+            NodeView(
+                node_id=node.node_id,
+                phase=node.phase,
+                model=node.model,
+                sha256=node.sha256,
+                desired=node.desired,
+                last_error=node.last_error,
+                endpoint=node.endpoint,
             )
-        return FleetView.of(views)
+            for node in await self.list_nodes(group)
+        )
 
     async def list_groups(self) -> tuple[str, ...]:
         groups: set[str] = set()

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ayolofleet/v1/control.proto\x12\x0cyolofleet.v1\"\xd9\x01\n\x0bModelRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\x0e\n\x06\x66ormat\x18\x05 \x01(\t\x12\x13\n\x0b\x63lass_names\x18\x06 \x03(\t\x12\x12\n\ninput_size\x18\x07 \x01(\x05\x12\x0c\n\x04task\x18\x08 \x01(\t\x12\x14\n\x0c\x63reated_unix\x18\t \x01(\x01\x12\x0e\n\x06parent\x18\n \x01(\t\x12\r\n\x05notes\x18\x0b \x01(\t\x12\x15\n\rmetadata_json\x18\x0c \x01(\t\"u\n\x14RegisterModelRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12\x0e\n\x06parent\x18\x04 \x01(\t\x12\r\n\x05notes\x18\x05 \x01(\t\x12\x15\n\rmetadata_json\x18\x06 \x01(\t\"\x13\n\x11ListModelsRequest\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.yolofleet.v1.ModelRecord\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"z\n\x13StartRolloutRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x16\n\x0e\x63\x61nary_percent\x18\x03 \x01(\x05\x12\r\n\x05steps\x18\x04 \x03(\x05\x12\x13\n\x06hold_s\x18\x05 \x01(\x01H\x00\x88\x01\x01\x42\t\n\x07_hold_s\"\x1d\n\x0cGroupRequest\x12\r\n\x05group\x18\x01 \x01(\t\"-\n\x0ePromoteRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0c\n\x04\x66ull\x18\x02 \x01(\x08\".\n\x0bUndoRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x10\n\x08to_model\x18\x02 \x01(\t\"\xaf\x01\n\x0b\x43heckResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61nary_value\x18\x03 \x01(\x01\x12\x16\n\x0e\x62\x61seline_value\x18\x04 \x01(\x01\x12\x11\n\tthreshold\x18\x05 \x01(\x01\x12\x16\n\x0e\x63\x61nary_samples\x18\x06 \x01(\x04\x12\x18\n\x10\x62\x61seline_samples\x18\x07 \x01(\x04\x12\x0e\n\x06reason\x18\x08 \x01(\t\"\xe7\x01\n\x07Rollout\x12\r\n\x05group\x18\x01 \x01(\t\x12\r\n\x05phase\x18\x02 \x01(\t\x12\x0e\n\x06stable\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61nary\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61nary_nodes\x18\x05 \x03(\t\x12\x12\n\nstep_index\x18\x06 \x01(\x05\x12\r\n\x05steps\x18\x07 \x03(\x05\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12)\n\x06\x63hecks\x18\t \x03(\x0b\x32\x19.yolofleet.v1.CheckResult\x12\x10\n\x08revision\x18\n \x01(\x04\x12\x18\n\x10phase_since_unix\x18\x0b \x01(\x01\"z\n\x0cHistoryEntry\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08previous\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x14\n\x0cstarted_unix\x18\x05 \x01(\x01\x12\x12\n\nended_unix\x18\x06 \x01(\x01\">\n\x0fHistoryResponse\x12+\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1a.yolofleet.v1.HistoryEntry\"!\n\x10ListNodesRequest\x12\r\n\x05group\x18\x01 \x01(\t\"\xa4\x01\n\x08NodeInfo\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\r\n\x05phase\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\x14\n\x0cupdated_unix\x18\t \x01(\x01\":\n\x11ListNodesResponse\x12%\n\x05nodes\x18\x01 \x03(\x0b\x32\x16.yolofleet.v1.NodeInfo\"\x13\n\x11ListGroupsRequest\"$\n\x12ListGroupsResponse\x12\x0e\n\x06groups\x18\x01 \x03(\t2\xd9\x07\n\x0c\x43ontrolPlane\x12N\n\rRegisterModel\x12\".yolofleet.v1.RegisterModelRequest\x1a\x19.yolofleet.v1.ModelRecord\x12O\n\nListModels\x12\x1f.yolofleet.v1.ListModelsRequest\x1a .yolofleet.v1.ListModelsResponse\x12\x44\n\x08GetModel\x12\x1d.yolofleet.v1.GetModelRequest\x1a\x19.yolofleet.v1.ModelRecord\x12H\n\x0cStartRollout\x12!.yolofleet.v1.StartRolloutRequest\x1a\x15.yolofleet.v1.Rollout\x12:\n\x05Pause\x12\x1a.yolofleet.v1.GroupRequest\x1a\x15.yolofleet.v1.Rollout\x12;\n\x06Resume\x12\x1a.yolofleet.v1.GroupRequest\x1a\x15.yolofleet.v1.Rollout\x12>\n\x07Promote\x12\x1c.yolofleet.v1.PromoteRequest\x1a\x15.yolofleet.v1.Rollout\x12:\n\x05\x41\x62ort\x12\x1a.yolofleet.v1.GroupRequest\x1a\x15.yolofleet.v1.Rollout\x12\x38\n\x04Undo\x12\x19.yolofleet.v1.UndoRequest\x1a\x15.yolofleet.v1.Rollout\x12?\n\nGetRollout\x12\x1a.yolofleet.v1.GroupRequest\x1a\x15.yolofleet.v1.Rollout\x12\x43\n\x0cWatchRollout\x12\x1a.yolofleet.v1.GroupRequest\x1a\x15.yolofleet.v1.Rollout0\x01\x12\x44\n\x07History\x12\x1a.yolofleet.v1.GroupRequest\x1a\x1d.yolofleet.v1.HistoryResponse\x12L\n\tListNodes\x12\x1e.yolofleet.v1.ListNodesRequest\x1a\x1f.yolofleet.v1.ListNodesResponse\x12O\n\nListGroups\x12\x1f.yolofleet.v1.ListGroupsRequest\x1a .yolofleet.v1.ListGroupsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ayolofleet/v1/control.proto\x12\x0cyolofleet.v1\"\xd9\x01\n\x0bModelRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\x0e\n\x06\x66ormat\x18\x05 \x01(\t\x12\x13\n\x0b\x63lass_names\x18\x06 \x03(\t\x12\x12\n\ninput_size\x18\x07 \x01(\x05\x12\x0c\n\x04task\x18\x08 \x01(\t\x12\x14\n\x0c\x63reated_unix\x18\t \x01(\x01\x12\x0e\n\x06parent\x18\n \x01(\t\x12\r\n\x05notes\x18\x0b \x01(\t\x12\x15\n\rmetadata_json\x18\x0c \x01(\t\"u\n\x14RegisterModelRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12\x0e\n\x06parent\x18\x04 \x01(\t\x12\r\n\x05notes\x18\x05 \x01(\t\x12\x15\n\rmetadata_json\x18\x06 \x01(\t\"\x13\n\x11ListModelsRequest\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.yolofleet.v1.ModelRecord\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xa8\x01\n\x13StartRolloutRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x16\n\x0e\x63\x61nary_percent\x18\x03 \x01(\x05\x12\r\n\x05steps\x18\x04 \x03(\x05\x12\x13\n\x06hold_s\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12,\n\nthresholds\x18\x06 \x01(\x0b\x32\x18.yolofleet.v1.ThresholdsB\t\n\x07_hold_s\"\xde\x04\n\nThresholds\x12 \n\x13\x65rror_rate_increase\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11p99_latency_ratio\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x1c\n\x0flatency_floor_s\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x1d\n\x10\x64\x65tections_drift\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x1d\n\x10\x63onfidence_drift\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x1f\n\x12\x63lass_mix_distance\x18\x06 \x01(\x01H\x05\x88\x01\x01\x12\x18\n\x0bmin_samples\x18\x07 \x01(\rH\x06\x88\x01\x01\x12 \n\x13min_latency_samples\x18\x08 \x01(\rH\x07\x88\x01\x01\x12 \n\x13\x61nalysis_deadline_s\x18\t \x01(\x01H\x08\x88\x01\x01\x12\x1e\n\x11report_deadline_s\x18\n \x01(\x01H\t\x88\x01\x01\x12!\n\x14\x63onsecutive_failures\x18\x0b \x01(\rH\n\x88\x01\x01\x42\x16\n\x14_error_rate_increaseB\x14\n\x12_p99_latency_ratioB\x12\n\x10_latency_floor_sB\x13\n\x11_detections_driftB\x13\n\x11_confidence_driftB\x15\n\x13_class_mix_distanceB\x0e\n\x0c_min_samplesB\x16\n\x14_min_latency_samplesB\x16\n\x14_analysis_deadline_sB\x14\n\x12_report_deadline_sB\x17\n\x15_consecutive_failures\"\x1d\n\x0cGroupRequest\x12\r\n\x05group\x18\x01 \x01(\t\"-\n\x0ePromoteRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0c\n\x04\x66ull\x18\x02 \x01(\x08\".\n\x0bUndoRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x10\n\x08to_model\x18\x02 \x01(\t\"\xaf\x01\n\x0b\x43heckResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61nary_value\x18\x03 \x01(\x01\x12\x16\n\x0e\x62\x61seline_value\x18\x04 \x01(\x01\x12\x11\n\tthreshold\x18\x05 \x01(\x01\x12\x16\n\x0e\x63\x61nary_samples\x18\x06 \x01(\x04\x12\x18\n\x10\x62\x61seline_samples\x18\x07 \x01(\x04\x12\x0e\n\x06reason\x18\x08 \x01(\t\"\xc2\x02\n\x07Rollout\x12\r\n\x05group\x18\x01 \x01(\t\x12\r\n\x05phase\x18\x02 \x01(\t\x12\x0e\n\x06stable\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61nary\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61nary_nodes\x18\x05 \x03(\t\x12\x12\n\nstep_index\x18\x06 \x01(\x05\x12\r\n\x05steps\x18\x07 \x03(\x05\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12)\n\x06\x63hecks\x18\t \x03(\x0b\x32\x19.yolofleet.v1.CheckResult\x12\x10\n\x08revision\x18\n \x01(\x04\x12\x18\n\x10phase_since_unix\x18\x0b \x01(\x01\x12,\n\nthresholds\x18\x0c \x01(\x0b\x32\x18.yolofleet.v1.Thresholds\x12\x0e\n\x06hold_s\x18\r \x01(\x01\x12\x1b\n\x13\x66\x61iling_assessments\x18\x0e \x01(\r\"z\n\x0cHistoryEntry\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08previous\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x14\n\x0cstarted_unix\x18\x05 \x01(\x01\x12\x12\n\nended_unix\x18\x06 \x01(\x01\">\n\x0fHistoryResponse\x12+\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1a.yolofleet.v1.HistoryEntry\"!\n\x10ListNodesRequest\x12\r\n\x05group\x18\x01 \x01(\t\"\xa4\x01\n\x08NodeInfo\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\r\n\x05phase\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\x14\n\x0cupdated_unix\x18\t \x01(\x01\":\n\x11ListNodesResponse\x12%\n\x05nodes\x18\x01 \x03(\x0b\x32\x16.yolofleet.v1.NodeInfo\"\x13\n\x11ListGroupsRequest\"$\n\x12ListGroupsResponse\x12\x0e\n\x06groups\x18\x01 \x03(\t2\xd9\x07\n\x0c\x43ontrolPlane\x12N\n\rRegisterModel\x12\".yolofleet.v1.RegisterModelRequest\x1a\x19.yolofleet.v1.ModelRecord\x12O\n\nListModels\x12\x1f.yolofleet.v1.ListModelsRequest\x1a .yolofleet.v1.ListModelsResponse\x12\x44\n\x08GetModel\x12\x1d.yolofleet.v1.GetModelRequest\x1a\x19.yolofleet.v1.ModelRecord\x12H\n\x0cStartRollout\x12!.yolofleet.v1.StartRolloutRequest\x1a\x15.yolofleet.v1.Rollout\x12:\n\x05Pause\x12\x1a.yolofleet.v1.GroupRequest\x1a\x15.yolofleet.v1.Rollout\x12;\n\x06Resume\x12\x1a.yolofleet.v1.GroupRequest\x1a\x15.yolofleet.v1.Rollout\x12>\n\x07Promote\x12\x1c.yolofleet.v1.PromoteRequest\x1a\x15.yolofleet.v1.Rollout\x12:\n\x05\x41\x62ort\x12\x1a.yolofleet.v1.GroupRequest\x1a\x15.yolofleet.v1.Rollout\x12\x38\n\x04Undo\x12\x19.yolofleet.v1.UndoRequest\x1a\x15.yolofleet.v1.Rollout\x12?\n\nGetRollout\x12\x1a.yolofleet.v1.GroupRequest\x1a\x15.yolofleet.v1.Rollout\x12\x43\n\x0cWatchRollout\x12\x1a.yolofleet.v1.GroupRequest\x1a\x15.yolofleet.v1.Rollout0\x01\x12\x44\n\x07History\x12\x1a.yolofleet.v1.GroupRequest\x1a\x1d.yolofleet.v1.HistoryResponse\x12L\n\tListNodes\x12\x1e.yolofleet.v1.ListNodesRequest\x1a\x1f.yolofleet.v1.ListNodesResponse\x12O\n\nListGroups\x12\x1f.yolofleet.v1.ListGroupsRequest\x1a .yolofleet.v1.ListGroupsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,32 +41,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTMODELSRESPONSE']._serialized_end=467
   _globals['_GETMODELREQUEST']._serialized_start=469
   _globals['_GETMODELREQUEST']._serialized_end=500
-  _globals['_STARTROLLOUTREQUEST']._serialized_start=502
-  _globals['_STARTROLLOUTREQUEST']._serialized_end=624
-  _globals['_GROUPREQUEST']._serialized_start=626
-  _globals['_GROUPREQUEST']._serialized_end=655
-  _globals['_PROMOTEREQUEST']._serialized_start=657
-  _globals['_PROMOTEREQUEST']._serialized_end=702
-  _globals['_UNDOREQUEST']._serialized_start=704
-  _globals['_UNDOREQUEST']._serialized_end=750
-  _globals['_CHECKRESULT']._serialized_start=753
-  _globals['_CHECKRESULT']._serialized_end=928
-  _globals['_ROLLOUT']._serialized_start=931
-  _globals['_ROLLOUT']._serialized_end=1162
-  _globals['_HISTORYENTRY']._serialized_start=1164
-  _globals['_HISTORYENTRY']._serialized_end=1286
-  _globals['_HISTORYRESPONSE']._serialized_start=1288
-  _globals['_HISTORYRESPONSE']._serialized_end=1350
-  _globals['_LISTNODESREQUEST']._serialized_start=1352
-  _globals['_LISTNODESREQUEST']._serialized_end=1385
-  _globals['_NODEINFO']._serialized_start=1388
-  _globals['_NODEINFO']._serialized_end=1552
-  _globals['_LISTNODESRESPONSE']._serialized_start=1554
-  _globals['_LISTNODESRESPONSE']._serialized_end=1612
-  _globals['_LISTGROUPSREQUEST']._serialized_start=1614
-  _globals['_LISTGROUPSREQUEST']._serialized_end=1633
-  _globals['_LISTGROUPSRESPONSE']._serialized_start=1635
-  _globals['_LISTGROUPSRESPONSE']._serialized_end=1671
-  _globals['_CONTROLPLANE']._serialized_start=1674
-  _globals['_CONTROLPLANE']._serialized_end=2659
+  _globals['_STARTROLLOUTREQUEST']._serialized_start=503
+  _globals['_STARTROLLOUTREQUEST']._serialized_end=671
+  _globals['_THRESHOLDS']._serialized_start=674
+  _globals['_THRESHOLDS']._serialized_end=1280
+  _globals['_GROUPREQUEST']._serialized_start=1282
+  _globals['_GROUPREQUEST']._serialized_end=1311
+  _globals['_PROMOTEREQUEST']._serialized_start=1313
+  _globals['_PROMOTEREQUEST']._serialized_end=1358
+  _globals['_UNDOREQUEST']._serialized_start=1360
+  _globals['_UNDOREQUEST']._serialized_end=1406
+  _globals['_CHECKRESULT']._serialized_start=1409
+  _globals['_CHECKRESULT']._serialized_end=1584
+  _globals['_ROLLOUT']._serialized_start=1587
+  _globals['_ROLLOUT']._serialized_end=1909
+  _globals['_HISTORYENTRY']._serialized_start=1911
+  _globals['_HISTORYENTRY']._serialized_end=2033
+  _globals['_HISTORYRESPONSE']._serialized_start=2035
+  _globals['_HISTORYRESPONSE']._serialized_end=2097
+  _globals['_LISTNODESREQUEST']._serialized_start=2099
+  _globals['_LISTNODESREQUEST']._serialized_end=2132
+  _globals['_NODEINFO']._serialized_start=2135
+  _globals['_NODEINFO']._serialized_end=2299
+  _globals['_LISTNODESRESPONSE']._serialized_start=2301
+  _globals['_LISTNODESRESPONSE']._serialized_end=2359
+  _globals['_LISTGROUPSREQUEST']._serialized_start=2361
+  _globals['_LISTGROUPSREQUEST']._serialized_end=2380
+  _globals['_LISTGROUPSRESPONSE']._serialized_start=2382
+  _globals['_LISTGROUPSRESPONSE']._serialized_end=2418
+  _globals['_CONTROLPLANE']._serialized_start=2421
+  _globals['_CONTROLPLANE']._serialized_end=3406
 # @@protoc_insertion_point(module_scope)

@@ -67,18 +67,46 @@ class GetModelRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class StartRolloutRequest(_message.Message):
-    __slots__ = ("group", "model", "canary_percent", "steps", "hold_s")
+    __slots__ = ("group", "model", "canary_percent", "steps", "hold_s", "thresholds")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CANARY_PERCENT_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     HOLD_S_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
     group: str
     model: str
     canary_percent: int
     steps: _containers.RepeatedScalarFieldContainer[int]
     hold_s: float
-    def __init__(self, group: _Optional[str] = ..., model: _Optional[str] = ..., canary_percent: _Optional[int] = ..., steps: _Optional[_Iterable[int]] = ..., hold_s: _Optional[float] = ...) -> None: ...
+    thresholds: Thresholds
+    def __init__(self, group: _Optional[str] = ..., model: _Optional[str] = ..., canary_percent: _Optional[int] = ..., steps: _Optional[_Iterable[int]] = ..., hold_s: _Optional[float] = ..., thresholds: _Optional[_Union[Thresholds, _Mapping]] = ...) -> None: ...
+
+class Thresholds(_message.Message):
+    __slots__ = ("error_rate_increase", "p99_latency_ratio", "latency_floor_s", "detections_drift", "confidence_drift", "class_mix_distance", "min_samples", "min_latency_samples", "analysis_deadline_s", "report_deadline_s", "consecutive_failures")
+    ERROR_RATE_INCREASE_FIELD_NUMBER: _ClassVar[int]
+    P99_LATENCY_RATIO_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FLOOR_S_FIELD_NUMBER: _ClassVar[int]
+    DETECTIONS_DRIFT_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_DRIFT_FIELD_NUMBER: _ClassVar[int]
+    CLASS_MIX_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    MIN_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    MIN_LATENCY_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    ANALYSIS_DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    REPORT_DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    error_rate_increase: float
+    p99_latency_ratio: float
+    latency_floor_s: float
+    detections_drift: float
+    confidence_drift: float
+    class_mix_distance: float
+    min_samples: int
+    min_latency_samples: int
+    analysis_deadline_s: float
+    report_deadline_s: float
+    consecutive_failures: int
+    def __init__(self, error_rate_increase: _Optional[float] = ..., p99_latency_ratio: _Optional[float] = ..., latency_floor_s: _Optional[float] = ..., detections_drift: _Optional[float] = ..., confidence_drift: _Optional[float] = ..., class_mix_distance: _Optional[float] = ..., min_samples: _Optional[int] = ..., min_latency_samples: _Optional[int] = ..., analysis_deadline_s: _Optional[float] = ..., report_deadline_s: _Optional[float] = ..., consecutive_failures: _Optional[int] = ...) -> None: ...
 
 class GroupRequest(_message.Message):
     __slots__ = ("group",)
@@ -123,7 +151,7 @@ class CheckResult(_message.Message):
     def __init__(self, name: _Optional[str] = ..., outcome: _Optional[str] = ..., canary_value: _Optional[float] = ..., baseline_value: _Optional[float] = ..., threshold: _Optional[float] = ..., canary_samples: _Optional[int] = ..., baseline_samples: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Rollout(_message.Message):
-    __slots__ = ("group", "phase", "stable", "canary", "canary_nodes", "step_index", "steps", "reason", "checks", "revision", "phase_since_unix")
+    __slots__ = ("group", "phase", "stable", "canary", "canary_nodes", "step_index", "steps", "reason", "checks", "revision", "phase_since_unix", "thresholds", "hold_s", "failing_assessments")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     STABLE_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +163,9 @@ class Rollout(_message.Message):
     CHECKS_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     PHASE_SINCE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    HOLD_S_FIELD_NUMBER: _ClassVar[int]
+    FAILING_ASSESSMENTS_FIELD_NUMBER: _ClassVar[int]
     group: str
     phase: str
     stable: str
@@ -146,7 +177,10 @@ class Rollout(_message.Message):
     checks: _containers.RepeatedCompositeFieldContainer[CheckResult]
     revision: int
     phase_since_unix: float
-    def __init__(self, group: _Optional[str] = ..., phase: _Optional[str] = ..., stable: _Optional[str] = ..., canary: _Optional[str] = ..., canary_nodes: _Optional[_Iterable[str]] = ..., step_index: _Optional[int] = ..., steps: _Optional[_Iterable[int]] = ..., reason: _Optional[str] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ..., revision: _Optional[int] = ..., phase_since_unix: _Optional[float] = ...) -> None: ...
+    thresholds: Thresholds
+    hold_s: float
+    failing_assessments: int
+    def __init__(self, group: _Optional[str] = ..., phase: _Optional[str] = ..., stable: _Optional[str] = ..., canary: _Optional[str] = ..., canary_nodes: _Optional[_Iterable[str]] = ..., step_index: _Optional[int] = ..., steps: _Optional[_Iterable[int]] = ..., reason: _Optional[str] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ..., revision: _Optional[int] = ..., phase_since_unix: _Optional[float] = ..., thresholds: _Optional[_Union[Thresholds, _Mapping]] = ..., hold_s: _Optional[float] = ..., failing_assessments: _Optional[int] = ...) -> None: ...
 
 class HistoryEntry(_message.Message):
     __slots__ = ("model", "previous", "outcome", "reason", "started_unix", "ended_unix")

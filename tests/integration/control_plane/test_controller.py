@@ -159,7 +159,7 @@ async def test_regression_rolls_back_naming_the_check(
     done = await scenario.rollout(NEW, steps="25,50,100", hold_s=5.0)
 
     assert [phase for phase, _ in transitions(caplog)] == [P, H, R]
-    assert "analysis failed at step 1/3 (25%): error_rate" in done.reason
+    assert "analysis failed 2 times in a row at step 1/3 (25%): error_rate" in done.reason
     assert done.reason.endswith(f"rolled back to {OLD}")
     assert done.stable == OLD
     await wait_for(_serving(fleet, OLD), what=f"every node back on {OLD}")

@@ -142,8 +142,18 @@ REFUSALS = [
     ),
     pytest.param(
         lambda p: p.stub.Undo(pb.UndoRequest(group=GROUP, to_model="other")),
+        Code.FAILED_PRECONDITION,
+        id="undo-while-running",
+    ),
+    pytest.param(
+        _start(canary_percent=10, thresholds=pb.Thresholds(p99_latency_ratio=0.5)),
         Code.INVALID_ARGUMENT,
-        id="undo-to-model",
+        id="p99-ratio-below-1",
+    ),
+    pytest.param(
+        _start(canary_percent=10, thresholds=pb.Thresholds(consecutive_failures=0)),
+        Code.INVALID_ARGUMENT,
+        id="zero-failures",
     ),
 ]
 
@@ -225,7 +235,13 @@ async def test_rollout_runs_to_completion_seen_through_get_and_watch(
         await _settled(plane, stable=OLD)
 
         started = await plane.stub.StartRollout(
-            pb.StartRolloutRequest(group=GROUP, model=NEW, canary_percent=25, hold_s=0.0)
+            pb.StartRolloutRequest(
+                group=GROUP,
+                model=NEW,
+                canary_percent=25,
+                hold_s=0.0,
+                thresholds=pb.Thresholds(confidence_drift=0.3, consecutive_failures=3),
+            )
         )
         done = await _settled(plane, stable=NEW)
 
@@ -248,6 +264,10 @@ async def test_rollout_runs_to_completion_seen_through_get_and_watch(
 
     assert started.phase == "progressing"
     assert list(started.steps) == [25, 50, 100]
+    assert started.thresholds.confidence_drift == 0.3
+    assert started.thresholds.consecutive_failures == 3
+    assert started.thresholds.p99_latency_ratio == 1.5  # unset: the default
+    assert done.thresholds == started.thresholds  # stored with the spec
     assert len(started.canary_nodes) == 1
     assert done.phase == "completed"
     assert {c.outcome for c in done.checks} == {"pass"}
@@ -262,6 +282,10 @@ async def test_rollout_runs_to_completion_seen_through_get_and_watch(
     ]
     nodes = await plane.stub.ListNodes(pb.ListNodesRequest())
     assert {(n.node_id, n.model) for n in nodes.nodes} == {(f"n{i}", NEW) for i in range(4)}
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await plane.stub.Undo(pb.UndoRequest(group=GROUP, to_model="never-stable"))
+    assert refused.value.code() is Code.FAILED_PRECONDITION
+    assert "never a stable model of group" in (refused.value.details() or "")
     groups = await plane.stub.ListGroups(pb.ListGroupsRequest())
     assert list(groups.groups) == [GROUP]
 

@@ -18,7 +18,10 @@ NEW = "shapes-v2"
 TEN = tuple(f"n{i}" for i in range(10))
 BOUNDS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 
-THRESHOLDS = Thresholds(min_samples=100, report_deadline_s=120, analysis_deadline_s=300)
+THRESHOLDS = Thresholds(
+    min_samples=100, report_deadline_s=120, analysis_deadline_s=300, consecutive_failures=1
+)
+"""Acts on the first failing verdict, so each table row shows one tick's whole effect."""
 SPEC = build_spec(GROUP, NEW, created=0.0, steps="10,50,100", hold_s=60, thresholds=THRESHOLDS)
 
 

@@ -207,6 +207,33 @@ def test_rollout_without_hold_leaves_it_unset(cp: Harness) -> None:
     assert list(request.steps) == []
 
 
+def test_rollout_sends_only_the_thresholds_given(cp: Harness) -> None:
+    argv = ("rollout", "shapes-v2", "--group", "zone-a", "--canary", "10")
+
+    code, _, err = cp.run(
+        *argv, "--max-p99-ratio", "2", "--min-samples", "50", "--failures", "1",
+        "--max-confidence-drift", "0.05", "--report-deadline", "30",
+    )  # fmt: skip
+
+    assert (code, err) == (0, "")
+    request = cp.fake.requests[0]
+    assert isinstance(request, pb.StartRolloutRequest)
+    given = {f.name: v for f, v in request.thresholds.ListFields()}
+    assert given == {
+        "p99_latency_ratio": 2.0,
+        "min_samples": 50,
+        "consecutive_failures": 1,
+        "confidence_drift": 0.05,
+        "report_deadline_s": 30.0,
+    }
+
+
+def test_every_threshold_flag_names_a_field_of_the_api() -> None:
+    api = {f.name for f in pb.Thresholds.DESCRIPTOR.fields}
+
+    assert {field for field, _, _ in ctl.THRESHOLD_FLAGS.values()} == api
+
+
 @pytest.mark.parametrize(
     ("argv", "rpc", "expected"),
     [
@@ -310,6 +337,23 @@ def test_status_shows_state_and_latest_checks(cp: Harness) -> None:
         "REASON",
     ]
     assert lines[-1].split()[:6] == ["error_rate", "pass", "0.01", "0.02", "0.05", "120/980"]
+
+
+def test_status_shows_timing_and_the_failure_count(cp: Harness) -> None:
+    thresholds = pb.Thresholds(
+        report_deadline_s=120, analysis_deadline_s=300, consecutive_failures=2
+    )
+    cp.fake.rollout = _rollout(thresholds=thresholds, hold_s=60, failing_assessments=1)
+
+    code, out, _ = cp.run("status", "zone-a")
+
+    lines = out.splitlines()
+    assert code == 0
+    assert (
+        "timing    hold 60s per step; canaries must serve within 120s; "
+        "analysis pauses after 300s inconclusive"
+    ) in lines
+    assert "failures  1 failing assessment(s) in a row; rolls back at 2" in lines
 
 
 def test_status_without_group_lists_every_group(cp: Harness) -> None:
@@ -478,6 +522,13 @@ def test_unreachable_control_plane_exits_4(capsys: pytest.CaptureFixture[str]) -
             ["--steps", "20,100"], "--canary 10 must equal the first", id="canary-vs-steps"
         ),
         pytest.param(["--hold", "-1"], "--hold: must be a number of seconds", id="negative-hold"),
+        pytest.param(
+            ["--max-p99-ratio", "nan"], "--max-p99-ratio: must be a finite", id="nan-bound"
+        ),
+        pytest.param(["--failures", "0"], "--failures: must be a whole number", id="zero-failures"),
+        pytest.param(
+            ["--min-samples", "2.5"], "--min-samples: must be a whole number", id="frac-samples"
+        ),
     ],
 )
 def test_bad_rollout_input_is_refused_before_any_rpc(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from itertools import product
 
 import pytest
@@ -652,3 +653,118 @@ def test_the_step_table_covers_every_phase_and_intent() -> None:
 
     assert phases == set(Phase)
     assert intents == {*Intent, None}
+
+
+# --- consecutive failures: a FAIL must repeat before the rollout is rolled back -------------
+
+PATIENT = replace(SPEC, thresholds=replace(SPEC.thresholds, consecutive_failures=3))
+
+
+def _ticks(verdicts: list[Verdict], *, intent: Intent | None = None) -> list[GroupState]:
+    """Feeds ``verdicts`` to a holding step-1 rollout one tick apart; returns every state."""
+    state, states = running(Phase.HOLDING), []
+    for tick, seen in enumerate(verdicts):
+        state = step(state, PATIENT, fleet(new=("n0",)), seen, intent, T + 1 + tick)
+        states.append(state)
+    return states
+
+
+def test_fails_below_the_limit_are_counted_but_keep_the_rollout() -> None:
+    states = _ticks([FAIL, BROKEN])
+
+    assert [s.phase for s in states] == [Phase.HOLDING, Phase.HOLDING]
+    assert [s.failing_assessments for s in states] == [1, 2]
+    assert "rolled back" not in states[-1].reason
+
+
+def test_the_limit_th_fail_in_a_row_rolls_back_and_says_how_many() -> None:
+    last = _ticks([FAIL, FAIL, FAIL])[-1]
+
+    assert last.phase is Phase.ROLLED_BACK
+    assert "analysis failed 3 times in a row at step 1/3 (10%): error_rate" in last.reason
+    assert last.failing_assessments == 0
+    assert last.stable == OLD
+
+
+@pytest.mark.parametrize("between", [PASS, WAIT], ids=["pass", "inconclusive"])
+def test_any_other_verdict_resets_the_count(between: Verdict) -> None:
+    states = _ticks([FAIL, FAIL, between, FAIL, FAIL])
+
+    assert [s.failing_assessments for s in states] == [1, 2, 0, 1, 2]
+    assert all(s.phase is Phase.HOLDING for s in states)
+
+
+def test_a_new_step_starts_with_no_failures_counted() -> None:
+    failing = replace(running(Phase.ANALYZING), failing_assessments=2)
+
+    result = step(failing, PATIENT, fleet(new=("n0",)), None, Intent.PROMOTE, T + 1)
+
+    assert result.phase is Phase.PROGRESSING
+    assert result.step_index == 1
+    assert result.failing_assessments == 0
+
+
+def test_an_intent_is_obeyed_on_a_failing_tick_below_the_limit() -> None:
+    result = _ticks([FAIL], intent=Intent.PAUSE)[-1]
+
+    assert result.phase is Phase.PAUSED
+    assert result.failing_assessments == 1
+
+
+def test_a_canary_that_failed_to_load_rolls_back_whatever_the_limit() -> None:
+    state = running(Phase.PROGRESSING, step=1, canaries=FIVE)
+
+    result = step(state, PATIENT, fleet(failed=("n1",), new=("n0",)), None, None, T + 1)
+
+    assert result.phase is Phase.ROLLED_BACK
+    assert "canary node n1 failed to load" in result.reason
+
+
+# --- undo --to: back to any model that was stable in this group before -------------------
+
+
+def _served(*models: str) -> GroupState:
+    """A group whose rollouts made ``models`` stable one after the other (last is stable)."""
+    history = tuple(
+        HistoryEntry(
+            target=model,
+            stable_before=before,
+            stable_after=model,
+            outcome=Phase.COMPLETED,
+            reason="completed",
+            started_at=float(i),
+            ended_at=float(i),
+        )
+        for i, (before, model) in enumerate(zip((None, *models), models, strict=False))
+    )
+    return settled(Phase.COMPLETED, stable=models[-1], previous_stable=models[-2], history=history)
+
+
+def test_undo_to_an_older_stable_skips_the_previous_one() -> None:
+    state = _served("v1", "v2", "v3")
+    check_intent(state, Intent.UNDO, undo_to="v1")
+
+    result = step(state, SPEC, fleet(), None, Intent.UNDO, T + 1, undo_to="v1")
+
+    assert (result.phase, result.stable, result.previous_stable) == (
+        Phase.ROLLED_BACK,
+        "v1",
+        "v3",
+    )
+    assert "undone by the operator: stable v3 -> v1" in result.reason
+    assert result.history[-1].stable_after == "v1"
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("v3", "v3 is already the stable model"),
+        ("v9", "v9 was never a stable model of group zone-a (earlier stables: v2, v1)"),
+    ],
+)
+def test_undo_to_refuses_what_it_cannot_go_back_to(model: str, message: str) -> None:
+    state = _served("v1", "v2", "v3")
+
+    with pytest.raises(NothingToDo, match=re.escape(message)):
+        check_intent(state, Intent.UNDO, undo_to=model)
+    assert step(state, SPEC, fleet(), None, Intent.UNDO, T + 1, undo_to=model) == state
