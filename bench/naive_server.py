@@ -1,6 +1,8 @@
 """A naive baseline: a gRPC server that runs ultralytics ``predict`` one request at a time.
 
-Started as ``python -m bench.naive_server MODEL PORT_FILE``; it writes its port to PORT_FILE.
+Started as ``python -m bench.naive_server MODEL PORT_FILE THREADS``; it writes its port to
+PORT_FILE. THREADS is the torch thread count, set after a warm-up predict because ultralytics'
+device setup on the first predict resets it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from ultralytics import YOLO  # noqa: E402
 
+from inference_node.device import apply_threads  # noqa: E402
 from yolofleet.v1 import inference_pb2 as pb  # noqa: E402
 from yolofleet.v1 import inference_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -29,6 +32,7 @@ class NaiveServicer(pb_grpc.InferenceServicer):
     def __init__(self, model_path: str) -> None:
         self._model = YOLO(model_path)
         self._lock = threading.Lock()
+        self._model.predict(np.zeros((160, 160, 3), dtype=np.uint8), verbose=False, imgsz=160)
 
     def Detect(self, request: pb.DetectRequest, context: Any) -> pb.DetectResponse:
         image = np.asarray(Image.open(io.BytesIO(request.image)).convert("RGB"))[:, :, ::-1]
@@ -48,9 +52,10 @@ class NaiveServicer(pb_grpc.InferenceServicer):
 
 
 def main() -> None:
-    model_path, port_file = sys.argv[1], Path(sys.argv[2])
+    model_path, port_file, threads = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     server = grpc.server(futures.ThreadPoolExecutor(16))
     pb_grpc.add_InferenceServicer_to_server(NaiveServicer(model_path), server)
+    print(f"naive server threads={apply_threads(threads)}", file=sys.stderr)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     port_file.write_text(str(port))

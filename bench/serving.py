@@ -1,12 +1,15 @@
 """Serving benchmark: overhead, batching throughput, swap latency and swap memory.
 
-Run with ``.venv/bin/python -m bench.serving``. The node and the naive baseline run as
-subprocesses; clients and the bare in-process calls run here. Figures go to
-``bench/results/serving-<timestamp>.json`` and a table is printed. Nothing here is asserted.
+Run with ``.venv/bin/python -m bench.serving [--threads N]``. The node and the naive baseline
+run as subprocesses; clients and the bare in-process calls run here. All three use the same
+explicit torch thread count (``--threads``, default 2: this machine's cores), so neither side
+gets more cores than the other. Figures go to ``bench/results/serving-<timestamp>.json`` and a
+table is printed. Nothing here is asserted.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -28,6 +31,7 @@ import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.load import Call, closed_loop, percentile, summary  # noqa: E402
+from inference_node.device import apply_threads  # noqa: E402
 from inference_node.loader import ModelLoader  # noqa: E402
 from inference_node.model import DetectParams  # noqa: E402
 from inference_node.node import ref_for_file  # noqa: E402
@@ -48,7 +52,7 @@ def jpeg(seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def bare_calls(model: Path, image_bytes: bytes, cache: Path) -> dict[str, float]:
+def bare_calls(model: Path, image_bytes: bytes, cache: Path, *, threads: int) -> dict[str, float]:
     """Ultralytics predict (single and batched) and our detector, in this process."""
     from ultralytics import YOLO
 
@@ -59,6 +63,7 @@ def bare_calls(model: Path, image_bytes: bytes, cache: Path) -> dict[str, float]
     yolo = YOLO(str(model))
     for _ in range(10):
         yolo.predict(bgr, verbose=False, imgsz=160)
+    apply_threads(threads)  # after the first predict: its device setup resets torch's threads
     single = _timed(lambda: yolo.predict(bgr, verbose=False, imgsz=160), 200)
     batch = [bgr] * 16
     batched = _timed(lambda: yolo.predict(batch, verbose=False, imgsz=160), 15)
@@ -86,12 +91,12 @@ def _timed(call: object, rounds: int) -> list[float]:
 
 
 class NodeProcess:
-    def __init__(self, model_file: Path, cache: Path) -> None:
+    def __init__(self, model_file: Path, cache: Path, *, threads: int) -> None:
         self.model_file = model_file
         self.process = subprocess.Popen(
             [sys.executable, "-m", "inference_node", "--model", str(model_file), "--watch",
              "--watch-interval", "0.05", "--port", "0", "--device", "cpu",
-             "--min-swap-interval", "0", "--latency-factor", "0"],
+             "--threads", str(threads), "--min-swap-interval", "0", "--latency-factor", "0"],
             stderr=subprocess.PIPE, text=True, env={**os.environ, "YOLOFLEET_CACHE": str(cache)},
         )  # fmt: skip
         assert self.process.stderr is not None
@@ -128,10 +133,10 @@ class NodeProcess:
         self.process.wait(60)
 
 
-def naive_server(model: Path, work: Path) -> tuple[subprocess.Popen[bytes], str]:
+def naive_server(model: Path, work: Path, *, threads: int) -> tuple[subprocess.Popen[bytes], str]:
     port_file = work / "naive.port"
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.naive_server", str(model), str(port_file)]
+        [sys.executable, "-m", "bench.naive_server", str(model), str(port_file), str(threads)]
     )
     deadline = time.monotonic() + 120
     while not port_file.exists() or not port_file.read_text():
@@ -186,16 +191,31 @@ def memory_phase(node: NodeProcess, sources: list[Path], total: int) -> dict[str
     }
 
 
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench.serving", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--threads", type=int, default=2, metavar="N",
+        help="torch threads for the node, the naive server and the bare calls alike (default 2)",
+    )  # fmt: skip
+    args = p.parse_args()
+    if args.threads < 1:
+        p.error(f"--threads must be at least 1, got {args.threads}")
+    return args
+
+
 def main() -> None:
+    threads = parse_args().threads
     swaps_for_memory = int(os.environ.get("BENCH_MEMORY_SWAPS", "200"))
     models = ensure_models()
     image = jpeg(5)
     work = Path(tempfile.mkdtemp(prefix="yolofleet-bench-"))
-    figures: dict[str, object] = {"image_bytes": len(image), "model": models.v1.name}
-    figures["bare"] = bare = bare_calls(models.v1, image, work / "cache")
+    figures: dict[str, object] = {
+        "image_bytes": len(image), "model": models.v1.name, "threads": threads,
+    }  # fmt: skip
+    figures["bare"] = bare = bare_calls(models.v1, image, work / "cache", threads=threads)
     model_file = work / "served.pt"
     shutil.copyfile(models.v1, model_file)
-    node = NodeProcess(model_file, work / "node-cache")
+    node = NodeProcess(model_file, work / "node-cache", threads=threads)
     try:
         figures["node_1_client"] = one = summary(
             asyncio.run(closed_loop(node.address, image, clients=1, requests=300))
@@ -210,7 +230,7 @@ def main() -> None:
         figures["memory"] = memory_phase(node, [models.v2, models.v1], swaps_for_memory)
     finally:
         node.stop()
-    naive, address = naive_server(models.v1, work)
+    naive, address = naive_server(models.v1, work, threads=threads)
     try:
         figures["naive_1_client"] = naive_one = summary(
             asyncio.run(closed_loop(address, image, clients=1, requests=300))

@@ -48,6 +48,8 @@ class NodeConfig:
     port: int = 50051
     metrics_port: int | None = None
     device: str = "auto"
+    threads: int | None = None
+    """Torch intra-op threads; ``None`` keeps torch's default (``OMP_NUM_THREADS``, else cores)."""
     batch: BatchLimits = field(default_factory=BatchLimits)
     images: ImageLimits = field(default_factory=ImageLimits)
     gates: GateConfig = field(default_factory=GateConfig)
@@ -70,6 +72,11 @@ class NodeConfig:
             problems.append("--model and --group are exclusive: the group's target picks the model")
         if not 0 <= self.port <= 65535:
             problems.append(f"port {self.port} is out of range")
+        if self.threads is not None and self.threads < 1:
+            problems.append(
+                f"--threads must be at least 1, got {self.threads} "
+                "(leave it out for torch's default: OMP_NUM_THREADS, else the core count)"
+            )
         if self.batch.max_size < 1 or self.batch.max_queue < 1 or self.batch.max_wait_s < 0:
             problems.append("batch limits must be positive (max wait may be 0)")
         if self.gates.latency_factor is not None and self.gates.latency_factor <= 0:
@@ -118,6 +125,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=int(env("YOLOFLEET_PORT", "50051")))
     p.add_argument("--metrics-port", type=int, default=_opt_int(env("YOLOFLEET_METRICS_PORT")))
     p.add_argument("--device", default=env("YOLOFLEET_DEVICE", "auto"), help="auto, cpu, cuda:N")
+    p.add_argument(
+        "--threads", type=int, metavar="N", default=_opt_int(env("YOLOFLEET_THREADS")),
+        help="torch intra-op threads (default: OMP_NUM_THREADS if set, else the core count)",
+    )  # fmt: skip
     p.add_argument("--max-batch", type=int, default=int(env("YOLOFLEET_MAX_BATCH", "16")))
     p.add_argument("--max-wait-ms", type=float, default=float(env("YOLOFLEET_MAX_WAIT_MS", "2")))
     p.add_argument("--max-queue", type=int, default=int(env("YOLOFLEET_MAX_QUEUE", "256")))
@@ -160,6 +171,7 @@ def from_args(argv: Sequence[str] | None = None) -> NodeConfig:
         port=args.port,
         metrics_port=args.metrics_port,
         device=args.device,
+        threads=args.threads,
         batch=BatchLimits(
             max_size=args.max_batch, max_wait_s=args.max_wait_ms / 1000, max_queue=args.max_queue
         ),

@@ -1,4 +1,4 @@
-"""Device choice and the GPU telemetry seam (NVML on a GPU, nothing on the CPU)."""
+"""Device choice, torch threads, and the GPU telemetry seam (NVML on a GPU, none on the CPU)."""
 
 from __future__ import annotations
 
@@ -89,6 +89,23 @@ def resolve_device(requested: str) -> str:
             )
         return f"cuda:{index}"
     raise ValueError(f"device {requested!r} is not one of auto, cpu, cuda, cuda:N")
+
+
+def apply_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads (and inter-op, while torch still allows it); return the count.
+
+    ``None`` keeps torch's default: ``OMP_NUM_THREADS`` when the operator set it, else the
+    core count. Call it before the first inference: each thread torch starts afterwards takes
+    the count set here. Inter-op threads can be set only once per process and only before any
+    inter-op work, so a later call (a second node in one test process) leaves them as they are.
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(threads)
+        except RuntimeError as exc:
+            logger.debug("inter-op threads stay %d: %s", torch.get_num_interop_threads(), exc)
+    return torch.get_num_threads()
 
 
 def telemetry_for(device: str) -> GpuTelemetry:

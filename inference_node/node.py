@@ -19,7 +19,7 @@ from inference_node.agent import SwapAgent
 from inference_node.batcher import Batcher
 from inference_node.catalog import ModelCatalog, StaticCatalog
 from inference_node.config import NodeConfig
-from inference_node.device import GpuTelemetry, resolve_device, telemetry_for
+from inference_node.device import GpuTelemetry, apply_threads, resolve_device, telemetry_for
 from inference_node.health import INFERENCE_SERVICE, NodeHealth
 from inference_node.loader import ModelLoader, sha256_of_file
 from inference_node.metrics import NodeMetrics
@@ -61,6 +61,7 @@ class InferenceNode:
         self._catalog = catalog if catalog is not None else _local_catalog(config)
         self.cache: ModelCache | None = None
         self.device = resolve_device(config.device)
+        self.threads = apply_threads(config.threads)  # after ensure_offline: its import is done
         self.metrics = NodeMetrics()
         self.stats = StatsRecorder()
         self.slot = ModelSlot()
@@ -113,8 +114,8 @@ class InferenceNode:
         self.batcher.start()
         self.agent.start()
         logger.info(
-            "node listening grpc=%s:%d metrics=%s device=%s",
-            config.host, self.port, self.metrics_port, self.device,
+            "node listening grpc=%s:%d metrics=%s device=%s threads=%d",
+            config.host, self.port, self.metrics_port, self.device, self.threads,
         )  # fmt: skip
 
     async def swap_to(self, ref: ModelRef) -> Active:

@@ -37,6 +37,7 @@ def node_config(tmp: Path, **overrides: object) -> NodeConfig:
     base = NodeConfig(
         port=0,
         device="cpu",
+        threads=1,  # several nodes share this machine's cores: one torch thread each
         min_swap_interval_s=0.0,
         batch=BatchLimits(max_size=8, max_wait_s=0.002, max_queue=64),
         gates=GateConfig(latency_factor=None),

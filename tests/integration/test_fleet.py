@@ -255,7 +255,7 @@ def test_killed_node_disappears_within_two_ttls(
     process = subprocess.Popen(
         [sys.executable, "-m", "inference_node", "--group", GROUP, "--node-id", "doomed",
          "--consul", consul_server.address, "--session-ttl", str(ttl_s), "--port", "0",
-         "--device", "cpu", "--min-swap-interval", "0"],
+         "--device", "cpu", "--threads", "1", "--min-swap-interval", "0"],
         env={**os.environ, "YOLOFLEET_CACHE": str(tmp_path)}, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:

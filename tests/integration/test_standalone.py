@@ -34,7 +34,7 @@ class NodeProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "inference_node", "--model", str(model), "--watch",
              "--watch-interval", "0.2", "--port", "0", "--metrics-port", "0", "--device", "cpu",
-             "--min-swap-interval", "0"],
+             "--threads", "1", "--min-swap-interval", "0"],
             stderr=subprocess.PIPE, text=True, env=env,
         )  # fmt: skip
         self.lines: queue.Queue[str] = queue.Queue()
@@ -121,3 +121,4 @@ def test_standalone_node_serves_reloads_on_content_change_and_drains(
     assert re.search(r'yolofleet_requests_total\{[^}]*code="OK"[^}]*\} [1-9]', exposition)
     assert "yolofleet_active_model" in exposition
     assert "node stopped drained=True" in "".join(node_process.log)
+    assert re.search(r"node listening .* threads=1\n", "".join(node_process.log))
