@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from control_plane.app import AppConfig, ControlPlane
 from yolofleet.keys import DEFAULT_PREFIX
@@ -16,15 +17,42 @@ from yolofleet.keys import DEFAULT_PREFIX
 logger = logging.getLogger("control_plane")
 
 
-def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's flags (``parse_args`` adds the checks across them)."""
     parser = argparse.ArgumentParser(prog="control-plane", description=__doc__)
     parser.add_argument("--consul", required=True, help="Consul address, HOST:PORT")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind and advertise")
     parser.add_argument("--port", type=int, default=50070, help="gRPC port (0: any free port)")
-    parser.add_argument("--artifact-port", type=int, default=0, help="artifact HTTP port")
+    parser.add_argument(
+        "--artifact-port",
+        type=int,
+        default=8081,
+        help="artifact HTTP port (0: any free port, but then registered URIs die with the process)",
+    )
+    parser.add_argument(
+        "--artifact-url",
+        type=_base_url,
+        default=None,
+        help="base URL nodes reach the artifact port at, written into registered model URIs "
+        "(default: http://HOST:PORT, this machine's name for a wildcard --host)",
+    )
     parser.add_argument("--artifact-dir", type=Path, default=None, help="published artifacts")
     parser.add_argument("--interval", type=float, default=2.0, help="controller tick, seconds")
     parser.add_argument("--key-prefix", default=DEFAULT_PREFIX, help="Consul key prefix")
+    return parser
+
+
+def _base_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise argparse.ArgumentTypeError(
+            f"must be an http(s)://HOST[:PORT][/PATH] URL, not {text!r}"
+        )
+    return text.rstrip("/")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.interval <= 0:
         parser.error(f"--interval {args.interval} must be above 0 seconds")
@@ -34,6 +62,7 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
         port=args.port,
         artifact_port=args.artifact_port,
         artifact_dir=args.artifact_dir,
+        artifact_url=args.artifact_url,
         interval_s=args.interval,
         key_prefix=args.key_prefix,
     )

@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 SERVICE = control_pb2.DESCRIPTOR.services_by_name["ControlPlane"].full_name
 DRAIN_S = 5.0
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,6 +45,10 @@ class AppConfig:
     port: int = 50070
     artifact_port: int = 0
     artifact_dir: Path | None = None
+    artifact_url: str | None = None
+    """Base URL nodes reach the artifact endpoint at (a Service's DNS name, a load balancer);
+    None: ``http://HOST:PORT`` of the bound socket, with this machine's name for a wildcard
+    host. It is written into every registered model's URI, so it must outlive this process."""
     interval_s: float = 2.0
     key_prefix: str = DEFAULT_PREFIX
 
@@ -53,9 +58,10 @@ class PublishedArtifacts:
     as ``<sha256>.pt`` (they survive a restart), or mapped in place when it has none.
     """
 
-    def __init__(self, server: ArtifactServer, directory: Path | None) -> None:
+    def __init__(self, server: ArtifactServer, directory: Path | None, base_url: str) -> None:
         self._server = server
         self._directory = directory
+        self._base_url = base_url
 
     def publish(self, sha256: str, path: Path) -> str:
         if self._directory is None:
@@ -66,7 +72,7 @@ class PublishedArtifacts:
                 partial = self._directory / f".{sha256}.{uuid.uuid4().hex[:8]}.partial"
                 shutil.copyfile(path, partial)
                 os.replace(partial, final)
-        return self._server.url_for(sha256)
+        return self._server.url_for(sha256, base=self._base_url)
 
 
 class ControlPlane:
@@ -97,7 +103,9 @@ class ControlPlane:
             client=self.client,
             store=self.store,
             controller=self.controller,
-            artifacts=PublishedArtifacts(self.artifacts, self.config.artifact_dir),
+            artifacts=PublishedArtifacts(
+                self.artifacts, self.config.artifact_dir, self.artifact_base_url()
+            ),
         )
         control_pb2_grpc.add_ControlPlaneServicer_to_server(service, server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -114,7 +122,27 @@ class ControlPlane:
             name="controller-loop",
         )
         artifact_port = int(self.artifacts.url.rsplit(":", 1)[1])
-        logger.info("control plane serving grpc_port=%d artifact_port=%d", self.port, artifact_port)
+        logger.info(
+            "control plane serving grpc_port=%d artifact_port=%d artifact_url=%s",
+            self.port,
+            artifact_port,
+            self.artifact_base_url(),
+        )
+        if self.config.artifact_url is None and self.config.artifact_port == 0:
+            logger.warning(
+                "artifact port chosen at random and no --artifact-url: URIs of models "
+                "registered now stop working when this process restarts"
+            )
+
+    def artifact_base_url(self) -> str:
+        """Where nodes fetch published artifacts from, as written into model URIs."""
+        if self.config.artifact_url is not None:
+            return self.config.artifact_url
+        bound = self.artifacts.url
+        if self.config.host in WILDCARD_HOSTS:
+            port = bound.rsplit(":", 1)[1]
+            return f"http://{socket.getfqdn()}:{port}"
+        return bound
 
     async def stop(self) -> None:
         await self.health.enter_graceful_shutdown()

@@ -160,9 +160,11 @@ class ArtifactServer:
         """HTTP requests received since start, whatever their answer."""
         return self._server.requests if self._server else 0
 
-    def url_for(self, sha256: str) -> str:
-        """The URL a node fetches ``sha256`` from."""
-        return f"{self.url}{PATH_PREFIX}{_checked(sha256)}"
+    def url_for(self, sha256: str, *, base: str | None = None) -> str:
+        """The URL a node fetches ``sha256`` from: under ``base`` (the address nodes reach
+        this server at, e.g. behind a Service) or, by default, under :attr:`url`.
+        """
+        return f"{(base or self.url).rstrip('/')}{PATH_PREFIX}{_checked(sha256)}"
 
     def publish(self, sha256: str, path: Path) -> None:
         """Serve ``path`` as ``sha256`` (mapping mode only); the caller vouches for the digest."""

@@ -328,7 +328,10 @@ def test_drifting_model_is_rolled_back_by_analysis(env: Env) -> None:
     env.assert_all_on("shapes-v2")
     mark = env.load.mark()
     started = time.monotonic()
-    env.ctl_ok("rollout", "shapes-drift", "--group", GROUP, "--canary", "25", "--hold", "3")
+    env.ctl_ok(
+        "rollout", "shapes-drift", "--group", GROUP, "--canary", "25", "--hold", "3",
+        "--max-confidence-drift", "0.08", "--failures", "2",
+    )  # fmt: skip
 
     watched = _watch(env)
     assert watched.returncode == 1, watched
@@ -339,7 +342,10 @@ def test_drifting_model_is_rolled_back_by_analysis(env: Env) -> None:
     assert status["phase"] == "rolled_back"
     assert status["stable"] == "shapes-v2"
     reason = str(status["reason"])
-    assert "analysis failed" in reason, reason
+    assert "analysis failed 2 times in a row" in reason, reason
+    thresholds = status["thresholds"]
+    assert isinstance(thresholds, dict)
+    assert (thresholds["confidence_drift"], thresholds["consecutive_failures"]) == (0.08, 2)
     checks = status["checks"]
     assert isinstance(checks, list)
     failed = [check for check in checks if check["outcome"] == "fail"]
@@ -378,8 +384,8 @@ def test_undo_returns_every_node_to_the_previous_stable(env: Env) -> None:
     env.assert_all_on("shapes-v2")
     mark = env.load.mark()
     started = time.monotonic()
-    out = env.ctl_ok("undo", GROUP)
-    assert "undo in" in out
+    out = env.ctl_ok("undo", GROUP, "--to", "shapes-v1")
+    assert out.startswith(f"undo in {GROUP} to shapes-v1 recorded"), out
 
     env.assert_all_on("shapes-v1")
     env.record("undo -> every node on v1", time.monotonic() - started)
