@@ -62,7 +62,7 @@ async def plane(client: ConsulClient, layout: KeyLayout) -> AsyncIterator[Plane]
         client=client,
         store=store,
         controller=controller,
-        artifacts=PublishedArtifacts(artifacts, None),
+        artifacts=PublishedArtifacts(artifacts, None, artifacts.url),
     )
     server = grpc.aio.server()
     pb_grpc.add_ControlPlaneServicer_to_server(service, server)  # type: ignore[no-untyped-call]
