@@ -16,16 +16,15 @@ Exit codes:
 from __future__ import annotations
 
 import argparse
-import itertools
-import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
 
 import grpc
 
+from control_plane import ctl_args as args_
 from control_plane import ctl_format as fmt
+from control_plane.ctl_args import Parser, UsageError
 from yolofleet.v1 import control_pb2 as pb
 from yolofleet.v1 import control_pb2_grpc as pb_grpc
 
@@ -62,15 +61,6 @@ _EXIT_BY_STATUS = {
 
 Stub = pb_grpc.ControlPlaneStub
 Command = Callable[[Stub, argparse.Namespace], int]
-
-
-class UsageError(Exception):
-    """The command line is malformed or asks for something impossible; no RPC was made."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,106 +104,6 @@ def _error(message: str) -> None:
     print(f"ctl: {message}", file=sys.stderr)
 
 
-# --- argument types (local validation, before any RPC) -------------------------------------
-
-
-def _percent(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"must be a whole percentage from 1 to 100, not {text!r}")
-    return value
-
-
-def _steps(text: str) -> list[int]:
-    hint = f"must be increasing percentages ending at 100, like 10,50,100, not {text!r}"
-    try:
-        steps = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(hint) from None
-    increasing = all(a < b for a, b in itertools.pairwise(steps))
-    if not increasing or steps[0] < 1 or steps[-1] != 100:
-        raise argparse.ArgumentTypeError(hint)
-    return steps
-
-
-def _bound(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more, not {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text) if text.isdecimal() else 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number, 1 or more, not {text!r}")
-    return value
-
-
-# `ctl rollout` flag -> (Thresholds field, argument type, help).
-THRESHOLD_FLAGS: dict[str, tuple[str, Callable[[str], float], str]] = {
-    "--max-error-rate-increase": (
-        "error_rate_increase",
-        _bound,
-        "largest canary minus baseline error rate (0.01)",
-    ),
-    "--max-p99-ratio": ("p99_latency_ratio", _bound, "largest canary/baseline p99 latency (1.5)"),
-    "--latency-floor": ("latency_floor_s", _bound, "baseline p99 below this many s counts as it"),
-    "--max-detections-drift": (
-        "detections_drift",
-        _bound,
-        "largest relative change of detections per image (0.25)",
-    ),
-    "--max-confidence-drift": (
-        "confidence_drift",
-        _bound,
-        "largest change of mean detection confidence (0.10)",
-    ),
-    "--max-class-mix-distance": (
-        "class_mix_distance",
-        _bound,
-        "largest total variation distance of class mix (0.20)",
-    ),
-    "--min-samples": ("min_samples", _count, "samples per side before a check counts (100)"),
-    "--min-latency-samples": (
-        "min_latency_samples",
-        _count,
-        "latencies per side before p99 is judged (500)",
-    ),
-    "--analysis-deadline": (
-        "analysis_deadline_s",
-        _bound,
-        "s to wait for a conclusive analysis, then pause (300)",
-    ),
-    "--report-deadline": (
-        "report_deadline_s",
-        _bound,
-        "s for canaries to serve the model, then roll back (120)",
-    ),
-    "--failures": (
-        "consecutive_failures",
-        _count,
-        "failing assessments in a row that roll back (2)",
-    ),
-}
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}")
-    return value
-
-
 # --- commands: mutations -------------------------------------------------------------------
 
 
@@ -226,7 +116,7 @@ def cmd_rollout(stub: Stub, args: argparse.Namespace) -> int:
     )
     if args.hold is not None:
         request.hold_s = args.hold
-    for field, _, _ in THRESHOLD_FLAGS.values():
+    for field, _, _ in args_.THRESHOLD_FLAGS.values():
         value = getattr(args, field)
         if value is not None:
             setattr(request.thresholds, field, value)
@@ -392,39 +282,37 @@ def _json(args: argparse.Namespace) -> bool:
 def build_parser() -> argparse.ArgumentParser:
     # --control-plane works before or after the command; SUPPRESS keeps a subcommand from
     # overwriting a value given before it.
-    common = _Parser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--control-plane", metavar="HOST:PORT", default=argparse.SUPPRESS)
-    reads = _Parser(add_help=False)
+    reads = Parser(add_help=False)
     reads.add_argument("--output", choices=("table", "json"), default="table")
 
-    parser = _Parser(
-        prog="ctl", description="Operate yolofleet rollouts through the control plane."
-    )
+    parser = Parser(prog="ctl", description="Operate yolofleet rollouts through the control plane.")
     parser.add_argument(
         "--control-plane", metavar="HOST:PORT", help=f"control plane address (or ${ENV_ADDRESS})"
     )
     sub = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
 
-    def add(name: str, command: Command, help_: str, *, read: bool = False) -> _Parser:
+    def add(name: str, command: Command, help_: str, *, read: bool = False) -> Parser:
         parents = [common, reads] if read else [common]
-        p: _Parser = sub.add_parser(name, help=help_, parents=parents)
+        p: Parser = sub.add_parser(name, help=help_, parents=parents)
         p.set_defaults(command=command)
         return p
 
     p = add("rollout", cmd_rollout, "start rolling MODEL out to a group")
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--group", required=True)
-    p.add_argument("--canary", type=_percent, required=True, help="first canary percentage")
-    p.add_argument("--steps", type=_steps, help="every step's percentage, e.g. 10,50,100")
-    p.add_argument("--hold", type=_seconds, help="seconds to hold each step before analysis")
+    p.add_argument("--canary", type=args_.percent, required=True, help="first canary percentage")
+    p.add_argument("--steps", type=args_.steps, help="every step's percentage, e.g. 10,50,100")
+    p.add_argument("--hold", type=args_.seconds, help="seconds to hold each step before analysis")
     bounds = p.add_argument_group("analysis (unset: the control plane's default, in brackets)")
-    for flag, (field, kind, help_) in THRESHOLD_FLAGS.items():
+    for flag, (field, kind, help_) in args_.THRESHOLD_FLAGS.items():
         bounds.add_argument(flag, dest=field, type=kind, metavar="N", help=help_)
 
     p = add("status", cmd_status, "show a group's rollout (or every group's)", read=True)
     p.add_argument("group", metavar="GROUP", nargs="?")
     p.add_argument("--watch", action="store_true", help="follow until the rollout settles")
-    p.add_argument("--timeout", type=_seconds, default=DEFAULT_WATCH_TIMEOUT_S)
+    p.add_argument("--timeout", type=args_.seconds, default=DEFAULT_WATCH_TIMEOUT_S)
 
     add("pause", cmd_pause, "pause a group's rollout").add_argument("group", metavar="GROUP")
     add("resume", cmd_resume, "resume a paused rollout").add_argument("group", metavar="GROUP")

@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from control_plane import ctl
+from control_plane import ctl, ctl_args
 from yolofleet.v1 import control_pb2 as pb
 from yolofleet.v1 import control_pb2_grpc as pb_grpc
 
@@ -231,7 +231,7 @@ def test_rollout_sends_only_the_thresholds_given(cp: Harness) -> None:
 def test_every_threshold_flag_names_a_field_of_the_api() -> None:
     api = {f.name for f in pb.Thresholds.DESCRIPTOR.fields}
 
-    assert {field for field, _, _ in ctl.THRESHOLD_FLAGS.values()} == api
+    assert {field for field, _, _ in ctl_args.THRESHOLD_FLAGS.values()} == api
 
 
 @pytest.mark.parametrize(
