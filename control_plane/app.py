@@ -80,7 +80,7 @@ class ControlPlane:
 
     def __init__(self, config: AppConfig) -> None:
         self.config = config
-        self.client = ConsulClient(ConsulSettings.from_address(config.consul))
+        self.client = ConsulClient(ConsulSettings.from_env(address=config.consul))
         self.store = ConsulStore(self.client, KeyLayout(config.key_prefix))
         self.metrics = GrpcMetricSource()
         self.controller = Controller(self.store, self.metrics)

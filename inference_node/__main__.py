@@ -22,7 +22,7 @@ async def serve(config: NodeConfig) -> None:
     client = None
     catalog = None
     if config.fleet is not None:
-        client = ConsulClient(ConsulSettings.from_address(config.fleet.consul))
+        client = ConsulClient(ConsulSettings.from_env(address=config.fleet.consul))
         catalog = ConsulCatalog(client, KeyLayout(config.fleet.key_prefix))
     node = InferenceNode(config, catalog=catalog)
     await node.start()

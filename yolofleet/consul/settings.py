@@ -76,13 +76,21 @@ class ConsulSettings:
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str] | None = None, *, timeout: float = DEFAULT_TIMEOUT
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        address: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> ConsulSettings:
-        """Settings from Consul's CLI environment variables (defaults: 127.0.0.1:8500, http)."""
+        """Settings from Consul's CLI environment variables (defaults: 127.0.0.1:8500, http).
+
+        ``address`` (a ``--consul`` flag) replaces ``CONSUL_HTTP_ADDR``; the token and TLS
+        settings still come from the environment, as the ``consul`` CLI does with ``-http-addr``.
+        """
         env = os.environ if environ is None else environ
-        address = env.get("CONSUL_HTTP_ADDR") or "127.0.0.1:8500"
+        address = address or env.get("CONSUL_HTTP_ADDR") or "127.0.0.1:8500"
         settings = cls.from_address(address, timeout=timeout)
-        if "CONSUL_HTTP_SSL" in env:
+        if "CONSUL_HTTP_SSL" in env and "://" not in address:
             https = _env_bool(env, "CONSUL_HTTP_SSL")
             settings = replace(settings, scheme="https" if https else "http")
         verify: bool | str = env.get("CONSUL_CACERT") or True

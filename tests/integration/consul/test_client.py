@@ -115,6 +115,16 @@ def test_settings_from_env_reads_consul_cli_variables() -> None:
     assert settings.cert == ("/etc/consul/client.pem", "/etc/consul/client-key.pem")
 
 
+def test_an_address_flag_replaces_only_the_address_from_the_environment() -> None:
+    env = {"CONSUL_HTTP_ADDR": "elsewhere:8500", "CONSUL_HTTP_TOKEN": "s3cret"}
+
+    settings = ConsulSettings.from_env(env, address="consul.yolofleet.svc:8500")
+    explicit = ConsulSettings.from_env({"CONSUL_HTTP_SSL": "true"}, address="http://c:8500")
+
+    assert (settings.url, settings.token) == ("http://consul.yolofleet.svc:8500", "s3cret")
+    assert explicit.url == "http://c:8500"  # a scheme in the flag beats CONSUL_HTTP_SSL
+
+
 @pytest.mark.parametrize(
     "env",
     [
