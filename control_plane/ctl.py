@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 import grpc
@@ -31,6 +32,8 @@ from yolofleet.v1 import control_pb2_grpc as pb_grpc
 ENV_ADDRESS = "YOLOFLEET_CONTROL_PLANE"
 RPC_TIMEOUT_S = 10.0
 DEFAULT_WATCH_TIMEOUT_S = 1800.0
+DEFAULT_APPLY_WAIT_S = 10.0
+APPLY_POLL_S = 0.1
 
 EXIT_OK = 0
 EXIT_ROLLED_BACK = 1
@@ -121,6 +124,12 @@ def cmd_rollout(stub: Stub, args: argparse.Namespace) -> int:
         if value is not None:
             setattr(request.thresholds, field, value)
     r = stub.StartRollout(request, timeout=RPC_TIMEOUT_S)
+    if r.phase == "deploying":
+        print(
+            f"first model of {r.group}: {args.model} goes to every node at once, without "
+            f"analysis (revision {r.revision})"
+        )
+        return EXIT_OK
     percent = r.steps[r.step_index] if 0 <= r.step_index < len(r.steps) else args.canary
     print(
         f"rollout of {args.model} to {r.group} started: {percent}% canary "
@@ -131,39 +140,52 @@ def cmd_rollout(stub: Stub, args: argparse.Namespace) -> int:
 
 def cmd_pause(stub: Stub, args: argparse.Namespace) -> int:
     r = stub.Pause(pb.GroupRequest(group=args.group), timeout=RPC_TIMEOUT_S)
-    print(f"rollout in {r.group} paused{_at_step(r)} (revision {r.revision})")
-    return EXIT_OK
+    return _applied(stub, r, args, action=f"pause of {r.group}")
 
 
 def cmd_resume(stub: Stub, args: argparse.Namespace) -> int:
     r = stub.Resume(pb.GroupRequest(group=args.group), timeout=RPC_TIMEOUT_S)
-    print(f"rollout in {r.group} resumed{_at_step(r)}: now {r.phase} (revision {r.revision})")
-    return EXIT_OK
+    return _applied(stub, r, args, action=f"resume of {r.group}")
 
 
 def cmd_promote(stub: Stub, args: argparse.Namespace) -> int:
     request = pb.PromoteRequest(group=args.group, full=args.full)
     r = stub.Promote(request, timeout=RPC_TIMEOUT_S)
-    what = "fully promoted" if args.full else "promoted"
-    print(f"rollout in {r.group} {what}{_at_step(r)}: now {r.phase} (revision {r.revision})")
-    return EXIT_OK
+    what = "full promotion" if args.full else "promotion"
+    return _applied(stub, r, args, action=f"{what} of {r.group}{_at_step(r)}")
 
 
 def cmd_abort(stub: Stub, args: argparse.Namespace) -> int:
     r = stub.Abort(pb.GroupRequest(group=args.group), timeout=RPC_TIMEOUT_S)
-    back = f"nodes return to {r.stable}" if r.stable else "no stable model to return to"
-    print(f"rollout in {r.group} aborted: {back} (revision {r.revision})")
-    return EXIT_OK
+    return _applied(stub, r, args, action=f"abort of {r.group}{_at_step(r)}")
 
 
 def cmd_undo(stub: Stub, args: argparse.Namespace) -> int:
     request = pb.UndoRequest(group=args.group, to_model=args.to or "")
     r = stub.Undo(request, timeout=RPC_TIMEOUT_S)
     target = args.to or "the previous stable model"
-    print(
-        f"undo in {r.group} to {target} recorded: now {r.phase}, stable {r.stable or '-'}"
-        f" (revision {r.revision})"
-    )
+    return _applied(stub, r, args, action=f"undo of {r.group} to {target}")
+
+
+def _applied(stub: Stub, recorded: pb.Rollout, args: argparse.Namespace, *, action: str) -> int:
+    """Intents are recorded by the RPC and applied by the leader's next tick: waits up to
+    ``--wait`` seconds for that tick (the rollout's revision moves on), then prints one line.
+    """
+    deadline = time.monotonic() + args.wait
+    while time.monotonic() < deadline:
+        now = stub.GetRollout(pb.GroupRequest(group=recorded.group), timeout=RPC_TIMEOUT_S)
+        if now.revision > recorded.revision:
+            print(f"{action} applied: {fmt.summary(now)} [revision {now.revision}]")
+            return EXIT_OK
+        time.sleep(APPLY_POLL_S)
+    recorded_line = f"{action} recorded (revision {recorded.revision})"
+    if args.wait > 0:
+        print(
+            f"{recorded_line}; not applied within {args.wait:g}s: is a control plane leading? "
+            f"see `ctl status {recorded.group}`"
+        )
+    else:
+        print(f"{recorded_line}; the control plane applies it on its next tick")
     return EXIT_OK
 
 
@@ -293,8 +315,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
 
-    def add(name: str, command: Command, help_: str, *, read: bool = False) -> Parser:
-        parents = [common, reads] if read else [common]
+    intents = Parser(add_help=False)
+    intents.add_argument(
+        "--wait",
+        type=args_.seconds,
+        default=DEFAULT_APPLY_WAIT_S,
+        metavar="SECONDS",
+        help="wait this long for the control plane to apply it (0: just record it)",
+    )
+
+    def add(
+        name: str, command: Command, help_: str, *, read: bool = False, intent: bool = False
+    ) -> Parser:
+        parents = [common, reads] if read else [common, intents] if intent else [common]
         p: Parser = sub.add_parser(name, help=help_, parents=parents)
         p.set_defaults(command=command)
         return p
@@ -314,13 +347,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", action="store_true", help="follow until the rollout settles")
     p.add_argument("--timeout", type=args_.seconds, default=DEFAULT_WATCH_TIMEOUT_S)
 
-    add("pause", cmd_pause, "pause a group's rollout").add_argument("group", metavar="GROUP")
-    add("resume", cmd_resume, "resume a paused rollout").add_argument("group", metavar="GROUP")
-    p = add("promote", cmd_promote, "advance a rollout one step")
+    add("pause", cmd_pause, "pause a group's rollout", intent=True).add_argument(
+        "group", metavar="GROUP"
+    )
+    add("resume", cmd_resume, "resume a paused rollout", intent=True).add_argument(
+        "group", metavar="GROUP"
+    )
+    p = add("promote", cmd_promote, "advance a rollout one step", intent=True)
     p.add_argument("group", metavar="GROUP")
     p.add_argument("--full", action="store_true", help="skip every remaining step")
-    add("abort", cmd_abort, "abort a rollout").add_argument("group", metavar="GROUP")
-    p = add("undo", cmd_undo, "go back to an earlier model")
+    add("abort", cmd_abort, "abort a rollout", intent=True).add_argument("group", metavar="GROUP")
+    p = add("undo", cmd_undo, "go back to an earlier model", intent=True)
     p.add_argument("group", metavar="GROUP")
     p.add_argument("--to", metavar="MODEL", help="model to go back to (default: previous stable)")
     add("history", cmd_history, "list a group's past rollouts", read=True).add_argument(

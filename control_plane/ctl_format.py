@@ -190,7 +190,7 @@ def nodes_table(nodes: Sequence[pb.NodeInfo]) -> str:
         (
             n.group,
             n.node_id,
-            n.phase,
+            f"{n.phase} {n.desired}" if n.desired and n.desired != n.model else n.phase,
             n.model or "-",
             n.sha256[:12] or "-",
             n.endpoint or "-",

@@ -110,7 +110,7 @@ def undo(state: GroupState, now: float, *, to: str | None = None) -> GroupState:
     if back is None or back == undone or (to is not None and to not in earlier_stables(state)):
         return state
     return moves.finish(
-        replace(state, canary=None, canary_nodes=()),
+        replace(state, canary=None, canary_nodes=(), verdicts=()),
         target=back,
         started_at=now,
         phase=Phase.ROLLED_BACK,

@@ -112,4 +112,5 @@ def node_pb(node: NodeState) -> control_pb2.NodeInfo:
         endpoint=node.endpoint,
         device=node.device,
         updated_unix=node.updated,
+        desired=node.desired or "",
     )

@@ -385,7 +385,7 @@ def test_undo_returns_every_node_to_the_previous_stable(env: Env) -> None:
     mark = env.load.mark()
     started = time.monotonic()
     out = env.ctl_ok("undo", GROUP, "--to", "shapes-v1")
-    assert out.startswith(f"undo in {GROUP} to shapes-v1 recorded"), out
+    assert out.startswith(f"undo of {GROUP} to shapes-v1 applied: {GROUP}: rolled_back"), out
 
     env.assert_all_on("shapes-v1")
     env.record("undo -> every node on v1", time.monotonic() - started)

@@ -211,7 +211,7 @@ class ListNodesRequest(_message.Message):
     def __init__(self, group: _Optional[str] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("group", "node_id", "phase", "model", "sha256", "last_error", "endpoint", "device", "updated_unix")
+    __slots__ = ("group", "node_id", "phase", "model", "sha256", "last_error", "endpoint", "device", "updated_unix", "desired")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
@@ -221,6 +221,7 @@ class NodeInfo(_message.Message):
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     UPDATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
     group: str
     node_id: str
     phase: str
@@ -230,7 +231,8 @@ class NodeInfo(_message.Message):
     endpoint: str
     device: str
     updated_unix: float
-    def __init__(self, group: _Optional[str] = ..., node_id: _Optional[str] = ..., phase: _Optional[str] = ..., model: _Optional[str] = ..., sha256: _Optional[str] = ..., last_error: _Optional[str] = ..., endpoint: _Optional[str] = ..., device: _Optional[str] = ..., updated_unix: _Optional[float] = ...) -> None: ...
+    desired: str
+    def __init__(self, group: _Optional[str] = ..., node_id: _Optional[str] = ..., phase: _Optional[str] = ..., model: _Optional[str] = ..., sha256: _Optional[str] = ..., last_error: _Optional[str] = ..., endpoint: _Optional[str] = ..., device: _Optional[str] = ..., updated_unix: _Optional[float] = ..., desired: _Optional[str] = ...) -> None: ...
 
 class ListNodesResponse(_message.Message):
     __slots__ = ("nodes",)

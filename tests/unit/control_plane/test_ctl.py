@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from control_plane import ctl, ctl_args
+from control_plane import ctl_format as fmt
 from yolofleet.v1 import control_pb2 as pb
 from yolofleet.v1 import control_pb2_grpc as pb_grpc
 
@@ -72,6 +73,8 @@ class FakeControlPlane(pb_grpc.ControlPlaneServicer):
     requests: list[object] = field(default_factory=list)
     error: tuple[grpc.StatusCode, str] | None = None
     rollout: pb.Rollout = field(default_factory=_rollout)
+    applied: pb.Rollout | None = None
+    """What GetRollout answers once an intent RPC was made (the leader's tick applied it)."""
     watch_script: list[pb.Rollout] = field(default_factory=list)
 
     def _answer(self, name: str, request: object, context: grpc.ServicerContext) -> None:
@@ -104,7 +107,9 @@ class FakeControlPlane(pb_grpc.ControlPlaneServicer):
 
     def GetRollout(self, request, context):  # type: ignore[no-untyped-def]
         self._answer("GetRollout", request, context)
-        return pb.Rollout(**{**_fields(self.rollout), "group": request.group})
+        intents = {"Pause", "Resume", "Promote", "Abort", "Undo"}
+        now = self.applied if self.applied and intents & set(self.calls) else self.rollout
+        return pb.Rollout(**{**_fields(now), "group": request.group})
 
     def WatchRollout(self, request, context):  # type: ignore[no-untyped-def]
         self._answer("WatchRollout", request, context)
@@ -234,57 +239,100 @@ def test_every_threshold_flag_names_a_field_of_the_api() -> None:
     assert {field for field, _, _ in ctl_args.THRESHOLD_FLAGS.values()} == api
 
 
+APPLIED = {
+    "paused": "paused by the operator while holding at step 1/3 (10%)",
+    "holding": "resumed; step 1/3 (10%): holding",
+    "progressing": "promoted by the operator at step 1/3 (10%); step 2/3",
+    "completed": "fully promoted by the operator at step 1/3 (10%); shapes-v2 is now stable",
+    "aborted": "aborted by the operator at step 1/3 (10%); every node goes back to shapes-v1",
+    "rolled_back": "undone by the operator: stable shapes-v1 -> shapes-v0",
+}
+
+
 @pytest.mark.parametrize(
-    ("argv", "rpc", "expected"),
+    ("argv", "rpc", "phase", "expected"),
     [
-        pytest.param(
-            ["pause", "zone-a"],
-            "Pause",
-            "rollout in zone-a paused at step 1/3 (10%) (revision 42)",
-            id="pause",
-        ),
-        pytest.param(
-            ["resume", "zone-a"],
-            "Resume",
-            "rollout in zone-a resumed at step 1/3 (10%): now progressing (revision 42)",
-            id="resume",
-        ),
+        pytest.param(["pause", "zone-a"], "Pause", "paused", "pause of zone-a", id="pause"),
+        pytest.param(["resume", "zone-a"], "Resume", "holding", "resume of zone-a", id="resume"),
         pytest.param(
             ["promote", "zone-a"],
             "Promote",
-            "rollout in zone-a promoted at step 1/3 (10%): now progressing (revision 42)",
+            "progressing",
+            "promotion of zone-a at step 1/3 (10%)",
             id="promote",
         ),
         pytest.param(
             ["promote", "zone-a", "--full"],
             "Promote",
-            "rollout in zone-a fully promoted at step 1/3 (10%): now progressing (revision 42)",
+            "completed",
+            "full promotion of zone-a at step 1/3 (10%)",
             id="promote-full",
         ),
         pytest.param(
-            ["abort", "zone-a"],
-            "Abort",
-            "rollout in zone-a aborted: nodes return to shapes-v1 (revision 42)",
-            id="abort",
+            ["abort", "zone-a"], "Abort", "aborted", "abort of zone-a at step 1/3 (10%)", id="abort"
         ),
         pytest.param(
             ["undo", "zone-a", "--to", "shapes-v0"],
             "Undo",
-            "undo in zone-a to shapes-v0 recorded: now progressing, stable shapes-v1 (revision 42)",
+            "rolled_back",
+            "undo of zone-a to shapes-v0",
             id="undo-to",
         ),
     ],
 )
-def test_mutation_prints_one_line(cp: Harness, argv: list[str], rpc: str, expected: str) -> None:
+def test_intent_waits_until_applied_and_prints_one_line(
+    cp: Harness, argv: list[str], rpc: str, phase: str, expected: str
+) -> None:
+    cp.fake.applied = _rollout(phase, revision=43, reason=APPLIED[phase])
+
     code, out, err = cp.run(*argv)
 
-    assert (code, out, err) == (0, expected + "\n", "")
-    assert cp.fake.calls == [rpc]
+    assert (code, err) == (0, "")
+    assert out.startswith(f"{expected} applied: zone-a: {phase}, step ")
+    assert out.endswith(f" ({APPLIED[phase]}) [revision 43]\n")
+    assert out.count("\n") == 1
+    assert cp.fake.calls[0] == rpc
+    assert set(cp.fake.calls[1:]) == {"GetRollout"}
+
+
+def test_intent_not_applied_in_time_says_so(cp: Harness) -> None:
+    started = time.monotonic()
+
+    code, out, _ = cp.run("pause", "zone-a", "--wait", "0.3")
+
+    assert code == 0
+    assert time.monotonic() - started >= 0.3
+    assert out == (
+        "pause of zone-a recorded (revision 42); not applied within 0.3s: "
+        "is a control plane leading? see `ctl status zone-a`\n"
+    )
+
+
+def test_intent_with_wait_0_only_records(cp: Harness) -> None:
+    code, out, _ = cp.run("abort", "zone-a", "--wait", "0")
+
+    assert (code, cp.fake.calls) == (0, ["Abort"])
+    assert out == (
+        "abort of zone-a at step 1/3 (10%) recorded (revision 42); "
+        "the control plane applies it on its next tick\n"
+    )
+
+
+def test_first_model_rollout_says_every_node(cp: Harness) -> None:
+    cp.fake.rollout = _rollout("deploying", stable="shapes-v2", canary="", canary_nodes=[])
+
+    code, out, _ = cp.run("rollout", "shapes-v2", "--group", "zone-a", "--canary", "100")
+
+    assert code == 0
+    assert out == (
+        "first model of zone-a: shapes-v2 goes to every node at once, without analysis "
+        "(revision 42)\n"
+    )
 
 
 def test_promote_full_and_undo_to_reach_the_request(cp: Harness) -> None:
-    cp.run("promote", "zone-a", "--full")
-    cp.run("undo", "zone-a", "--to", "shapes-v0")
+    cp.run("promote", "zone-a", "--full", "--wait", "0")
+    cp.run("undo", "zone-a", "--to", "shapes-v0", "--wait", "0")
 
     promote, undo = cp.fake.requests
     assert isinstance(promote, pb.PromoteRequest)
@@ -411,7 +459,7 @@ def test_address_comes_from_the_environment(
 ) -> None:
     monkeypatch.setenv(ctl.ENV_ADDRESS, cp.address)
 
-    code = ctl.main(["pause", "zone-a"])
+    code = ctl.main(["pause", "zone-a", "--wait", "0"])
 
     assert code == 0
     assert cp.fake.calls == ["Pause"]
@@ -580,3 +628,18 @@ def test_missing_address_is_a_usage_error(
     assert err == (
         f"ctl: no control plane address: pass --control-plane HOST:PORT or set {ctl.ENV_ADDRESS}\n"
     )
+
+
+def test_nodes_table_shows_what_a_loading_node_was_told_to_serve() -> None:
+    loading = pb.NodeInfo(
+        group="zone-a", node_id="n2", phase="loading", model="shapes-v1", desired="shapes-v2"
+    )
+    steady = pb.NodeInfo(
+        group="zone-a", node_id="n3", phase="serving", model="shapes-v2", desired="shapes-v2"
+    )
+
+    rows = fmt.nodes_table([loading, steady]).splitlines()
+
+    assert rows[1].split()[:4] == ["zone-a", "n2", "loading", "shapes-v2"]
+    assert rows[1].split()[4] == "shapes-v1"
+    assert rows[2].split()[:4] == ["zone-a", "n3", "serving", "shapes-v2"]

@@ -741,7 +741,7 @@ def _served(*models: str) -> GroupState:
 
 
 def test_undo_to_an_older_stable_skips_the_previous_one() -> None:
-    state = _served("v1", "v2", "v3")
+    state = replace(_served("v1", "v2", "v3"), verdicts=(_a_check(),))
     check_intent(state, Intent.UNDO, undo_to="v1")
 
     result = step(state, SPEC, fleet(), None, Intent.UNDO, T + 1, undo_to="v1")
@@ -752,6 +752,7 @@ def test_undo_to_an_older_stable_skips_the_previous_one() -> None:
         "v3",
     )
     assert "undone by the operator: stable v3 -> v1" in result.reason
+    assert result.verdicts == ()  # the last rollout's checks say nothing about v1
     assert result.history[-1].stable_after == "v1"
 
 
@@ -768,3 +769,17 @@ def test_undo_to_refuses_what_it_cannot_go_back_to(model: str, message: str) -> 
     with pytest.raises(NothingToDo, match=re.escape(message)):
         check_intent(state, Intent.UNDO, undo_to=model)
     assert step(state, SPEC, fleet(), None, Intent.UNDO, T + 1, undo_to=model) == state
+
+
+def _a_check() -> CheckResult:
+    return CheckResult(
+        name=Check.ERROR_RATE,
+        outcome=Outcome.PASS,
+        value=0.0,
+        baseline_value=0.0,
+        score=0.0,
+        threshold=0.01,
+        canary_n=500,
+        baseline_n=500,
+        reason="ok",
+    )
