@@ -428,3 +428,41 @@ def test_rollout_continues_after_the_control_plane_is_killed_mid_hold(env: Env) 
     env.load.check_since(mark)
     assert os.path.exists(env.timings)
     print(env.timings.read_text())
+
+
+def test_a_standby_replica_answers_reads_and_takes_over_from_a_killed_leader(env: Env) -> None:
+    env.assert_all_on("shapes-v2")
+    mark = env.load.mark()
+    leader = env.plane
+    standby = ControlPlaneProcess(env.consul.address, env.artifact_dir, _free_port())
+    try:
+        env.ctl_ok(
+            "rollout", "shapes-v1", "--group", GROUP, "--canary", "25",
+            "--steps", "25,100", "--hold", "2", "--min-samples", "50",
+            "--min-latency-samples", "100",
+        )  # fmt: skip
+
+        def standby_sees_the_hold() -> bool:
+            with grpc.insecure_channel(standby.address) as channel:
+                stub = control_pb2_grpc.ControlPlaneStub(channel)  # type: ignore[no-untyped-call]
+                rollout = stub.GetRollout(control_pb2.GroupRequest(group=GROUP), timeout=10)
+            return bool(rollout.phase == "holding" and rollout.canary == "shapes-v1")
+
+        wait_for(standby_sees_the_hold, timeout_s=60, what="the standby to read the hold")
+        assert not any("-> True" in line for line in standby.lines), "standby led too early"
+        leader.kill()
+        killed = time.monotonic()
+        env.plane = standby  # ctl now talks to the standby; the fixture stops it at the end
+
+        watched = _watch(env)
+    except BaseException:
+        standby.stop()
+        raise
+
+    assert watched.returncode == 0, watched
+    env.record("leader killed -> standby completed the rollout", time.monotonic() - killed)
+    took_over = [line for line in standby.lines if "False -> True: acquired the lock" in line]
+    assert took_over, standby.lines[-20:]
+    env.assert_all_on("shapes-v1")
+    assert env.status()["stable"] == "shapes-v1"
+    env.load.check_since(mark)
