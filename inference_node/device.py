@@ -6,12 +6,15 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+import re
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
 logger = logging.getLogger(__name__)
+
+_CUDA_DEVICE = re.compile(r"cuda(?::(\d+))?")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,14 +49,22 @@ class NullTelemetry:
 
 
 class NvmlTelemetry:
-    """NVML figures for one GPU index."""
+    """NVML figures for one GPU, found by its UUID.
 
-    def __init__(self, index: int) -> None:
+    Not by index: NVML counts every GPU in PCI order, while CUDA's ``cuda:N`` counts only the
+    ``CUDA_VISIBLE_DEVICES`` (fastest first unless ``CUDA_DEVICE_ORDER=PCI_BUS_ID``).
+    """
+
+    def __init__(self, uuid: str) -> None:
         import pynvml
 
         self._nvml = pynvml
         pynvml.nvmlInit()
-        self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        try:
+            self._handle = pynvml.nvmlDeviceGetHandleByUUID(uuid)
+        except BaseException:
+            pynvml.nvmlShutdown()
+            raise
 
     def sample(self) -> DeviceMemory:
         try:
@@ -79,8 +90,8 @@ def resolve_device(requested: str) -> str:
         return "cuda:0" if torch.cuda.is_available() else "cpu"
     if requested == "cpu":
         return "cpu"
-    if requested == "cuda" or requested.startswith("cuda:"):
-        index = int(requested.partition(":")[2] or 0)
+    if (cuda := _CUDA_DEVICE.fullmatch(requested)) is not None:
+        index = int(cuda.group(1) or 0)
         if not torch.cuda.is_available():
             raise ValueError(f"device {requested} asked for, but no CUDA device is available")
         if index >= torch.cuda.device_count():
@@ -113,10 +124,16 @@ def telemetry_for(device: str) -> GpuTelemetry:
     if not device.startswith("cuda"):
         return NullTelemetry()
     try:
-        return NvmlTelemetry(int(device.partition(":")[2] or 0))
+        return NvmlTelemetry(nvml_uuid(device))
     except Exception as exc:  # pynvml raises its own NVMLError or OSError without a driver
         logger.warning("device=%s nvml unavailable, no memory figures: %s", device, exc)
         return NullTelemetry()
+
+
+def nvml_uuid(device: str) -> str:
+    """The NVML UUID (``GPU-…``) of the GPU torch calls ``device`` (``cuda`` or ``cuda:N``)."""
+    index = int(device.partition(":")[2] or 0)
+    return f"GPU-{torch.cuda.get_device_properties(index).uuid}"
 
 
 def release_device_memory(device: str) -> None:
