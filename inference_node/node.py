@@ -19,7 +19,13 @@ from inference_node.agent import SwapAgent
 from inference_node.batcher import Batcher
 from inference_node.catalog import ModelCatalog, StaticCatalog
 from inference_node.config import NodeConfig
-from inference_node.device import GpuTelemetry, apply_threads, resolve_device, telemetry_for
+from inference_node.device import (
+    GpuTelemetry,
+    apply_threads,
+    release_device_memory,
+    resolve_device,
+    telemetry_for,
+)
 from inference_node.health import INFERENCE_SERVICE, NodeHealth
 from inference_node.loader import ModelLoader, sha256_of_file
 from inference_node.metrics import NodeMetrics
@@ -138,6 +144,7 @@ class InferenceNode:
         retired = self.slot.retire_all()
         if retired is not None:
             retired.detector.close()
+            release_device_memory(retired.detector.device)
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
