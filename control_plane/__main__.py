@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from control_plane.app import AppConfig, ControlPlane
+from control_plane.prometheus import node_label_problem
 from yolofleet.keys import DEFAULT_PREFIX
 
 logger = logging.getLogger("control_plane")
@@ -39,6 +40,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--artifact-dir", type=Path, default=None, help="published artifacts")
     parser.add_argument("--interval", type=float, default=2.0, help="controller tick, seconds")
     parser.add_argument("--key-prefix", default=DEFAULT_PREFIX, help="Consul key prefix")
+    parser.add_argument(
+        "--prometheus-url",
+        type=_base_url,
+        default=None,
+        help="read canary figures from this Prometheus (default: each node's GetStats RPC)",
+    )
+    parser.add_argument(
+        "--prometheus-node-label",
+        default="node_id",
+        help="the label Prometheus gives a node's series naming its node id (default: node_id)",
+    )
+    parser.add_argument(
+        "--prometheus-selector",
+        default="",
+        help="extra label matchers restricting series to a group, {group} substituted, "
+        'e.g. \'job="yolofleet",group="{group}"\' (default: none)',
+    )
     return parser
 
 
@@ -56,6 +74,8 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
     args = parser.parse_args(argv)
     if args.interval <= 0:
         parser.error(f"--interval {args.interval} must be above 0 seconds")
+    if problem := node_label_problem(args.prometheus_node_label):
+        parser.error(f"--prometheus-node-label: {problem}")
     return AppConfig(
         consul=args.consul,
         host=args.host,
@@ -65,6 +85,9 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
         artifact_url=args.artifact_url,
         interval_s=args.interval,
         key_prefix=args.key_prefix,
+        prometheus_url=args.prometheus_url,
+        prometheus_node_label=args.prometheus_node_label,
+        prometheus_selector=args.prometheus_selector,
     )
 
 

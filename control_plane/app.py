@@ -1,8 +1,9 @@
 """Wiring only: ``AppConfig`` to a running control plane, and a graceful stop.
 
 One ``ControlPlane`` holds the Consul client and store, the controller (ticking only while
-this replica holds the leader lock), the metric source (nodes' ``GetStats``), the artifact
-server and the gRPC server (ControlPlane, health and reflection). Every replica answers RPCs.
+this replica holds the leader lock), the metric source (nodes' ``GetStats``, or Prometheus when
+``prometheus_url`` is set), the artifact server and the gRPC server (ControlPlane, health and
+reflection). Every replica answers RPCs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from control_plane.controller import Controller
 from control_plane.leader import LeaderLock
 from control_plane.nodes import GrpcMetricSource
+from control_plane.prometheus import PrometheusMetricSource
 from control_plane.service import ControlPlaneService
 from control_plane.store import ConsulStore
 from yolofleet.artifact_server import ArtifactServer
@@ -51,6 +53,10 @@ class AppConfig:
     host. It is written into every registered model's URI, so it must outlive this process."""
     interval_s: float = 2.0
     key_prefix: str = DEFAULT_PREFIX
+    prometheus_url: str | None = None
+    """Prometheus' base URL to read canary figures from; None: each node's ``GetStats``."""
+    prometheus_node_label: str = "node_id"
+    prometheus_selector: str = ""
 
 
 class PublishedArtifacts:
@@ -82,7 +88,15 @@ class ControlPlane:
         self.config = config
         self.client = ConsulClient(ConsulSettings.from_env(address=config.consul))
         self.store = ConsulStore(self.client, KeyLayout(config.key_prefix))
-        self.metrics = GrpcMetricSource()
+        self.metrics: GrpcMetricSource | PrometheusMetricSource = (
+            GrpcMetricSource()
+            if config.prometheus_url is None
+            else PrometheusMetricSource(
+                config.prometheus_url,
+                node_label=config.prometheus_node_label,
+                selector=config.prometheus_selector,
+            )
+        )
         self.controller = Controller(self.store, self.metrics)
         holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.leader = LeaderLock(self.client, self.store.layout, holder=holder)

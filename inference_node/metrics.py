@@ -1,16 +1,22 @@
 """Prometheus metrics of one node, on a registry of its own (several nodes may share a process).
 
 Request series carry ``model_version`` so canary analysis can compare models on one node.
+
+The ``yolofleet_model_*`` families are the GetStats figures (``stats.py``) as counters, per
+model digest (``sha256``): they count the same requests (server-side failures as
+``outcome="error"``, callers' errors not at all) with the same latency bucket bounds, so
+Prometheus' ``increase()`` over a window gives what ``GetStats`` gives for it
+(``control_plane/prometheus.py`` reads them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from inference_node.device import DeviceMemory
-from inference_node.model import ModelRef
+from inference_node.model import Detection, ModelRef
 
 LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
@@ -81,12 +87,41 @@ class NodeMetrics:
             "Weight bytes held by on-demand models (the assigned model is not counted)",
             registry=r,
         )
+        self._model_families(r)
         self.device_memory_used = Gauge(
             "yolofleet_device_memory_used_bytes", "Device memory in use (NVML)", registry=r
         )
         self.device_memory_total = Gauge(
             "yolofleet_device_memory_total_bytes", "Device memory in all (NVML)", registry=r
         )
+
+    def _model_families(self, r: CollectorRegistry) -> None:
+        """The per-digest families that mirror GetStats (see the module doc)."""
+        self.model_requests = Counter(
+            "yolofleet_model_requests",
+            "Requests counted by GetStats, by model digest; outcome=error: a server-side failure",
+            ["sha256", "outcome"], registry=r,
+        )  # fmt: skip
+        self.model_seconds = Histogram(
+            "yolofleet_model_request_seconds",
+            "Latency of the requests counted by GetStats, with its bucket bounds",
+            ["sha256"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.model_images = Counter(
+            "yolofleet_model_images", "Images answered, by model digest", ["sha256"], registry=r
+        )
+        self.model_detections = Counter(
+            "yolofleet_model_detections", "Detections returned, by model digest", ["sha256"],
+            registry=r,
+        )  # fmt: skip
+        self.model_confidence = Counter(
+            "yolofleet_model_confidence_sum", "Sum of the returned detections' confidences",
+            ["sha256"], registry=r,
+        )  # fmt: skip
+        self.model_class_detections = Counter(
+            "yolofleet_model_class_detections", "Detections returned, by model digest and class",
+            ["sha256", "class_name"], registry=r,
+        )  # fmt: skip
 
     def track(self, *, pending: Callable[[], int], memory: Callable[[], DeviceMemory]) -> None:
         """Read pending requests and device memory when scraped."""
@@ -103,6 +138,32 @@ class NodeMetrics:
             self.inference_seconds.labels(version).observe(inference_s)
             self.total_seconds.labels(version).observe(total_s)
 
+    def observe_model(
+        self,
+        sha256: str,
+        *,
+        latency_s: float,
+        failed: bool,
+        detections: Sequence[Detection] = (),
+    ) -> None:
+        """One request as GetStats counts it: a server-side failure (``failed``), or an answered
+        image with its ``detections``. Callers' errors are never passed here.
+        """
+        self.model_requests.labels(sha256, "error" if failed else "ok").inc()
+        self.model_seconds.labels(sha256).observe(latency_s)
+        if failed:
+            return
+        self.model_images.labels(sha256).inc()
+        if not detections:
+            return
+        self.model_detections.labels(sha256).inc(len(detections))
+        self.model_confidence.labels(sha256).inc(sum(d.confidence for d in detections))
+        classes: dict[str, int] = {}
+        for detection in detections:
+            classes[detection.class_name] = classes.get(detection.class_name, 0) + 1
+        for name, count in classes.items():
+            self.model_class_detections.labels(sha256, name).inc(count)
+
     def observe_batch(self, size: int) -> None:
         self.batch_size.observe(size)
 
@@ -112,6 +173,18 @@ class NodeMetrics:
         if old is not None:
             self.active_model.remove(old.name, old.version, old.sha256)
         self.active_model.labels(ref.name, ref.version, ref.sha256).set(1)
+        self._declare_model(ref.sha256)
+
+    def _declare_model(self, sha256: str) -> None:
+        """Export the live model's per-digest series at zero before its first request, so
+        Prometheus' ``increase()`` counts that request too (it cannot see a series' first value).
+        """
+        for outcome in ("ok", "error"):
+            self.model_requests.labels(sha256, outcome)
+        self.model_seconds.labels(sha256)
+        self.model_images.labels(sha256)
+        self.model_detections.labels(sha256)
+        self.model_confidence.labels(sha256)
 
     def swap_failed(self, stage: str) -> None:
         self.swap_failures.labels(stage).inc()

@@ -17,7 +17,7 @@ from inference_node.batcher import Batcher, DetectRequest, DetectResult
 from inference_node.errors import InvalidParameter, NodeError, to_status
 from inference_node.imaging import ImageLimits, decode_image
 from inference_node.metrics import NodeMetrics
-from inference_node.model import DetectParams, ModelRef
+from inference_node.model import Detection, DetectParams, ModelRef
 from inference_node.stats import ModelId, NodeStatsSnapshot, Outcome, StatsRecorder, outcome_of
 from inference_node.status import NodeSnapshot, SlotPhase, StatusSource
 from yolofleet.v1 import inference_pb2 as pb
@@ -110,9 +110,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             inference_s=result.inference_s,
             total_s=total_s,
         )
-        self._stats.record(
+        self._count(
             ModelId.of(result.ref),
-            at=self._clock(),
             latency_s=total_s,
             outcome=Outcome.OK,
             detections=result.detections,
@@ -128,9 +127,29 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         active = self._active_model()
         if active is None or request.model not in ("", active.name):
             return
+        self._count(ModelId.of(active), latency_s=latency_s, outcome=outcome_of(exc))
+
+    def _count(
+        self,
+        model: ModelId,
+        *,
+        latency_s: float,
+        outcome: Outcome,
+        detections: tuple[Detection, ...] = (),
+    ) -> None:
+        """Count one finished request in the GetStats windows and, alike, in the per-digest
+        Prometheus families, so the two sources of canary figures agree.
+        """
         self._stats.record(
-            ModelId.of(active), at=self._clock(), latency_s=latency_s, outcome=outcome_of(exc)
+            model, at=self._clock(), latency_s=latency_s, outcome=outcome, detections=detections
         )
+        if outcome is not Outcome.CALLER_ERROR:
+            self._metrics.observe_model(
+                model.sha256,
+                latency_s=latency_s,
+                failed=outcome is Outcome.SERVER_ERROR,
+                detections=detections,
+            )
 
     def _to_request(self, message: pb.DetectRequest) -> DetectRequest:
         """Runs on the decode pool: check parameters, then decode the image."""

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
+from inference_node.batcher import BatchLimits
 from inference_node.model import ModelRef
 from tests.integration.harness import RunningNode, encode, iou, wait_for
 from yolofleet.synthetic import render_image
@@ -130,3 +134,70 @@ def test_stats_count_the_detects_of_their_window(
     assert model.confidence_sum == pytest.approx(sum(d.confidence for d in found), rel=1e-5)
     assert len(model.latency_counts) == len(model.latency_bounds_s) + 1
     assert sum(model.latency_counts) == model.requests
+
+
+def test_model_metrics_count_what_stats_count(
+    start_node: Callable[..., RunningNode], refs: dict[str, ModelRef]
+) -> None:
+    """The per-digest Prometheus families agree with GetStats: answered images, server-side
+    failures (a full queue) as errors with their latency, and callers' errors not at all.
+    """
+    node = start_node(metrics_port=0, batch=BatchLimits(max_size=1, max_wait_s=0.0, max_queue=1))
+    node.swap_to(refs["v1"])
+    images = [encode(render_image(seed).image) for seed in range(9400, 9424)]
+
+    def detect(image: bytes) -> grpc.StatusCode:
+        try:
+            node.stub.Detect(pb.DetectRequest(image=image), timeout=60)
+        except grpc.RpcError as exc:
+            return exc.code()
+        return grpc.StatusCode.OK
+
+    with ThreadPoolExecutor(len(images)) as pool:
+        codes = list(pool.map(detect, images))
+    refused = detect(b"not an image")
+    stats = node.stub.GetStats(pb.GetStatsRequest(since_unix=0), timeout=10)
+    exported = _scrape(node.node.metrics_port, sha256=refs["v1"].sha256)
+
+    model = stats.models[0]
+    buckets = exported["yolofleet_model_request_seconds_bucket"]
+    cumulative = [buckets[f"le={float(b)!r}"] for b in model.latency_bounds_s]
+    cumulative.append(buckets["le=inf"])
+    classes = exported["yolofleet_model_class_detections_total"]
+    requests = exported["yolofleet_model_requests_total"]
+    assert refused == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+    assert [m.model.sha256 for m in stats.models] == [refs["v1"].sha256]
+    assert model.requests == len(codes)
+    assert model.errors == codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert requests["outcome=ok"] + requests["outcome=error"] == model.requests
+    assert requests["outcome=error"] == model.errors
+    assert [b - a for a, b in zip([0.0, *cumulative], cumulative, strict=False)] == list(
+        model.latency_counts
+    )
+    assert exported["yolofleet_model_images_total"][""] == model.images
+    assert exported["yolofleet_model_detections_total"][""] == model.detections > 0
+    assert exported["yolofleet_model_confidence_sum_total"][""] == pytest.approx(
+        model.confidence_sum, rel=1e-9
+    )
+    assert classes == {f"class_name={k}": v for k, v in model.class_counts.items()}
+
+
+def _scrape(port: int | None, *, sha256: str) -> dict[str, dict[str, float]]:
+    """The node's /metrics samples of one digest: sample name -> other labels -> value, the
+    other labels written ``k=v`` (``le`` as a float's repr).
+    """
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    values: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = dict(sample.labels)
+            if labels.pop("sha256", None) != sha256:
+                continue
+            if "le" in labels:
+                labels["le"] = repr(float(labels["le"]))
+            other = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+            values.setdefault(sample.name, {})[other] = sample.value
+    return values
