@@ -65,4 +65,8 @@ class RecordCorrupt(BackendError):
 
 
 class NodeUnreachable(BackendError):
-    """A node's Status RPC failed or timed out."""
+    """A node's GetStats RPC failed or timed out."""
+
+
+class MetricsUnavailable(BackendError):
+    """The metrics backend (Prometheus) could not be queried or answered something unusable."""

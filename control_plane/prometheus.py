@@ -19,7 +19,7 @@ and digest, as ``GrpcMetricSource`` does.
 - A window shorter than ``min_window_s`` (a scrape interval or so) yields nothing, which analysis
   calls inconclusive, rather than a figure made of one scrape's worth of extrapolation.
 - Prometheus unreachable, refusing a query or answering something other than its API's JSON
-  raises ``NodeUnreachable``: the controller then leaves the state untouched for that tick.
+  raises ``MetricsUnavailable``: the controller then leaves the state untouched for that tick.
   Samples that ``samples.implausible`` refuses are dropped with a warning.
 
 Prometheus' JSON stays in this module: what leaves it is ``Series`` and ``Samples``.
@@ -42,7 +42,7 @@ from http.client import HTTPException
 from typing import Any, assert_never
 from urllib.parse import urlencode
 
-from control_plane.errors import NodeUnreachable
+from control_plane.errors import MetricsUnavailable
 from control_plane.fleet import FleetView
 from control_plane.metrics import NodeSamples
 from control_plane.samples import LatencyHistogram, Samples, implausible
@@ -128,22 +128,24 @@ def queries(window_s: int, *, node_label: str, selector: str) -> dict[Family, st
 
 
 def parse_vector(body: bytes, *, source: str) -> tuple[Series, ...]:
-    """The series of a ``/api/v1/query`` answer; ``NodeUnreachable`` if it is not an instant
+    """The series of a ``/api/v1/query`` answer; ``MetricsUnavailable`` if it is not an instant
     vector in Prometheus' JSON. Series whose value is not a finite number are left out.
     """
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise NodeUnreachable(f"Prometheus at {source} answered something not JSON: {exc}") from exc
+        raise MetricsUnavailable(
+            f"Prometheus at {source} answered something not JSON: {exc}"
+        ) from exc
     if not isinstance(document, dict) or document.get("status") != "success":
-        raise NodeUnreachable(f"Prometheus at {source} refused the query: {_why(document)}")
+        raise MetricsUnavailable(f"Prometheus at {source} refused the query: {_why(document)}")
     try:
         data = document["data"]
         if data["resultType"] != "vector":
             raise ValueError(f"a {data['resultType']} instead of an instant vector")
         return tuple(s for s in (_series(item) for item in data["result"]) if s is not None)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-        raise NodeUnreachable(
+        raise MetricsUnavailable(
             f"Prometheus at {source} answered a query with malformed data "
             f"({type(exc).__name__}: {exc})"
         ) from exc
@@ -249,12 +251,12 @@ class PrometheusMetricSource:
         except urllib.error.HTTPError as exc:
             with exc:
                 why = _why(_json_or_none(exc.read()))
-            raise NodeUnreachable(
+            raise MetricsUnavailable(
                 f"Prometheus at {self._base_url} refused the query with HTTP {exc.code}: {why}"
             ) from exc
         except (OSError, HTTPException) as exc:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            raise NodeUnreachable(
+            raise MetricsUnavailable(
                 f"Prometheus at {self._base_url} could not be reached: {reason}"
             ) from exc
         return parse_vector(body, source=self._base_url)
@@ -337,7 +339,7 @@ def _bound(text: str) -> float:
     try:
         return float(text)  # "+Inf" reads as math.inf
     except ValueError:
-        raise NodeUnreachable(
+        raise MetricsUnavailable(
             f"Prometheus answered a latency bucket bound le={text!r} that is not a number"
         ) from None
 

@@ -30,7 +30,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from control_plane.app import AppConfig, ControlPlane
-from control_plane.errors import NodeUnreachable
+from control_plane.errors import MetricsUnavailable
 from control_plane.fleet import FleetView, NodeView
 from control_plane.nodes import GrpcMetricSource
 from control_plane.prometheus import PrometheusMetricSource
@@ -202,7 +202,7 @@ async def test_unreachable_prometheus_is_node_unreachable() -> None:
         port = probe.getsockname()[1]  # closed again before the query: nothing listens
     source = PrometheusMetricSource(f"http://127.0.0.1:{port}", timeout_s=2.0)
 
-    with pytest.raises(NodeUnreachable, match=r"^Prometheus at .* could not be reached: "):
+    with pytest.raises(MetricsUnavailable, match=r"^Prometheus at .* could not be reached: "):
         await source.sample("zone-a", serving("n1"), since=0.0, until=60.0)
 
 
@@ -224,7 +224,7 @@ async def test_a_refusal_or_a_foreign_answer_is_node_unreachable(
     stand_in.fail_with = (status, body)
     source = PrometheusMetricSource(stand_in.url, timeout_s=5.0)
 
-    with pytest.raises(NodeUnreachable, match=f"^Prometheus at {stand_in.url} {message}"):
+    with pytest.raises(MetricsUnavailable, match=f"^Prometheus at {stand_in.url} {message}"):
         await source.sample("zone-a", serving("n1"), since=0.0, until=60.0)
 
 

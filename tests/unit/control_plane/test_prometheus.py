@@ -10,7 +10,7 @@ import logging
 
 import pytest
 
-from control_plane.errors import NodeUnreachable
+from control_plane.errors import MetricsUnavailable
 from control_plane.prometheus import (
     Family,
     PrometheusMetricSource,
@@ -224,12 +224,12 @@ def test_an_instant_vector_answer_becomes_series() -> None:
 def test_anything_but_an_instant_vector_is_unreachable(body: bytes | str, message: str) -> None:
     raw = body.encode() if isinstance(body, str) else body
 
-    with pytest.raises(NodeUnreachable, match=f"^Prometheus at http://prom {message}"):
+    with pytest.raises(MetricsUnavailable, match=f"^Prometheus at http://prom {message}"):
         parse_vector(raw, source="http://prom")
 
 
 def test_a_bucket_bound_that_is_no_number_is_unreachable() -> None:
-    with pytest.raises(NodeUnreachable, match="le='fast' that is not a number"):
+    with pytest.raises(MetricsUnavailable, match="le='fast' that is not a number"):
         node_samples({Family.LATENCY: [series(1.0, le="fast")]}, FLEET, node_label="node_id")
 
 
