@@ -22,13 +22,24 @@ import numpy as np
 
 from inference_node import validate
 from inference_node.device import release_device_memory
-from inference_node.errors import LoadError, Superseded, SwapError, ValidationFailed
+from inference_node.errors import (
+    ArtifactError,
+    LoadError,
+    Superseded,
+    SwapError,
+    ValidationFailed,
+)
 from inference_node.loader import LoadReport
 from inference_node.metrics import NodeMetrics
 from inference_node.model import Detector, DetectParams, ModelRef
 from inference_node.slot import Active, ModelSlot
 
 logger = logging.getLogger(__name__)
+
+RETRY_FIRST_S = 5.0
+RETRY_MAX_S = 300.0
+TRANSIENT_GATES = frozenset({"latency"})
+"""Gates whose verdict depends on the moment (a busy device), not on the model file."""
 
 
 class AgentPhase(StrEnum):
@@ -43,6 +54,8 @@ class AgentStatus:
     phase: AgentPhase
     loading: ModelRef | None
     last_error: str
+    retry_at: float | None = None
+    """``time.monotonic()`` at which a transiently refused model is tried again, if it will be."""
 
 
 SwapListener = Callable[[Active], None]
@@ -69,6 +82,8 @@ class SwapAgent:
         metrics: NodeMetrics,
         listeners: tuple[SwapListener, ...] = (),
         clock: Callable[[], float] = time.monotonic,
+        retry_first_s: float = RETRY_FIRST_S,
+        retry_max_s: float = RETRY_MAX_S,
     ) -> None:
         self._slot = slot
         self._loader = loader
@@ -77,7 +92,7 @@ class SwapAgent:
         self._policy = policy
         self._min_interval_s = min_swap_interval_s
         self._metrics = metrics
-        self._listeners = listeners
+        self._listeners = list(listeners)
         self._clock = clock
         self._desired: ModelRef | None = None
         self._failed: ModelRef | None = None
@@ -90,15 +105,31 @@ class SwapAgent:
         self._last_error = ""
         self._retiring: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._retry_first_s, self._retry_max_s = retry_first_s, retry_max_s
+        self._retries = 0
+        self._retry_at: float | None = None
+        self._retry_timer: asyncio.TimerHandle | None = None
 
     @property
     def status(self) -> AgentStatus:
-        return AgentStatus(phase=self._phase, loading=self._loading, last_error=self._last_error)
+        return AgentStatus(
+            phase=self._phase,
+            loading=self._loading,
+            last_error=self._last_error,
+            retry_at=self._retry_at,
+        )
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="swap-agent")
 
+    def add_listener(self, listener: SwapListener) -> None:
+        """Also call ``listener`` with every model that goes live from now on, including one
+        that went live on a retry after its request was already answered with the refusal.
+        """
+        self._listeners.append(listener)
+
     async def stop(self) -> None:
+        self._cancel_retry()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -116,6 +147,8 @@ class SwapAgent:
         self._waiters.append((ref, future))
         self._desired = ref
         self._failed = None
+        self._retries = 0
+        self._cancel_retry()
         active = self._slot.active
         if active is not None and _same_model(active.ref, ref):
             self._settle(ref, result=active)
@@ -134,7 +167,9 @@ class SwapAgent:
     def _next_change(self) -> ModelRef | None:
         ref = self._desired
         active = self._slot.active
-        if ref is None or ref == self._failed:
+        if ref is None:
+            return None
+        if ref == self._failed and (self._retry_at is None or time.monotonic() < self._retry_at):
             return None
         if active is not None and _same_model(active.ref, ref):
             return None
@@ -230,6 +265,8 @@ class SwapAgent:
         self._previous = old.ref if old else None
         self._last_swap_at = self._clock()
         self._phase, self._last_error = AgentPhase.SERVING, ""
+        self._failed, self._retries = None, 0
+        self._cancel_retry()
         self._metrics.went_live(
             ref,
             old=old.ref if old else None,
@@ -247,11 +284,27 @@ class SwapAgent:
             self._phase = AgentPhase.SERVING if self._slot.active else AgentPhase.EMPTY
         else:
             self._failed = ref
-            self._phase, self._last_error = AgentPhase.FAILED, str(exc)
+            message = str(exc)
+            if _transient(exc):
+                delay = min(self._retry_max_s, self._retry_first_s * 2**self._retries)
+                self._retries += 1
+                self._schedule_retry(delay)
+                message += f"; trying again in {delay:g}s"
+            self._phase, self._last_error = AgentPhase.FAILED, message
             stage = exc.gate if isinstance(exc, ValidationFailed) else type(exc).__name__
             self._metrics.swap_failed(stage)
-            logger.warning("model=%s refused, old model keeps serving: %s", ref, exc)
+            logger.warning("model=%s refused, old model keeps serving: %s", ref, message)
         self._settle(ref, error=exc)
+
+    def _schedule_retry(self, delay_s: float) -> None:
+        self._cancel_retry()
+        self._retry_at = time.monotonic() + delay_s
+        self._retry_timer = asyncio.get_running_loop().call_later(delay_s, self._wake.set)
+
+    def _cancel_retry(self) -> None:
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+        self._retry_timer, self._retry_at = None, None
 
     async def _retire(self, old: Active) -> None:
         await self._slot.drained(old)
@@ -309,3 +362,13 @@ def _close_and_release(detector: Detector) -> None:
     device = detector.device
     detector.close()
     release_device_memory(device)
+
+
+def _transient(exc: SwapError) -> bool:
+    """Whether trying the same model again later may work: a fetch that failed (the artifact
+    server restarting, a network blip) or a latency probe on a busy device. A digest mismatch,
+    a broken file or a failed class/compat/calibration gate fails the same way every time.
+    """
+    if isinstance(exc, ArtifactError):
+        return True
+    return isinstance(exc, ValidationFailed) and exc.gate in TRANSIENT_GATES

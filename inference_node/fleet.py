@@ -76,6 +76,9 @@ class FleetLink:
 
     def start(self) -> None:
         self.reporter.start()
+        # A refused model the agent tries again (a failed fetch, a latency probe on a busy
+        # device) goes live without a new request: report it from the swap itself.
+        self._node.agent.add_listener(self._report_serving)
         self._follow_task = asyncio.create_task(self._follow(), name="fleet-follow")
 
     async def close(self) -> None:
@@ -124,7 +127,8 @@ class FleetLink:
         except Superseded:
             return
         except SwapError as exc:
-            self._report_failure(str(exc))
+            status = self._node.agent.status  # its last_error also says when it tries again
+            self._report_failure(status.last_error if status.retry_at else str(exc))
             return
         self._report_serving(active)
 

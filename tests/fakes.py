@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from inference_node.errors import LoadError
+from inference_node.errors import ArtifactError, LoadError
 from inference_node.loader import LoadReport
 from inference_node.model import Detection, DetectParams, Image, ModelRef, ModelSpec
 
@@ -72,6 +72,8 @@ class FakeLoader:
 
     detectors: dict[str, FakeDetector]
     fail: dict[str, str] = field(default_factory=dict)
+    fetch_failures: dict[str, int] = field(default_factory=dict)
+    """Model name -> how many more loads fail to fetch it (``ArtifactError``) before one works."""
     gate: threading.Event | None = None
     loads: list[str] = field(default_factory=list)
     running: int = 0
@@ -88,6 +90,9 @@ class FakeLoader:
             self.loads.append(ref.name)
             if ref.name in self.fail:
                 raise LoadError(self.fail[ref.name])
+            if self.fetch_failures.get(ref.name, 0) > 0:
+                self.fetch_failures[ref.name] -= 1
+                raise ArtifactError(f"fetching {ref} failed: HTTP 503 from the artifact server")
             detector = self.detectors[ref.name]
             detector.closed = False
             return detector, LoadReport(fetch_s=0, build_s=0, warmup_s=0, weight_bytes=1000)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +21,7 @@ from inference_node.config import FleetConfig
 from inference_node.fleet import ConsulCatalog
 from inference_node.model import ModelRef
 from tests.integration.harness import RunningNode, encode, wait_for
+from yolofleet.artifact_server import ArtifactServer
 from yolofleet.consul import ConsulClient, ConsulSettings
 from yolofleet.consul.devserver import DevConsul
 from yolofleet.demo_models import DemoModels
@@ -275,3 +278,48 @@ def test_killed_node_disappears_within_two_ttls(
             process.kill()
 
     assert gone_after <= 2 * ttl_s
+
+
+def test_a_failed_fetch_is_retried_and_reported_serving_without_a_new_target(
+    client: ConsulClient,
+    registered: dict[str, str],
+    fleet: dict[str, RunningNode],
+    models: DemoModels,
+    tmp_path: Path,
+) -> None:
+    set_target(client, GroupTarget(stable="shapes-v1", generation=30))
+    wait_serving(client, list(fleet), registered["shapes-v1"])
+    port = _free_port()
+    late = register_model(
+        client, LAYOUT, path=models.drift, name="shapes-late", now=time.time(),
+        uri=f"http://127.0.0.1:{port}/artifacts/{_sha256(models.drift)}",
+    )  # fmt: skip
+
+    set_target(client, GroupTarget(stable="shapes-late", generation=31))
+    wait_for(
+        lambda: all(
+            (s := node_state(client, i)) is not None
+            and s.phase is NodePhase.FAILED
+            and "trying again in" in s.last_error
+            for i in fleet
+        ),
+        timeout_s=30,
+        what="every node to report the failed fetch and its retry",
+    )
+    for node in fleet.values():  # the old model keeps answering meanwhile
+        reply = node.stub.Detect(pb.DetectRequest(image=IMAGE), timeout=30)
+        assert reply.model.sha256 == registered["shapes-v1"]
+    (tmp_path / f"{late.sha256}.pt").write_bytes(models.drift.read_bytes())
+    with ArtifactServer(tmp_path, "127.0.0.1", port):
+        wait_serving(client, list(fleet), late.sha256, timeout_s=60)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

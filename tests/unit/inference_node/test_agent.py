@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from inference_node.agent import AgentPhase, SwapAgent
-from inference_node.errors import LoadError, Superseded, ValidationFailed
+from inference_node.errors import ArtifactError, LoadError, Superseded, ValidationFailed
 from inference_node.metrics import NodeMetrics
 from inference_node.model import ModelSpec
 from inference_node.slot import ModelSlot
@@ -41,6 +41,7 @@ async def _rig(
     interval_s: float = 0.0,
     policy: ValidationPolicy | None = None,
     clock: FakeClock | None = None,
+    retry_first_s: float = 5.0,
 ) -> tuple[Rig, list[ThreadPoolExecutor]]:
     pools = [ThreadPoolExecutor(1), ThreadPoolExecutor(1)]
     slot = ModelSlot()
@@ -53,6 +54,7 @@ async def _rig(
         min_swap_interval_s=interval_s,
         metrics=NodeMetrics(),
         clock=clock or FakeClock(),
+        retry_first_s=retry_first_s,
     )
     agent.start()
     return Rig(slot, loader, agent), pools
@@ -174,6 +176,78 @@ async def test_latency_gate_refuses_clearly_slower_candidate() -> None:
     assert refused.value.gate == "latency"
     assert made.slot.active is not None
     assert made.slot.active.ref == A
+    await made.agent.stop()
+    for pool in pools:
+        pool.shutdown()
+
+
+async def test_a_failed_fetch_is_tried_again_with_backoff_until_it_works() -> None:
+    loader = FakeLoader({"a": FakeDetector(), "b": FakeDetector()}, fetch_failures={"b": 2})
+    made, pools = await _rig(loader, retry_first_s=0.05)
+    await made.agent.request(A)
+    seen: list[str] = []
+    made.agent.add_listener(lambda active: seen.append(active.ref.name))
+
+    with pytest.raises(ArtifactError, match="HTTP 503"):
+        await asyncio.wait_for(made.agent.request(B), 5)
+    refused = made.agent.status
+    await until(lambda: made.slot.active is not None and made.slot.active.ref == B, timeout_s=5)
+
+    assert refused.phase is AgentPhase.FAILED
+    assert refused.retry_at is not None
+    assert refused.last_error.endswith("; trying again in 0.05s")
+    assert loader.loads == ["a", "b", "b", "b"]  # two failed fetches, then the one that worked
+    assert seen == ["b"]  # the retry's swap reaches listeners: nobody is awaiting it
+    assert made.agent.status.phase is AgentPhase.SERVING
+    assert made.agent.status.retry_at is None
+    await made.agent.stop()
+    for pool in pools:
+        pool.shutdown()
+
+
+async def test_a_latency_refusal_is_tried_again_once_the_device_is_quieter() -> None:
+    slow = FakeDetector(delay_s=0.03)
+    loader = FakeLoader({"a": FakeDetector(delay_s=0.002), "b": slow})
+    policy = ValidationPolicy(latency_factor=1.5, latency_rounds=3)
+    made, pools = await _rig(loader, policy=policy, retry_first_s=0.05)
+    await made.agent.request(A)
+
+    with pytest.raises(ValidationFailed, match="too slow"):
+        await asyncio.wait_for(made.agent.request(B), 5)
+    assert made.agent.status.retry_at is not None
+    slow.delay_s = 0.002  # whatever made it slow has passed
+    await until(lambda: made.slot.active is not None and made.slot.active.ref == B, timeout_s=5)
+
+    assert made.agent.status.phase is AgentPhase.SERVING
+    await made.agent.stop()
+    for pool in pools:
+        pool.shutdown()
+
+
+async def test_a_refusal_that_would_repeat_is_not_tried_again(rig: Rig) -> None:
+    await rig.agent.request(A)
+    rig.loader.fail["b"] = "model b@222222 could not be built: bad pickle"
+
+    with pytest.raises(LoadError):
+        await asyncio.wait_for(rig.agent.request(B), 5)
+
+    status = rig.agent.status
+    assert (status.phase, status.retry_at) == (AgentPhase.FAILED, None)
+    assert "trying again" not in status.last_error
+
+
+async def test_a_new_request_cancels_the_pending_retry() -> None:
+    loader = FakeLoader({"a": FakeDetector(), "b": FakeDetector()}, fetch_failures={"b": 1})
+    made, pools = await _rig(loader, retry_first_s=60.0)
+    await made.agent.request(A)
+    with pytest.raises(ArtifactError):
+        await asyncio.wait_for(made.agent.request(B), 5)
+    assert made.agent.status.retry_at is not None
+
+    active = await asyncio.wait_for(made.agent.request(B), 5)  # the operator re-sends it now
+
+    assert active.ref == B
+    assert made.agent.status.retry_at is None
     await made.agent.stop()
     for pool in pools:
         pool.shutdown()
