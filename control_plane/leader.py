@@ -5,7 +5,9 @@ Each replica keeps one TTL session (``SessionKeeper``, behavior release) and, ev
 (``put(acquire=session)``); held by another session -> follower. When the session is lost
 (expired during an outage) the keeper makes a new one and the next check re-acquires the
 lock if it is free. ``close()`` releases the lock and destroys the session, so another
-replica takes over on its next check instead of after the TTL.
+replica takes over on its next check instead of after the TTL. A replica that dies without
+closing holds the lock until its session expires: the TTL is Consul's minimum, 10 s, and the
+store's check-and-set writes keep a deposed leader's late write from landing on a newer state.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ class LeaderLock:
         layout: KeyLayout | None = None,
         *,
         holder: str,
-        ttl: float = 15.0,
+        ttl: float = 10.0,
         check_s: float = 1.0,
     ) -> None:
         self._client = client

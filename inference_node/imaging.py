@@ -9,11 +9,15 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image as PILImage
+from PIL import ImageOps
 
 from inference_node.errors import InvalidImage
 from inference_node.model import Image
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP"})
+EXIF_ORIENTATION = 0x0112
+ROTATED_OR_MIRRORED = frozenset(range(2, 9))
+"""EXIF orientation values other than 1 (as stored) that ``ImageOps.exif_transpose`` undoes."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,7 +46,7 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image:
             picture.load()
         except (OSError, ValueError, SyntaxError) as exc:
             raise InvalidImage(f"{picture.format} image could not be decoded: {exc}") from exc
-    return _to_rgb(picture)
+    return _to_rgb(_upright(picture))
 
 
 def _open_header(data: bytes) -> PILImage.Image:
@@ -77,6 +81,21 @@ def _check_header(picture: PILImage.Image, limits: ImageLimits) -> None:
             f"image is {width}x{height} = {width * height} pixels, "
             f"over the limit of {limits.max_pixels}"
         )
+
+
+def _upright(picture: PILImage.Image) -> PILImage.Image:
+    """The picture as it is meant to be seen: its EXIF orientation applied (phones store
+    portrait photos as rotated landscape pixels plus a tag). ``cv2.imread``, and so ultralytics
+    reading a file, does the same, so boxes come back in the grid a viewer shows. A missing or
+    unreadable tag leaves the stored grid as it is.
+    """
+    try:
+        orientation = picture.getexif().get(EXIF_ORIENTATION, 1)
+        if orientation not in ROTATED_OR_MIRRORED:
+            return picture
+        return ImageOps.exif_transpose(picture)
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError, struct.error):
+        return picture
 
 
 def _to_rgb(picture: PILImage.Image) -> Image:

@@ -79,3 +79,47 @@ def test_grayscale_alpha_and_palette_are_converted(mode: str) -> None:
     decoded = decode_image(buffer.getvalue(), LIMITS)
 
     assert decoded.shape == (7, 9, 3)
+
+
+def _tagged_jpeg(orientation: int) -> bytes:
+    """A 30 wide x 10 high picture, white in its top-left 10x10 corner, with an EXIF tag."""
+    array = np.zeros((10, 30, 3), dtype=np.uint8)
+    array[:, :10] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "JPEG", quality=95, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("orientation", "shape", "white_corner"),
+    [
+        pytest.param(1, (10, 30, 3), (0, 0), id="as-stored"),
+        pytest.param(3, (10, 30, 3), (9, 29), id="rotated-180"),
+        pytest.param(6, (30, 10, 3), (0, 9), id="rotate-90-clockwise"),
+        pytest.param(8, (30, 10, 3), (29, 0), id="rotate-90-counter-clockwise"),
+        pytest.param(9, (10, 30, 3), (0, 0), id="invalid-value-ignored"),
+    ],
+)
+def test_exif_orientation_is_applied_like_cv2_imread(
+    orientation: int, shape: tuple[int, int, int], white_corner: tuple[int, int]
+) -> None:
+    decoded = decode_image(_tagged_jpeg(orientation), LIMITS)
+
+    assert decoded.shape == shape
+    assert decoded[white_corner].min() > 200
+    assert decoded[shape[0] - 1 - white_corner[0], shape[1] - 1 - white_corner[1]].max() < 50
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_orientation_matches_opencv(orientation: int) -> None:
+    import cv2
+
+    data = _tagged_jpeg(orientation)
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+    decoded = decode_image(data, LIMITS)
+
+    assert decoded.shape == bgr.shape
+    assert np.abs(decoded.astype(int) - bgr[..., ::-1].astype(int)).max() <= 2
