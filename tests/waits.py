@@ -1,15 +1,43 @@
-"""Waiting on conditions with deadlines (never a fixed sleep and hope)."""
+"""Waiting on conditions with deadlines (never a fixed sleep and hope).
+
+``wait_for`` polls a plain condition from synchronous code, ``until`` from a coroutine, and
+``eventually`` awaits an asynchronous check (an RPC, a store read). Each fails with an
+``AssertionError`` naming what it waited for.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 
 
-async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+def wait_for(condition: Callable[[], bool], *, timeout_s: float, what: str) -> None:
+    """Poll ``condition`` until true; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
+        time.sleep(0.02)
+
+
+async def until(
+    condition: Callable[[], bool], timeout_s: float = 5.0, what: str = "the condition"
+) -> None:
     """Poll ``condition`` on the running loop until true; fail after ``timeout_s``."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not condition():
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met before the deadline")
+            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
         await asyncio.sleep(0.005)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, what: str, timeout_s: float = 20.0
+) -> None:
+    """Await ``check`` until it returns true; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
+        await asyncio.sleep(0.01)

@@ -16,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from inference_node.batcher import BatchLimits
 from inference_node.model import ModelRef
-from tests.integration.harness import RunningNode, encode, iou, wait_for
+from tests.integration.harness import RunningNode, encode, iou
+from tests.waits import wait_for
 from yolofleet.synthetic import render_image
 from yolofleet.v1 import inference_pb2 as pb
 

@@ -20,7 +20,8 @@ import pytest
 from inference_node.config import FleetConfig
 from inference_node.fleet import ConsulCatalog
 from inference_node.model import ModelRef
-from tests.integration.harness import RunningNode, encode, wait_for
+from tests.integration.harness import RunningNode, encode
+from tests.waits import wait_for
 from yolofleet.artifact_server import ArtifactServer
 from yolofleet.consul import ConsulClient, ConsulSettings
 from yolofleet.consul.devserver import DevConsul

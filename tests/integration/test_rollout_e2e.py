@@ -28,7 +28,8 @@ import grpc
 import pytest
 
 from inference_node.config import FleetConfig
-from tests.integration.harness import RunningNode, encode, wait_for
+from tests.integration.harness import RunningNode, encode
+from tests.waits import wait_for
 from yolofleet.consul import ConsulClient, ConsulSettings
 from yolofleet.consul.devserver import DevConsul
 from yolofleet.demo_models import DemoModels

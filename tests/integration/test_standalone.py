@@ -19,7 +19,8 @@ import grpc
 import pytest
 
 from inference_node.model import ModelRef
-from tests.integration.harness import encode, wait_for
+from tests.integration.harness import encode
+from tests.waits import wait_for
 from yolofleet.demo_models import DemoModels
 from yolofleet.synthetic import render_image
 from yolofleet.v1 import inference_pb2 as pb

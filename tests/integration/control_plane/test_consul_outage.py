@@ -19,8 +19,9 @@ from control_plane.controller import Controller
 from control_plane.state import Phase
 from control_plane.store import ConsulStore
 from tests.integration.control_plane.simnodes import FakeMetricSource, SimFleet, SimNode, register
-from tests.integration.control_plane.test_controller import FAST, GROUP, NODES, wait_for
+from tests.integration.control_plane.test_controller import FAST, GROUP, NODES
 from tests.unit.control_plane.builders import NEW, OLD, samples
+from tests.waits import eventually
 from yolofleet.consul import ConsulClient, ConsulSettings
 from yolofleet.consul.devserver import DevConsul
 from yolofleet.keys import KeyLayout
@@ -71,7 +72,7 @@ async def test_rollout_waits_out_a_consul_outage_and_completes(
     async def all_report() -> bool:
         return len((await store.observe(GROUP)).nodes) == len(NODES)
 
-    await wait_for(all_report, what="every node to report")
+    await eventually(all_report, what="every node to report")
     loop = asyncio.create_task(controller.run([GROUP], interval_s=0.02))
     try:
         await controller.start_rollout(GROUP, OLD, steps="100", thresholds=FAST)
@@ -79,13 +80,13 @@ async def test_rollout_waits_out_a_consul_outage_and_completes(
         async def first_deployed() -> bool:
             return (await store.read_rollout(GROUP)).state.phase is Phase.COMPLETED
 
-        await wait_for(first_deployed, what=f"{OLD} on every node", timeout=20.0)
+        await eventually(first_deployed, what=f"{OLD} on every node", timeout_s=20.0)
         await controller.start_rollout(GROUP, NEW, steps="25,100", hold_s=HOLD_S, thresholds=FAST)
 
         async def holding() -> bool:
             return (await store.read_rollout(GROUP)).state.phase is Phase.HOLDING
 
-        await wait_for(holding, what="the first step to hold", timeout=20.0)
+        await eventually(holding, what="the first step to hold", timeout_s=20.0)
         hold_ends = (await store.read_rollout(GROUP)).state.phase_since + HOLD_S
         own_consul.stop()
         down_from = len(caplog.records)
@@ -96,14 +97,14 @@ async def test_rollout_waits_out_a_consul_outage_and_completes(
 
         # The outage outlasts the hold: a controller acting on what it last read would have
         # advanced the step; this one records nothing and waits.
-        await wait_for(ticks_fail, what="ticks to fail while Consul is down", timeout=20.0)
+        await eventually(ticks_fail, what="ticks to fail while Consul is down", timeout_s=20.0)
         during = caplog.records[down_from:]
         own_consul.start()
 
         async def completed() -> bool:
             return (await store.read_rollout(GROUP)).state.phase is Phase.COMPLETED
 
-        await wait_for(completed, what="the rollout to complete", timeout=20.0)
+        await eventually(completed, what="the rollout to complete", timeout_s=20.0)
         done = (await store.read_rollout(GROUP)).state
     finally:
         loop.cancel()
@@ -120,4 +121,4 @@ async def test_rollout_waits_out_a_consul_outage_and_completes(
     async def every_node_on_new() -> bool:
         return sim_fleet.served() == {NEW}
 
-    await wait_for(every_node_on_new, what=f"every node to serve {NEW}", timeout=20.0)
+    await eventually(every_node_on_new, what=f"every node to serve {NEW}", timeout_s=20.0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -17,24 +16,14 @@ from control_plane.state import GroupState, Phase
 from control_plane.store import ConsulStore
 from tests.integration.control_plane.simnodes import FakeMetricSource, SimFleet, SimNode, register
 from tests.unit.control_plane.builders import NEW, OLD, samples
+from tests.waits import eventually
 from yolofleet.consul import ConsulClient, ConsulSettings
 from yolofleet.keys import KeyLayout
 
 GROUP = "zone-a"
 NODES = ("n0", "n1", "n2", "n3")
 FAST = Thresholds(min_samples=100, report_deadline_s=5.0, analysis_deadline_s=5.0)
-DEADLINE = 10.0
 P, H, C, R = Phase.PROGRESSING, Phase.HOLDING, Phase.COMPLETED, Phase.ROLLED_BACK
-
-
-async def wait_for(
-    check: Callable[[], Awaitable[bool]], *, what: str, timeout: float = DEADLINE
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def transitions(caplog: pytest.LogCaptureFixture) -> list[tuple[Phase, str]]:
@@ -76,13 +65,13 @@ class Scenario:
         async def settled() -> bool:
             return not (await self.state()).phase.running
 
-        await wait_for(settled, what="the rollout to settle")
+        await eventually(settled, what="the rollout to settle")
         done = await self.state()
 
         async def logged() -> bool:  # the log line follows the write it reports
             return transitions(self.caplog)[-1:] == [(done.phase, done.reason)]
 
-        await wait_for(logged, what=f"the move to {done.phase} to be logged")
+        await eventually(logged, what=f"the move to {done.phase} to be logged")
         return done
 
     async def rollout(self, target: str, *, steps: str, hold_s: float = 0.1) -> GroupState:
@@ -117,11 +106,11 @@ async def scenario(
     async def all_report() -> bool:
         return len((await store.observe(GROUP)).nodes) == len(NODES)
 
-    await wait_for(all_report, what="every node to report")
+    await eventually(all_report, what="every node to report")
     world.start_loop()
     first = await world.rollout(OLD, steps="100")
     assert first.phase is C, first.reason
-    await wait_for(_serving(fleet, OLD), what=f"every node to serve {OLD}")
+    await eventually(_serving(fleet, OLD), what=f"every node to serve {OLD}")
     yield world
     await world.stop_loop()
 
@@ -143,7 +132,7 @@ async def test_good_rollout_completes_step_by_step(
     assert [phase for phase, _ in transitions(caplog)] == [P, H, P, H, P, H, C]
     assert done.stable == NEW
     assert done.previous_stable == OLD
-    await wait_for(_serving(fleet, NEW), what=f"every node to serve {NEW}")
+    await eventually(_serving(fleet, NEW), what=f"every node to serve {NEW}")
     target = await scenario.store.read_target(GROUP)
     assert target is not None
     assert (target.stable, target.canary, target.canary_nodes) == (NEW, None, ())
@@ -162,7 +151,7 @@ async def test_regression_rolls_back_naming_the_check(
     assert "analysis failed 2 times in a row at step 1/3 (25%): error_rate" in done.reason
     assert done.reason.endswith(f"rolled back to {OLD}")
     assert done.stable == OLD
-    await wait_for(_serving(fleet, OLD), what=f"every node back on {OLD}")
+    await eventually(_serving(fleet, OLD), what=f"every node back on {OLD}")
 
 
 async def test_canary_failing_to_load_rolls_back(
@@ -180,7 +169,7 @@ async def test_canary_failing_to_load_rolls_back(
         target = await scenario.store.read_target(GROUP)
         return target is not None and (target.stable, target.canary) == (OLD, None)
 
-    await wait_for(cleared, what="the canary to be cleared from the target")
+    await eventually(cleared, what="the canary to be cleared from the target")
 
 
 async def test_new_controller_continues_a_rollout_mid_way(
@@ -196,7 +185,7 @@ async def test_new_controller_continues_a_rollout_mid_way(
     async def holding() -> bool:
         return (await scenario.state()).phase is H
 
-    await wait_for(holding, what="the first hold")
+    await eventually(holding, what="the first hold")
     await scenario.stop_loop()
     other = ConsulClient(settings)
     try:
@@ -213,7 +202,7 @@ async def test_new_controller_continues_a_rollout_mid_way(
     assert done.stable == NEW
     assert transitions(caplog)[-1][0] is C
     assert "step 2/2 (100%) passed analysis" in done.reason
-    await wait_for(_serving(fleet, NEW), what=f"every node to serve {NEW}")
+    await eventually(_serving(fleet, NEW), what=f"every node to serve {NEW}")
 
 
 async def test_leader_lock_passes_to_the_other_candidate(
@@ -231,7 +220,7 @@ async def test_leader_lock_passes_to_the_other_candidate(
         async def one_leads() -> bool:
             return first.is_leader or second.is_leader
 
-        await wait_for(one_leads, what="a leader")
+        await eventually(one_leads, what="a leader")
         holder, waiting = (first, second) if first.is_leader else (second, first)
         assert not waiting.is_leader
 
@@ -240,7 +229,7 @@ async def test_leader_lock_passes_to_the_other_candidate(
         async def taken_over() -> bool:
             return waiting.is_leader
 
-        await wait_for(taken_over, what="the other candidate to take over", timeout=5.0)
+        await eventually(taken_over, what="the other candidate to take over", timeout_s=5.0)
         assert not holder.is_leader
     finally:
         await first.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from control_plane.service import ControlPlaneService
 from control_plane.store import ConsulStore
 from tests.integration.control_plane.simnodes import FakeMetricSource, SimFleet, SimNode, register
 from tests.unit.control_plane.builders import NEW, OLD, samples
+from tests.waits import eventually
 from yolofleet.artifact_server import ArtifactServer
 from yolofleet.consul import ConsulClient
 from yolofleet.demo_models import ensure_models
@@ -33,16 +33,7 @@ from yolofleet.v1 import control_pb2_grpc as pb_grpc
 from yolofleet.v1 import inference_pb2, inference_pb2_grpc
 
 GROUP = "zone-a"
-DEADLINE = 20.0
 Code = grpc.StatusCode
-
-
-async def wait_for(check: Callable[[], Awaitable[bool]], *, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {DEADLINE:g}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @dataclass
@@ -221,7 +212,7 @@ async def test_rollout_runs_to_completion_seen_through_get_and_watch(
     async def all_report() -> bool:
         return len((await plane.store.observe(GROUP)).nodes) == 4
 
-    await wait_for(all_report, what="every node to report")
+    await eventually(all_report, what="every node to report")
     loop = asyncio.create_task(plane.controller.run([GROUP], interval_s=0.02))
     seen: list[pb.Rollout] = []
 
@@ -248,14 +239,14 @@ async def test_rollout_runs_to_completion_seen_through_get_and_watch(
         async def watched_completion() -> bool:
             return bool(seen) and seen[-1].revision == done.revision
 
-        await wait_for(watched_completion, what="the watch to see the completed rollout")
+        await eventually(watched_completion, what="the watch to see the completed rollout")
 
         async def every_node_on_new() -> bool:
             listed = await plane.stub.ListNodes(pb.ListNodesRequest())
             return {n.model for n in listed.nodes} == {NEW} and len(listed.nodes) == 4
 
         # completion rewrites the target; the last baseline node switches after that
-        await wait_for(every_node_on_new, what="every node to report the new stable model")
+        await eventually(every_node_on_new, what="every node to report the new stable model")
     finally:
         for task in (watcher, loop):
             task.cancel()
@@ -295,7 +286,7 @@ async def _settled(plane: Plane, *, stable: str) -> pb.Rollout:
         now: pb.Rollout = await plane.stub.GetRollout(pb.GroupRequest(group=GROUP))
         return now.phase == "completed" and now.stable == stable
 
-    await wait_for(settled, what=f"{stable} to become stable")
+    await eventually(settled, what=f"{stable} to become stable")
     done: pb.Rollout = await plane.stub.GetRollout(pb.GroupRequest(group=GROUP))
     return done
 
