@@ -34,7 +34,7 @@ async def closed_loop(
     async def client() -> list[Call]:
         calls: list[Call] = []
         async with grpc.aio.insecure_channel(address) as channel:
-            stub = pb_grpc.InferenceStub(channel)
+            stub = pb_grpc.InferenceStub(channel)  # type: ignore[no-untyped-call]
             await stub.Detect(pb.DetectRequest(image=image), timeout=60)  # connect + warm
             while (requests and len(calls) < requests) or (
                 duration_s and time.perf_counter() < deadline

@@ -21,7 +21,7 @@ ensure_offline()
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
-from ultralytics import YOLO  # noqa: E402
+from ultralytics import YOLO  # type: ignore[attr-defined]  # noqa: E402
 
 from inference_node.device import apply_threads  # noqa: E402
 from yolofleet.v1 import inference_pb2 as pb  # noqa: E402
@@ -37,7 +37,7 @@ class NaiveServicer(pb_grpc.InferenceServicer):
     def Detect(self, request: pb.DetectRequest, context: Any) -> pb.DetectResponse:
         image = np.asarray(Image.open(io.BytesIO(request.image)).convert("RGB"))[:, :, ::-1]
         with self._lock:
-            result = self._model.predict(image, verbose=False, imgsz=160)[0]
+            result: Any = self._model.predict(image, verbose=False, imgsz=160)[0]  # type: ignore[index]
         boxes = result.boxes
         return pb.DetectResponse(
             detections=[
@@ -54,7 +54,7 @@ class NaiveServicer(pb_grpc.InferenceServicer):
 def main() -> None:
     model_path, port_file, threads = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     server = grpc.server(futures.ThreadPoolExecutor(16))
-    pb_grpc.add_InferenceServicer_to_server(NaiveServicer(model_path), server)
+    pb_grpc.add_InferenceServicer_to_server(NaiveServicer(model_path), server)  # type: ignore[no-untyped-call]
     print(f"naive server threads={apply_threads(threads)}", file=sys.stderr)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()

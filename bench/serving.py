@@ -54,7 +54,7 @@ def jpeg(seed: int) -> bytes:
 
 def bare_calls(model: Path, image_bytes: bytes, cache: Path, *, threads: int) -> dict[str, float]:
     """Ultralytics predict (single and batched) and our detector, in this process."""
-    from ultralytics import YOLO
+    from ultralytics import YOLO  # type: ignore[attr-defined]
 
     from inference_node.imaging import ImageLimits, decode_image
 
@@ -108,10 +108,11 @@ class NodeProcess:
             raise RuntimeError("node exited before serving")
         # keep reading: a full stderr pipe would block the node's logging, and its event loop
         threading.Thread(target=self.process.stderr.read, daemon=True).start()
-        self.stub = pb_grpc.InferenceStub(grpc.insecure_channel(self.address))
+        self.stub = pb_grpc.InferenceStub(grpc.insecure_channel(self.address))  # type: ignore[no-untyped-call]
 
     def generation(self) -> int:
-        return self.stub.GetStatus(pb.GetStatusRequest(), timeout=10).generation
+        status: pb.NodeStatus = self.stub.GetStatus(pb.GetStatusRequest(), timeout=10)
+        return status.generation
 
     def swap_to(self, source: Path) -> tuple[float, float]:
         """Atomically replace the watched file; return (written_at, live_at)."""
@@ -226,7 +227,7 @@ def main() -> None:
         figures["node_16_clients"] = sixteen = summary(
             asyncio.run(closed_loop(node.address, image, clients=16, duration_s=10))
         )
-        figures["swap"] = swap_phase(node, image, [models.v2, models.v1], swaps=10)
+        figures["swap"] = swap = swap_phase(node, image, [models.v2, models.v1], swaps=10)
         figures["memory"] = memory_phase(node, [models.v2, models.v1], swaps_for_memory)
     finally:
         node.stop()
@@ -253,8 +254,7 @@ def main() -> None:
         / bare["predict_batch16_img_per_s"],
         "throughput16_vs_offline_detector_batch16": sixteen["rps"]
         / bare["detector_batch16_img_per_s"],
-        "swap_p99_vs_steady_p99": figures["swap"]["overlap_p99_ms"]
-        / figures["swap"]["steady_p99_ms"],  # type: ignore[index]
+        "swap_p99_vs_steady_p99": swap["overlap_p99_ms"] / swap["steady_p99_ms"],
     }
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"serving-{time.strftime('%Y%m%dT%H%M%S')}.json"

@@ -160,7 +160,7 @@ def channels_last_preferred(device: str) -> bool:
         return True
     return (
         platform.machine() in {"x86_64", "AMD64"}
-        and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
         and bool(torch.backends.mkldnn.enabled)
     )
 

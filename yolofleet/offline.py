@@ -56,7 +56,7 @@ def ensure_offline() -> None:
         "openvino_msg": False,
     }
     if any(settings.get(key) != value for key, value in wanted.items()):
-        settings.update(wanted)
+        settings.update(wanted)  # type: ignore[no-untyped-call]
 
 
 def _restore(name: str, value: str | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -40,7 +40,7 @@ class RunningNode:
             self.link = self._call(self._attach(config.fleet))
         self.address = f"127.0.0.1:{self.node.port}"
         self.channel = grpc.insecure_channel(self.address)
-        self.stub = pb_grpc.InferenceStub(self.channel)
+        self.stub = pb_grpc.InferenceStub(self.channel)  # type: ignore[no-untyped-call]
 
     def swap_to(self, ref: ModelRef, *, timeout_s: float = 120.0) -> Active:
         """Ask for ``ref`` and block until it is live; re-raises the refusal."""
@@ -72,7 +72,8 @@ class RunningNode:
         return link
 
     def status(self) -> pb.NodeStatus:
-        return self.stub.GetStatus(pb.GetStatusRequest(), timeout=10)
+        status: pb.NodeStatus = self.stub.GetStatus(pb.GetStatusRequest(), timeout=10)
+        return status
 
     def stop(self) -> None:
         self.channel.close()
@@ -83,7 +84,7 @@ class RunningNode:
         self._thread.join(10)
         self._loop.close()
 
-    def _call(self, coroutine: Any, timeout_s: float = 120.0) -> Any:
+    def _call(self, coroutine: Coroutine[Any, Any, T], timeout_s: float = 120.0) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout_s)
 
 

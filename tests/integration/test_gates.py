@@ -27,7 +27,7 @@ def untrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint with the right classes and input size but random weights."""
     from ultralytics.nn.tasks import DetectionModel
 
-    model = DetectionModel("yolov8n.yaml", nc=3, verbose=False)
+    model = DetectionModel("yolov8n.yaml", nc=3, verbose=False)  # type: ignore[no-untyped-call]
     model.names = {0: "circle", 1: "square", 2: "triangle"}
     path = tmp_path_factory.mktemp("untrained") / "untrained.pt"
     torch.save({"model": model, "train_args": {"imgsz": 160}}, path)

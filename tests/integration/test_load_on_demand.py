@@ -74,7 +74,10 @@ def test_eight_concurrent_first_requests_are_served_after_one_load(start: StartN
 
     def detect(_: int) -> pb.DetectResponse:
         ready.wait(10)
-        return node.stub.Detect(pb.DetectRequest(image=IMAGE, model="shapes-v2"), timeout=60)
+        reply: pb.DetectResponse = node.stub.Detect(
+            pb.DetectRequest(image=IMAGE, model="shapes-v2"), timeout=60
+        )
+        return reply
 
     with ThreadPoolExecutor(8) as pool:
         replies = list(pool.map(detect, range(8)))

@@ -91,7 +91,7 @@ def test_standalone_node_serves_reloads_on_content_change_and_drains(
     match = node_process.wait_for_line(SERVING, timeout_s=120)
     grpc_port, metrics_port = int(match.group(1)), int(match.group(2))
     channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
-    stub = pb_grpc.InferenceStub(channel)
+    stub = pb_grpc.InferenceStub(channel)  # type: ignore[no-untyped-call]
     image = encode(render_image(4).image)
 
     first = stub.Detect(pb.DetectRequest(image=image), timeout=30)

@@ -29,7 +29,7 @@ P, H, C, R = Phase.PROGRESSING, Phase.HOLDING, Phase.COMPLETED, Phase.ROLLED_BAC
 def transitions(caplog: pytest.LogCaptureFixture) -> list[tuple[Phase, str]]:
     """(new phase, reason) of every ``phase a -> b`` line the controller logged."""
     return [
-        (record.args[2], record.args[4])  # type: ignore[index]
+        (Phase(str(record.args[2])), str(record.args[4]))  # type: ignore[index]
         for record in caplog.records
         if record.name == "control_plane.controller" and " phase %s -> %s" in str(record.msg)
     ]

@@ -121,5 +121,6 @@ def test_every_orientation_matches_opencv(orientation: int) -> None:
 
     decoded = decode_image(data, LIMITS)
 
+    assert bgr is not None
     assert decoded.shape == bgr.shape
     assert np.abs(decoded.astype(int) - bgr[..., ::-1].astype(int)).max() <= 2
