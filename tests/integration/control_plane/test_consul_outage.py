@@ -106,6 +106,12 @@ async def test_rollout_waits_out_a_consul_outage_and_completes(
 
         await eventually(completed, what="the rollout to complete", timeout_s=20.0)
         done = (await store.read_rollout(GROUP)).state
+
+        async def every_node_on_new() -> bool:
+            return sim_fleet.served() == {NEW}
+
+        # The loop keeps running: completion is recorded first, the new target written after.
+        await eventually(every_node_on_new, what=f"every node to serve {NEW}", timeout_s=20.0)
     finally:
         loop.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -117,8 +123,3 @@ async def test_rollout_waits_out_a_consul_outage_and_completes(
         (NEW, Phase.COMPLETED),
     ]
     assert done.stable == NEW
-
-    async def every_node_on_new() -> bool:
-        return sim_fleet.served() == {NEW}
-
-    await eventually(every_node_on_new, what=f"every node to serve {NEW}", timeout_s=20.0)
