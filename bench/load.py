@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import statistics
 import time
 from dataclasses import dataclass
 
 import grpc
 
+from yolofleet.synthetic import render_image
 from yolofleet.v1 import inference_pb2 as pb
 from yolofleet.v1 import inference_pb2_grpc as pb_grpc
+
+
+def jpeg(seed: int) -> bytes:
+    """A synthetic scene as the JPEG bytes a camera client would send."""
+    buffer = io.BytesIO()
+    render_image(seed).image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,12 +39,12 @@ ensure_offline()
 
 import grpc  # noqa: E402
 
+from bench.load import jpeg  # noqa: E402
 from yolofleet.consul import ConsulClient, ConsulSettings  # noqa: E402
 from yolofleet.consul.devserver import DevConsul  # noqa: E402
 from yolofleet.demo_models import ensure_models  # noqa: E402
 from yolofleet.keys import KeyLayout  # noqa: E402
 from yolofleet.records import NodePhase, NodeState, node_state_from_json  # noqa: E402
-from yolofleet.synthetic import render_image  # noqa: E402
 from yolofleet.v1 import inference_pb2 as pb  # noqa: E402
 from yolofleet.v1 import inference_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -137,7 +137,7 @@ class Load:
     """Threads sending Detect to every node in turn; counts successes and failures."""
 
     def __init__(self, endpoints: list[str], threads: int) -> None:
-        self._images = [_jpeg(seed) for seed in range(20)]
+        self._images = [jpeg(seed) for seed in range(20)]
         self._channels = [grpc.insecure_channel(e) for e in endpoints]
         self._stubs = [pb_grpc.InferenceStub(c) for c in self._channels]  # type: ignore[no-untyped-call]
         self.ok, self.failed = 0, 0
@@ -294,14 +294,6 @@ def _drain(process: subprocess.Popen[str]) -> None:
     assert process.stderr is not None
     for _ in process.stderr:
         pass
-
-
-def _jpeg(seed: int) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    render_image(seed).image.save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
 
 
 def main() -> None:

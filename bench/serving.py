@@ -30,26 +30,17 @@ ensure_offline()
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.load import Call, closed_loop, percentile, summary  # noqa: E402
+from bench.load import Call, closed_loop, jpeg, percentile, summary  # noqa: E402
 from inference_node.device import apply_threads  # noqa: E402
 from inference_node.loader import ModelLoader  # noqa: E402
 from inference_node.model import DetectParams  # noqa: E402
 from inference_node.node import ref_for_file  # noqa: E402
 from yolofleet.demo_models import ensure_models  # noqa: E402
-from yolofleet.synthetic import render_image  # noqa: E402
 from yolofleet.v1 import inference_pb2 as pb  # noqa: E402
 from yolofleet.v1 import inference_pb2_grpc as pb_grpc  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SERVING = re.compile(r"node serving model=\S+ grpc_port=(\d+)")
-
-
-def jpeg(seed: int) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    render_image(seed).image.save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
 
 
 def bare_calls(model: Path, image_bytes: bytes, cache: Path, *, threads: int) -> dict[str, float]:

@@ -101,9 +101,7 @@ def _state(raw: _Fields, *, revision: int) -> GroupState:
         reason=raw.text("reason"),
         revision=revision,
         verdicts=tuple(_check(c) for c in raw.objs("verdicts")),
-        failing_assessments=raw.whole("failing_assessments")
-        if raw.has("failing_assessments")
-        else 0,
+        failing_assessments=raw.whole("failing_assessments", missing=0),
         history=tuple(_history(h) for h in raw.objs("history")),
     )
 
@@ -165,7 +163,11 @@ class _Fields:
     def opt_text(self, name: str) -> str | None:
         return None if self._raw.get(name) is None else self.text(name)
 
-    def whole(self, name: str) -> int:
+    def whole(self, name: str, *, missing: int | None = None) -> int:
+        """The field as an int; ``missing`` (when given) stands in for an absent field, which a
+        document written before the field existed lacks."""
+        if missing is not None and name not in self._raw:
+            return missing
         value = self._get(name)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self._bad(name, "a whole number")

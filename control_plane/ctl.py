@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 
 import grpc
@@ -33,7 +32,6 @@ ENV_ADDRESS = "YOLOFLEET_CONTROL_PLANE"
 RPC_TIMEOUT_S = 10.0
 DEFAULT_WATCH_TIMEOUT_S = 1800.0
 DEFAULT_APPLY_WAIT_S = 10.0
-APPLY_POLL_S = 0.1
 
 EXIT_OK = 0
 EXIT_ROLLED_BACK = 1
@@ -171,22 +169,35 @@ def _applied(stub: Stub, recorded: pb.Rollout, args: argparse.Namespace, *, acti
     """Intents are recorded by the RPC and applied by the leader's next tick: waits up to
     ``--wait`` seconds for that tick (the rollout's revision moves on), then prints one line.
     """
-    deadline = time.monotonic() + args.wait
-    while time.monotonic() < deadline:
-        now = stub.GetRollout(pb.GroupRequest(group=recorded.group), timeout=RPC_TIMEOUT_S)
-        if now.revision > recorded.revision:
-            print(f"{action} applied: {fmt.summary(now)} [revision {now.revision}]")
-            return EXIT_OK
-        time.sleep(APPLY_POLL_S)
     recorded_line = f"{action} recorded (revision {recorded.revision})"
-    if args.wait > 0:
+    if args.wait <= 0:
+        print(f"{recorded_line}; the control plane applies it on its next tick")
+        return EXIT_OK
+    now = _next_revision(stub, recorded, timeout_s=args.wait)
+    if now is not None:
+        print(f"{action} applied: {fmt.summary(now)} [revision {now.revision}]")
+    else:
         print(
             f"{recorded_line}; not applied within {args.wait:g}s: is a control plane leading? "
             f"see `ctl status {recorded.group}`"
         )
-    else:
-        print(f"{recorded_line}; the control plane applies it on its next tick")
     return EXIT_OK
+
+
+def _next_revision(stub: Stub, recorded: pb.Rollout, *, timeout_s: float) -> pb.Rollout | None:
+    """The group's rollout once its revision passes ``recorded``'s, or None after ``timeout_s``."""
+    stream = stub.WatchRollout(pb.GroupRequest(group=recorded.group), timeout=timeout_s)
+    try:
+        for now in stream:
+            if now.revision > recorded.revision:
+                applied: pb.Rollout = now
+                return applied
+    except grpc.RpcError as exc:
+        if exc.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise
+    finally:
+        stream.cancel()
+    return None
 
 
 def cmd_models_register(stub: Stub, args: argparse.Namespace) -> int:

@@ -13,8 +13,8 @@ import logging
 from pathlib import Path
 
 from inference_node.agent import SwapAgent
-from inference_node.loader import sha256_of_file
 from inference_node.model import ModelRef
+from yolofleet.digests import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class FileWatcher:
         if seen is None or seen != self._last_seen:
             self._last_seen = seen  # changed since the last poll: wait for it to settle
             return
-        digest = sha256_of_file(self._path)
+        digest = file_sha256(self._path)
         if digest == self._last_digest:
             return
         self._last_digest = digest

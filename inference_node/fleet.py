@@ -127,8 +127,8 @@ class FleetLink:
         except Superseded:
             return
         except SwapError as exc:
-            status = self._node.agent.status  # its last_error also says when it tries again
-            self._report_failure(status.last_error if status.retry_at else str(exc))
+            # the agent's last_error is the refusal plus when it tries again, if it will
+            self._report_failure(self._node.agent.status.last_error or str(exc))
             return
         self._report_serving(active)
 

@@ -8,7 +8,6 @@ network, warm it up. Knows nothing of slots, batching or Consul.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -41,15 +40,6 @@ class LoadReport:
     build_s: float
     warmup_s: float
     weight_bytes: int
-
-
-def sha256_of_file(path: Path) -> str:
-    """Hex sha256 of a file's content."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class ModelLoader:

@@ -27,7 +27,7 @@ from inference_node.device import (
     telemetry_for,
 )
 from inference_node.health import INFERENCE_SERVICE, NodeHealth
-from inference_node.loader import ModelLoader, sha256_of_file
+from inference_node.loader import ModelLoader
 from inference_node.metrics import NodeMetrics
 from inference_node.model import ModelRef
 from inference_node.model_cache import ModelCache
@@ -35,6 +35,7 @@ from inference_node.server import ErrorInterceptor, InferenceServicer
 from inference_node.slot import Active, ModelSlot
 from inference_node.stats import StatsRecorder
 from inference_node.status import StatusSource
+from yolofleet.digests import file_sha256
 from yolofleet.offline import ensure_offline
 from yolofleet.v1 import inference_pb2_grpc
 
@@ -46,7 +47,7 @@ LOADER_NICENESS = 10
 
 def ref_for_file(path: Path, *, name: str | None = None) -> ModelRef:
     """A standalone node's reference to a model file: version is the digest's first 12 digits."""
-    digest = sha256_of_file(path)
+    digest = file_sha256(path)
     return ModelRef(
         name=name or path.stem, version=digest[:12], uri=path.resolve().as_uri(), sha256=digest
     )

@@ -6,7 +6,6 @@ Both the model cache (:mod:`yolofleet.demo_models`) and the trainer
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -101,12 +100,3 @@ def write_atomically(path: Path, content: bytes) -> None:
         file.write(content)
         os.fchmod(file.fileno(), 0o644)
     os.replace(temporary, path)
-
-
-def file_sha256(path: Path) -> str:
-    """The hex SHA-256 of the file at ``path``, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -29,7 +29,6 @@ from pathlib import Path
 from yolofleet.demo_manifest import (
     CalibrationImage,
     ModelInfo,
-    file_sha256,
     read_calibration,
     read_entries,
     read_manifest,
@@ -38,6 +37,7 @@ from yolofleet.demo_manifest import (
 )
 from yolofleet.demo_recipes import CALIBRATION, IMGSZ, RECIPES, calibration_hash, params_hash
 from yolofleet.demo_training import train
+from yolofleet.digests import file_sha256
 from yolofleet.paths import cache_dir, models_dir
 from yolofleet.synthetic import DEFAULT_CLASSES, render_image
 

@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from yolofleet.demo_manifest import ModelInfo, file_sha256, write_atomically
+from yolofleet.demo_manifest import ModelInfo, write_atomically
 from yolofleet.demo_recipes import TRAIN_ARGS, Recipe, digest, params_hash, recipe_named
+from yolofleet.digests import file_sha256
 from yolofleet.paths import cache_dir
 from yolofleet.synthetic import DatasetSpec, write_dataset
 

@@ -20,7 +20,6 @@ with ``asyncio.to_thread``. Consul errors surface as the :mod:`yolofleet.consul.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from yolofleet.consul import ConsulClient, KVPair
+from yolofleet.digests import file_digest
 from yolofleet.keys import KeyLayout
 from yolofleet.offline import ensure_offline
 from yolofleet.records import ModelRecord, RecordInvalid, model_from_json, to_json
@@ -98,15 +98,17 @@ def register_model(
     notes: str = "",
     metadata: Mapping[str, Any] | None = None,
     now: float,
+    digest: tuple[str, int] | None = None,
 ) -> ModelRecord:
     """Register ``path`` as ``name`` (create-only) and return the stored record.
 
     ``uri`` is where nodes fetch the artifact from (default: the file's absolute ``file://``
-    URI). Raises ``ValueError`` for a name that cannot be a key, ``ModelUnreadable``,
+    URI). ``digest`` is ``digest_and_size(path)`` when the caller already read the file.
+    Raises ``ValueError`` for a name that cannot be a key, ``ModelUnreadable``,
     ``RegistryConflict`` or ``MalformedRecord``.
     """
     key = layout.model(name)
-    sha256, size = _digest_and_size(path)
+    sha256, size = digest if digest is not None else digest_and_size(path)
     existing = _read(client, key, name)
     if existing is None:
         record = _new_record(
@@ -224,17 +226,12 @@ def _parse(value: bytes, *, key: str, name: str) -> ModelRecord:
     return record
 
 
-def _digest_and_size(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
+def digest_and_size(path: Path) -> tuple[str, int]:
+    """(sha256, size) of a model file; ``ModelUnreadable`` when it cannot be read."""
     try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-                size += len(chunk)
+        return file_digest(path)
     except OSError as exc:
         raise ModelUnreadable(f"cannot read model file {path}: {exc.strerror}") from exc
-    return digest.hexdigest(), size
 
 
 def _input_size(path: Path, args: object) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
@@ -71,6 +72,15 @@ class RunningNode:
         link.start()
         return link
 
+    def detect_code(self, image: bytes, *, timeout_s: float = 60.0) -> grpc.StatusCode:
+        """Send one Detect; OK or the status it failed with (for counting outcomes under load)."""
+        try:
+            self.stub.Detect(pb.DetectRequest(image=image), timeout=timeout_s)
+        except grpc.RpcError as exc:
+            code: grpc.StatusCode = exc.code()
+            return code
+        return grpc.StatusCode.OK
+
     def status(self) -> pb.NodeStatus:
         status: pb.NodeStatus = self.stub.GetStatus(pb.GetStatusRequest(), timeout=10)
         return status
@@ -86,6 +96,14 @@ class RunningNode:
 
     def _call(self, coroutine: Coroutine[Any, Any, T], timeout_s: float = 120.0) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout_s)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now (for a process told its port up front)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def encode(image: np.ndarray | Image.Image, fmt: str = "PNG") -> bytes:

@@ -15,10 +15,11 @@ import pytest
 
 from inference_node.artifacts import FetchLimits
 from inference_node.errors import ArtifactError, DigestMismatch
-from inference_node.loader import ModelLoader, sha256_of_file
+from inference_node.loader import ModelLoader
 from inference_node.model import ModelRef
 from yolofleet.artifact_server import ArtifactServer
 from yolofleet.demo_models import DemoModels
+from yolofleet.digests import file_sha256
 
 SERVER_DEADLINE_S = 30.0
 
@@ -117,7 +118,7 @@ def test_model_fetched_over_http_loads_and_is_cached_by_digest(
     finally:
         detector.close()
     assert [path.name for path in cache.iterdir()] == [f"{ref.sha256}.pt"]
-    assert sha256_of_file(cache / f"{ref.sha256}.pt") == ref.sha256
+    assert file_sha256(cache / f"{ref.sha256}.pt") == ref.sha256
 
 
 def test_cached_digest_is_not_downloaded_again(
@@ -226,7 +227,7 @@ def test_file_uri_still_fetches(
     artifact = loader.fetch_verified(refs["v1"])
 
     assert artifact == cache / f"{refs['v1'].sha256}.pt"
-    assert sha256_of_file(artifact) == refs["v1"].sha256
+    assert file_sha256(artifact) == refs["v1"].sha256
 
 
 def _get(server: ArtifactServer, path: str, *, method: str = "GET") -> http.client.HTTPResponse:
@@ -242,7 +243,7 @@ def _get(server: ArtifactServer, path: str, *, method: str = "GET") -> http.clie
 def test_artifact_server_serves_a_directory_by_digest(tmp_path: Path, models: DemoModels) -> None:
     root = tmp_path / "artifacts"
     root.mkdir()
-    digest = sha256_of_file(models.v1)
+    digest = file_sha256(models.v1)
     (root / f"{digest}.pt").write_bytes(models.v1.read_bytes())
 
     with ArtifactServer(root) as server:

@@ -95,15 +95,8 @@ def test_full_queue_is_resource_exhausted_then_node_serves(
     node.swap_to(refs["v1"])
     big = encode(render_image(11).image.resize((640, 640)), "BMP")
 
-    def detect(_: int) -> grpc.StatusCode:
-        try:
-            node.stub.Detect(pb.DetectRequest(image=big), timeout=60)
-        except grpc.RpcError as exc:
-            return exc.code()
-        return grpc.StatusCode.OK
-
     with ThreadPoolExecutor(48) as pool:
-        codes = list(pool.map(detect, range(48)))
+        codes = list(pool.map(node.detect_code, [big] * 48))
 
     assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}

@@ -147,16 +147,9 @@ def test_model_metrics_count_what_stats_count(
     node.swap_to(refs["v1"])
     images = [encode(render_image(seed).image) for seed in range(9400, 9424)]
 
-    def detect(image: bytes) -> grpc.StatusCode:
-        try:
-            node.stub.Detect(pb.DetectRequest(image=image), timeout=60)
-        except grpc.RpcError as exc:
-            return exc.code()
-        return grpc.StatusCode.OK
-
     with ThreadPoolExecutor(len(images)) as pool:
-        codes = list(pool.map(detect, images))
-    refused = detect(b"not an image")
+        codes = list(pool.map(node.detect_code, images))
+    refused = node.detect_code(b"not an image")
     stats = node.stub.GetStats(pb.GetStatsRequest(since_unix=0), timeout=10)
     exported = _scrape(node.node.metrics_port, sha256=refs["v1"].sha256)
 

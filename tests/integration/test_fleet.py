@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,12 +18,13 @@ import pytest
 from inference_node.config import FleetConfig
 from inference_node.fleet import ConsulCatalog
 from inference_node.model import ModelRef
-from tests.integration.harness import RunningNode, encode
+from tests.integration.harness import RunningNode, encode, free_port
 from tests.waits import wait_for
 from yolofleet.artifact_server import ArtifactServer
 from yolofleet.consul import ConsulClient, ConsulSettings
 from yolofleet.consul.devserver import DevConsul
 from yolofleet.demo_models import DemoModels
+from yolofleet.digests import file_sha256
 from yolofleet.keys import KeyLayout
 from yolofleet.records import (
     GroupTarget,
@@ -290,10 +289,10 @@ def test_a_failed_fetch_is_retried_and_reported_serving_without_a_new_target(
 ) -> None:
     set_target(client, GroupTarget(stable="shapes-v1", generation=30))
     wait_serving(client, list(fleet), registered["shapes-v1"])
-    port = _free_port()
+    port = free_port()
     late = register_model(
         client, LAYOUT, path=models.drift, name="shapes-late", now=time.time(),
-        uri=f"http://127.0.0.1:{port}/artifacts/{_sha256(models.drift)}",
+        uri=f"http://127.0.0.1:{port}/artifacts/{file_sha256(models.drift)}",
     )  # fmt: skip
 
     set_target(client, GroupTarget(stable="shapes-late", generation=31))
@@ -313,14 +312,3 @@ def test_a_failed_fetch_is_retried_and_reported_serving_without_a_new_target(
     (tmp_path / f"{late.sha256}.pt").write_bytes(models.drift.read_bytes())
     with ArtifactServer(tmp_path, "127.0.0.1", port):
         wait_serving(client, list(fleet), late.sha256, timeout_s=60)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from inference_node.loader import sha256_of_file
 from yolofleet.consul import ConsulClient, ConsulSettings
 from yolofleet.consul.devserver import DevConsul
 from yolofleet.demo_models import DemoModels
+from yolofleet.digests import file_sha256
 from yolofleet.keys import KeyLayout
 from yolofleet.records import to_json
 from yolofleet.registry import (
@@ -57,7 +57,7 @@ def test_register_reads_classes_size_and_task_from_the_file(
     assert record.class_names == ("circle", "square", "triangle")
     assert record.input_size == 160
     assert record.task == "detect"
-    assert record.sha256 == sha256_of_file(models.v1)
+    assert record.sha256 == file_sha256(models.v1)
     assert record.size == models.v1.stat().st_size
     assert record.uri == models.v1.resolve().as_uri()
     assert record.created == NOW
@@ -67,7 +67,7 @@ def test_register_reads_classes_size_and_task_from_the_file(
 def test_register_keeps_the_uri_parent_and_metadata_given(
     client: ConsulClient, layout: KeyLayout, models: DemoModels
 ) -> None:
-    uri = "http://artifacts.example:8000/artifacts/" + sha256_of_file(models.v2)
+    uri = "http://artifacts.example:8000/artifacts/" + file_sha256(models.v2)
 
     record = register_model(
         client,

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ import grpc
 import pytest
 
 from inference_node.config import FleetConfig
-from tests.integration.harness import RunningNode, encode
+from tests.integration.harness import RunningNode, encode, free_port
 from tests.waits import wait_for
 from yolofleet.consul import ConsulClient, ConsulSettings
 from yolofleet.consul.devserver import DevConsul
@@ -48,13 +47,6 @@ LOAD_THREADS = 2
 STARTUP_S = 60.0
 SETTLE_S = 150.0
 SERVING_LINE = re.compile(r"control plane serving grpc_port=(\d+) artifact_port=(\d+)")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class ControlPlaneProcess:
@@ -235,7 +227,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, models: DemoModels) -> Iterato
                 group=GROUP, node_id=node_id, consul=consul.address, session_ttl_s=2.0
             )
             nodes[node_id] = RunningNode(node_config(root / node_id, fleet=fleet))
-        artifact_port = _free_port()
+        artifact_port = free_port()
         plane = ControlPlaneProcess(consul.address, root / "artifacts", artifact_port)
         images = [encode(render_image(seed).image) for seed in range(40)]
         load = Load(nodes=list(nodes.values()), images=images)
@@ -435,7 +427,7 @@ def test_a_standby_replica_answers_reads_and_takes_over_from_a_killed_leader(env
     env.assert_all_on("shapes-v2")
     mark = env.load.mark()
     leader = env.plane
-    standby = ControlPlaneProcess(env.consul.address, env.artifact_dir, _free_port())
+    standby = ControlPlaneProcess(env.consul.address, env.artifact_dir, free_port())
     try:
         env.ctl_ok(
             "rollout", "shapes-v1", "--group", GROUP, "--canary", "25",

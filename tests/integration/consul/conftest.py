@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import consul
 import pytest
 from consul.callback import CB
 
+from tests.waits import until, wait_for
 from yolofleet.consul.devserver import DevConsul
 from yolofleet.consul.settings import ConsulSettings, make_consul
 
@@ -41,34 +41,6 @@ class ConsulTarget:
         return self.settings.url
 
 
-def _wait_until(
-    predicate: Callable[[], Any], *, timeout: float = DEADLINE, message: str = "condition"
-) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {message}")
-        time.sleep(0.01)
-
-
-async def _wait_until_async(
-    predicate: Callable[[], Any], *, timeout: float = DEADLINE, message: str = "condition"
-) -> Any:
-    """:func:`_wait_until` for coroutines: polls without blocking the event loop."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {message}")
-        await asyncio.sleep(0.01)
-
-
 def _run_async(main: Awaitable[Any], *, timeout: float = 30.0) -> Any:
     """Run a coroutine to completion with an overall deadline."""
 
@@ -80,14 +52,24 @@ def _run_async(main: Awaitable[Any], *, timeout: float = 30.0) -> Any:
 
 @pytest.fixture
 def wait_until() -> Callable[..., Any]:
-    """``wait_until(predicate, timeout=..., message=...)``: poll until truthy, with a deadline."""
-    return _wait_until
+    """``wait_until(predicate, timeout=..., message=...)``: ``tests.waits.wait_for``."""
+
+    def wait(predicate: Callable[[], Any], *, timeout: float = DEADLINE, message: str = "") -> Any:
+        return wait_for(predicate, timeout_s=timeout, what=message or "condition")
+
+    return wait
 
 
 @pytest.fixture
 def wait_until_async() -> Callable[..., Awaitable[Any]]:
-    """The coroutine form of ``wait_until``, for tests driving asyncio code."""
-    return _wait_until_async
+    """The coroutine form of ``wait_until``: ``tests.waits.until``."""
+
+    async def wait(
+        predicate: Callable[[], Any], *, timeout: float = DEADLINE, message: str = ""
+    ) -> Any:
+        return await until(predicate, timeout, message or "condition")
+
+    return wait
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import socket
 import threading
 import time
 import urllib.request
@@ -36,10 +35,9 @@ from control_plane.nodes import GrpcMetricSource
 from control_plane.prometheus import PrometheusMetricSource
 from inference_node.batcher import BatchLimits
 from inference_node.model import ModelRef
-from tests.integration.harness import RunningNode, encode
+from tests.integration.harness import RunningNode, encode, free_port
 from yolofleet.records import NodePhase
 from yolofleet.synthetic import render_image
-from yolofleet.v1 import inference_pb2 as pb
 
 QUERY = re.compile(
     r"sum by \((?P<by>[^)]*)\) \(increase\((?P<name>\w+)(?:\{(?P<matchers>[^}]*)\})?"
@@ -149,18 +147,11 @@ async def test_source_reads_from_the_exporter_what_getstats_reports(
     node.swap_to(refs["v1"])
     images = [encode(render_image(seed).image) for seed in range(9500, 9520)]
 
-    def detect(image: bytes) -> grpc.StatusCode:
-        try:
-            node.stub.Detect(pb.DetectRequest(image=image), timeout=60)
-        except grpc.RpcError as exc:
-            return exc.code()
-        return grpc.StatusCode.OK
-
     since = math.floor(time.time())
     before = scrape(node.node.metrics_port)
     with ThreadPoolExecutor(len(images)) as pool:
-        codes = list(pool.map(detect, images))
-    refused = detect(b"not an image")  # the caller's error: counted by neither
+        codes = list(pool.map(node.detect_code, images))
+    refused = node.detect_code(b"not an image")  # the caller's error: counted by neither
     after = scrape(node.node.metrics_port)
     until = time.time()
     for labels in (
@@ -197,10 +188,7 @@ async def test_source_reads_from_the_exporter_what_getstats_reports(
 
 
 async def test_unreachable_prometheus_is_node_unreachable() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # closed again before the query: nothing listens
-    source = PrometheusMetricSource(f"http://127.0.0.1:{port}", timeout_s=2.0)
+    source = PrometheusMetricSource(f"http://127.0.0.1:{free_port()}", timeout_s=2.0)
 
     with pytest.raises(MetricsUnavailable, match=r"^Prometheus at .* could not be reached: "):
         await source.sample("zone-a", serving("n1"), since=0.0, until=60.0)

@@ -107,13 +107,15 @@ class FakeControlPlane(pb_grpc.ControlPlaneServicer):
 
     def GetRollout(self, request, context):  # type: ignore[no-untyped-def]
         self._answer("GetRollout", request, context)
-        intents = {"Pause", "Resume", "Promote", "Abort", "Undo"}
-        now = self.applied if self.applied and intents & set(self.calls) else self.rollout
-        return pb.Rollout(**{**_fields(now), "group": request.group})
+        return pb.Rollout(**{**_fields(self.rollout), "group": request.group})
 
     def WatchRollout(self, request, context):  # type: ignore[no-untyped-def]
         self._answer("WatchRollout", request, context)
         yield from self.watch_script
+        if self.applied is not None and {"Pause", "Resume", "Promote", "Abort", "Undo"} & set(
+            self.calls
+        ):
+            yield pb.Rollout(**{**_fields(self.applied), "group": request.group})
         while context.is_active():  # never settles: wait for the client's deadline
             time.sleep(0.01)
 
@@ -292,7 +294,7 @@ def test_intent_waits_until_applied_and_prints_one_line(
     assert out.endswith(f" ({APPLIED[phase]}) [revision 43]\n")
     assert out.count("\n") == 1
     assert cp.fake.calls[0] == rpc
-    assert set(cp.fake.calls[1:]) == {"GetRollout"}
+    assert cp.fake.calls[1:] == ["WatchRollout"]
 
 
 def test_intent_not_applied_in_time_says_so(cp: Harness) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -140,7 +141,10 @@ async def test_old_model_closed_only_after_swap() -> None:
         pool.shutdown()
 
 
-async def test_min_interval_holds_new_model_but_not_a_return_to_previous() -> None:
+async def test_min_interval_holds_new_model_but_not_a_return_to_previous(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="inference_node.agent")
     loader = FakeLoader({"a": FakeDetector(), "b": FakeDetector(), "c": FakeDetector()})
     clock = FakeClock()
     made, pools = await _rig(loader, interval_s=30.0, clock=clock)
@@ -149,7 +153,7 @@ async def test_min_interval_holds_new_model_but_not_a_return_to_previous() -> No
     await made.agent.request(B)
 
     held = made.agent.request(C)
-    await asyncio.sleep(0.05)  # long enough for an unheld swap of a fake model to finish
+    await until(lambda: any("held" in r.getMessage() for r in caplog.records), what="the hold")
     assert not held.done()
     assert loader.loads == ["a", "b"]
     back = made.agent.request(A)
