@@ -6,6 +6,9 @@ parameter parsing, Consul's status codes and JSON shapes:
 - ``/v1/kv/<key>``: GET (``recurse``, ``keys``, ``separator``, ``raw``, ``index`` + ``wait``),
   PUT (``cas``, ``acquire``, ``release``, ``flags``; answers ``true``/``false``), DELETE
   (``recurse``, ``cas``). A missing key is a 404 with an empty body and ``X-Consul-Index``.
+- ``/v1/txn``: PUT, KV operations only (see :mod:`yolofleet.consul.devtxn` and
+  :mod:`yolofleet.consul.kvtxn`): 200 when applied, 409 with the failed operations when rolled
+  back, 400/413 for bodies Consul refuses before running them.
 - ``/v1/session/create|renew/<id>|destroy/<id>|info/<id>|list`` and ``/v1/status/leader|peers``.
 - Malformed requests get 400 with a text body; refusals from the store (an unknown session on
   acquire, a TTL out of range) get 500 with Consul's message, as Consul's RPC errors do.
@@ -22,8 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from yolofleet.consul.devtxn import TxnBodyError, parse_txn
 from yolofleet.consul.durations import format_duration, parse_duration
 from yolofleet.consul.kvstore import KVStore, StoreError
+from yolofleet.consul.kvtxn import TxnOutcome
 from yolofleet.consul.model import KVPair, SessionBehavior, SessionInfo
 
 DEFAULT_WAIT = 300.0
@@ -89,6 +94,14 @@ def entry_json(entry: KVPair) -> dict[str, Any]:
     return doc
 
 
+def txn_json(outcome: TxnOutcome) -> dict[str, Any]:
+    """A transaction's reply body as Consul renders it (``null`` for the list that is absent)."""
+    if not outcome.ok:
+        errors = [{"OpIndex": position, "What": what} for position, what in outcome.errors]
+        return {"Results": None, "Errors": errors}
+    return {"Results": [{"KV": entry_json(entry)} for entry in outcome.results], "Errors": None}
+
+
 def session_json(info: SessionInfo) -> dict[str, Any]:
     """A session as Consul renders it (``LockDelay`` in nanoseconds, ``TTL`` as a duration)."""
     return {
@@ -115,6 +128,7 @@ class ConsulApi:
             ("GET", "/v1/kv/"): self._kv_get,
             ("PUT", "/v1/kv/"): self._kv_put,
             ("DELETE", "/v1/kv/"): self._kv_delete,
+            ("PUT", "/v1/txn"): self._txn,
             ("PUT", "/v1/session/create"): self._session_create,
             ("PUT", "/v1/session/renew/"): self._session_renew,
             ("PUT", "/v1/session/destroy/"): self._session_destroy,
@@ -219,6 +233,16 @@ class ConsulApi:
         if "cas" in query:
             return _json(self._store.delete_cas(key, index=_uint(query, "cas")))
         return _json(self._store.delete(key))
+
+    # ---- transactions ------------------------------------------------------------------
+
+    def _txn(self, _rest: str, request: ApiRequest) -> ApiReply:
+        try:
+            ops = parse_txn(request.body)
+        except TxnBodyError as exc:
+            return _text(exc.status, str(exc))
+        outcome = self._store.txn(ops)
+        return _json(txn_json(outcome), status=200 if outcome.ok else 409)
 
     # ---- sessions ----------------------------------------------------------------------
 

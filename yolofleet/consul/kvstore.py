@@ -22,11 +22,12 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from yolofleet.consul.kvtable import KVTable
+from yolofleet.consul.kvtxn import KVOp, TxnContext, TxnOutcome, run_txn
 from yolofleet.consul.model import KVPair, SessionBehavior, SessionInfo
 
 logger = logging.getLogger(__name__)
@@ -240,6 +241,25 @@ class KVStore:
         with self._cond:
             self._delete(tuple(entry.key for entry in self._kv.under(prefix)))
             return True
+
+    def txn(self, ops: Sequence[KVOp]) -> TxnOutcome:
+        """Apply ``ops`` all or nothing (see :mod:`yolofleet.consul.kvtxn`), at one new index."""
+        with self._cond:
+            self._expire_due()
+            index = self._index + 1
+            outcome = run_txn(
+                ops,
+                TxnContext(
+                    table=self._kv,
+                    index=index,
+                    session_exists=self._sessions.__contains__,
+                    lock_delayed=lambda key: self._lock_delays.get(key, 0.0) > self._clock(),
+                ),
+            )
+            if outcome.ok and self._kv.index == index:
+                self._index = index
+                self._wrote(True)
+            return outcome
 
     def _delete(self, keys: tuple[str, ...]) -> None:
         if any(self._kv.get(key) for key in keys):
