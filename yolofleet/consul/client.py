@@ -28,7 +28,14 @@ from yolofleet.consul.txn import TxnOp, TxnResult, ops_json, result_from_json
 
 logger = logging.getLogger(__name__)
 
-_REFUSALS = ("Session TTL", "Invalid Behavior", "Lock delay", "Missing node registration")
+_REFUSALS = (
+    "Session TTL",
+    "Invalid Behavior",
+    "Lock delay",
+    "Missing node registration",
+    "Missing check",
+    "critical state",
+)
 """Messages of requests Consul answers with a 500 but will never accept as they are."""
 
 
@@ -262,6 +269,9 @@ def _session(data: Mapping[str, Any]) -> SessionInfo:
         behavior=SessionBehavior(data.get("Behavior") or SessionBehavior.RELEASE.value),
         ttl=(parse_duration(ttl_text) or None) if ttl_text else None,
         lock_delay=float(data.get("LockDelay") or 0) / 1e9,
+        node_checks=tuple(str(check) for check in data.get("NodeChecks") or ()),
+        service_checks=tuple(str(check.get("ID", "")) for check in data.get("ServiceChecks") or ()),
+        checks=tuple(str(check) for check in data.get("Checks") or ()),
         create_index=int(data.get("CreateIndex") or 0),
         modify_index=int(data.get("ModifyIndex") or 0),
     )

@@ -9,11 +9,13 @@ Blocking reads follow Consul's loop: answer at once when the reported index alre
 deleted and answer if the index now exceeds ``min_index``, or answer as things stand when the
 timeout runs out. Reported indexes are never below 1.
 
-Sessions: a TTL session is invalidated at TTL plus a grace of TTL/10 (at most 1 s) after its last
-renew. Consul promises only "not before TTL" and may take up to 2x TTL; the short grace keeps
-tests quick while a client renewing at TTL/2 never loses its session. Invalidation (expiry or
-destroy) releases or deletes the session's keys at one new index and arms each key's lock-delay,
-during which acquires of that key are refused.
+Sessions belong to a node of the :class:`~yolofleet.consul.catalog.Catalog` and name checks on it;
+a session for an unknown node or check is refused with Consul's message. A TTL session is
+invalidated at TTL plus a grace of TTL/10 (at most 1 s) after its last renew. Consul promises only
+"not before TTL" and may take up to 2x TTL; the short grace keeps tests quick while a client
+renewing at TTL/2 never loses its session. Invalidation (expiry or destroy) releases or deletes the
+session's keys at one new index and arms each key's lock-delay, during which acquires of that key
+are refused.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from yolofleet.consul.catalog import Catalog
+from yolofleet.consul.devsession import SessionRequest
 from yolofleet.consul.kvtable import KVTable
 from yolofleet.consul.kvtxn import KVOp, TxnContext, TxnOutcome, run_txn
 from yolofleet.consul.model import KVPair, SessionBehavior, SessionInfo
@@ -68,6 +72,7 @@ class KVStore:
         self,
         *,
         image: StoreImage | None = None,
+        catalog: Catalog | None = None,
         min_session_ttl: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[], None] | None = None,
@@ -76,6 +81,7 @@ class KVStore:
         self._clock = clock
         self._on_change = on_change
         self._min_ttl = min_session_ttl
+        self._catalog = catalog or Catalog()
         self._closed = False
         self._index = max(image.index, FIRST_INDEX) if image else FIRST_INDEX
         self._kv = KVTable(
@@ -277,16 +283,9 @@ class KVStore:
 
     # ---- sessions ----------------------------------------------------------------------
 
-    def create_session(
-        self,
-        *,
-        name: str,
-        node: str,
-        behavior: SessionBehavior,
-        ttl: float | None,
-        lock_delay: float,
-    ) -> SessionInfo:
-        """Create a session; refuse a TTL outside [min_session_ttl, 24h] or a bad lock delay."""
+    def create_session(self, request: SessionRequest) -> SessionInfo:
+        """Create a session; refuse a TTL, lock delay, node or check as Consul would."""
+        ttl, lock_delay = request.ttl, request.lock_delay
         if ttl is not None and not self._min_ttl <= ttl <= MAX_SESSION_TTL:
             raise StoreError(
                 f"Invalid Session TTL '{ttl:g}s', must be between "
@@ -294,15 +293,21 @@ class KVStore:
             )
         if not 0 <= lock_delay <= MAX_LOCK_DELAY:
             raise StoreError(f"Lock delay must be between 0s and {MAX_LOCK_DELAY:g}s")
+        refusal = self._catalog.session_refusal(request.node, request.check_ids)
+        if refusal is not None:
+            raise StoreError(refusal)
         with self._cond:
             index = self._next_index()
             info = SessionInfo(
                 id=str(uuid.uuid4()),
-                name=name,
-                node=node,
-                behavior=behavior,
+                name=request.name,
+                node=request.node,
+                behavior=request.behavior,
                 ttl=ttl,
                 lock_delay=lock_delay,
+                node_checks=request.node_checks,
+                service_checks=request.service_checks,
+                checks=request.checks,
                 create_index=index,
                 modify_index=index,
             )
@@ -349,6 +354,13 @@ class KVStore:
             min_index=min_index,
             timeout=timeout,
         )
+
+    def node_sessions(
+        self, node: str, *, min_index: int = 0, timeout: float = 0.0
+    ) -> tuple[int, tuple[SessionInfo, ...]]:
+        """The live sessions of ``node``, oldest first, blocking like :meth:`list_sessions`."""
+        index, infos = self.list_sessions(min_index=min_index, timeout=timeout)
+        return index, tuple(info for info in infos if info.node == node)
 
     def expire_sessions(self) -> int:
         """Invalidate every session whose TTL has run out; returns how many."""
