@@ -258,6 +258,53 @@ def test_lock_and_unlock_in_transactions(
     assert entry["Value"] == b"c"
 
 
+def test_lock_of_a_lock_delayed_key_is_refused_before_anything_runs(
+    raw: consul.Consul, prefix: str, new_session: Callable[..., str], wait_until: Any
+) -> None:
+    key = f"{prefix}lock"
+    holder = new_session(LockDelay="1s")
+    raw.kv.put(key, b"held", acquire=holder)
+    raw.session.destroy(holder)
+    contender = new_session()
+    ops = [
+        kv("set", f"{prefix}other", value=b"1"),
+        kv("lock", key, value=b"mine", session=contender),
+    ]
+
+    refused = txn(raw, ops)
+    wait_until(lambda: txn(raw, ops).status_code == 200, message="the lock delay to end")
+
+    assert refused.status_code == 409
+    assert refused.json()["Errors"] == [
+        {"OpIndex": 1, "What": f'failed to lock key "{key}" due to lock delay'}
+    ]
+    assert raw.kv.get(key)[1]["Session"] == contender
+
+
+def test_get_tree_and_delete_tree(raw: consul.Consul, prefix: str) -> None:
+    for name in ("dir/a", "dir/b", "dirt"):
+        raw.kv.put(f"{prefix}{name}", name.encode())
+
+    listed = txn(raw, [kv("get-tree", f"{prefix}dir/")])
+    deleted = txn(raw, [kv("delete-tree", f"{prefix}dir/")])
+
+    assert [r["KV"]["Key"] for r in listed.json()["Results"]] == [
+        f"{prefix}dir/a",
+        f"{prefix}dir/b",
+    ]
+    assert base64.b64decode(listed.json()["Results"][0]["KV"]["Value"]) == b"dir/a"
+    assert deleted.status_code == 200
+    assert raw.kv.get(prefix, keys=True)[1] == [f"{prefix}dirt"]
+
+
+def test_an_empty_key_is_refused_before_anything_runs(raw: consul.Consul, prefix: str) -> None:
+    response = txn(raw, [kv("set", f"{prefix}a", value=b"1"), kv("get", "")])
+
+    assert response.status_code == 409
+    assert response.json()["Errors"] == [{"OpIndex": 1, "What": "Must provide key"}]
+    assert value_of(raw, f"{prefix}a") is None
+
+
 # ---- indexes and blocking queries --------------------------------------------------------
 
 
