@@ -28,6 +28,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,8 +200,7 @@ class ArtifactCache:
         identity = _identity(os.fstat(fd))
         marker = self._marker(sha256)
         if self._read_marker(marker) == identity:
-            with contextlib.suppress(OSError):  # removed meanwhile: only LRU order suffers
-                os.utime(marker)  # the last use, for LRU
+            _touch(marker)
             return True
         logger.info("artifact cache sha256=%s re-verifying: file changed or unmarked", sha256[:12])
         if _hash_fd(fd, cancel) != sha256:
@@ -220,7 +220,17 @@ class ArtifactCache:
         return loaded if isinstance(loaded, dict) else None
 
     def _write_marker(self, sha256: str, identity: dict[str, int]) -> None:
-        self._marker(sha256).write_text(json.dumps(identity, sort_keys=True))
+        marker = self._marker(sha256)
+        marker.write_text(json.dumps(identity, sort_keys=True))
+        _touch(marker)
+
+
+def _touch(marker: Path) -> None:
+    """Record a use in the marker's mtime (the clock's own resolution, not the file system's
+    coarser one, so uses in quick succession keep their order)."""
+    now = time.time_ns()
+    with contextlib.suppress(OSError):  # removed meanwhile: only the LRU order suffers
+        os.utime(marker, ns=(now, now))
 
 
 def _identity(stat: os.stat_result) -> dict[str, int]:
