@@ -3,14 +3,11 @@ refusals that would repeat are permanent and found before any I/O."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,83 +17,14 @@ from inference_node.artifacts import FetchLimits
 from inference_node.errors import ArtifactError, ArtifactRefused, LoadCancelled
 from inference_node.loader import ModelLoader
 from inference_node.model import ModelRef
+from tests.integration.hostile_http import RELEASE_S, Hostile
 from yolofleet.artifact_server import ArtifactServer
 from yolofleet.demo_models import DemoModels
 from yolofleet.digests import file_sha256
 
-RELEASE_S = 30.0
-"""How long a hostile handler holds on at most, so a failing test never hangs the server."""
 LATE_S = 0.9
 """Slack over a deadline for the watcher's tick and a busy machine; under the trickle's 2 s
 between bytes, so a deadline checked only when a byte arrives would miss it."""
-
-
-class _Counting(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    requests = 0
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _Hostile:
-    """A loopback HTTP server whose handler misbehaves until ``release`` is set."""
-
-    def __init__(self, behaviour: str, *, status: int = 200) -> None:
-        self.release = threading.Event()
-        self.requests = 0
-        self._behaviour, self._status = behaviour, status
-        hostile = self
-
-        class Handler(_Counting):
-            def do_GET(self) -> None:
-                hostile.requests += 1
-                getattr(hostile, f"_{hostile._behaviour}")(self)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/shapes.pt"
-
-    def _trickle_body(self, handler: BaseHTTPRequestHandler) -> None:
-        """Headers, then one byte every 2 s: never idle, never done."""
-        handler.send_response(200)
-        handler.send_header("Content-Length", str(1 << 20))
-        handler.end_headers()
-        while not self.release.is_set():
-            handler.wfile.write(b"x")
-            handler.wfile.flush()
-            self.release.wait(2.0)
-
-    def _trickle_headers(self, handler: BaseHTTPRequestHandler) -> None:
-        """The status line a byte at a time, every 0.3 s."""
-        for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n":
-            if self.release.wait(0.3):
-                return
-            handler.wfile.write(bytes([byte]))
-            handler.wfile.flush()
-
-    def _status_only(self, handler: BaseHTTPRequestHandler) -> None:
-        handler.send_error(self._status)
-
-    def _redirect(self, handler: BaseHTTPRequestHandler) -> None:
-        handler.send_response(302)
-        handler.send_header("Location", self.location)
-        handler.send_header("Content-Length", "0")
-        handler.end_headers()
-
-    location = ""
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[_Hostile]:
-        thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
-        thread.start()
-        try:
-            yield self
-        finally:
-            self.release.set()
-            self.server.shutdown()
-            self.server.server_close()
-            thread.join(RELEASE_S)
 
 
 def _loader(tmp_path: Path, **limits: Any) -> ModelLoader:
@@ -118,7 +46,7 @@ def test_trickling_server_fails_by_the_total_deadline_as_transient(
 ) -> None:
     loader = _loader(tmp_path, deadline_s=3.0, idle_s=30.0)
 
-    with _Hostile("trickle_body").running() as server:
+    with Hostile("trickle_body").running() as server:
         error, took = _timed(lambda: loader.fetch_verified(replace(refs["v1"], uri=server.url)))
 
     assert 3.0 <= took <= 3.0 + LATE_S
@@ -133,7 +61,7 @@ def test_headers_sent_a_byte_at_a_time_fail_by_the_connect_deadline(
 ) -> None:
     loader = _loader(tmp_path, connect_s=1.0)
 
-    with _Hostile("trickle_headers").running() as server:
+    with Hostile("trickle_headers").running() as server:
         error, took = _timed(lambda: loader.fetch_verified(replace(refs["v1"], uri=server.url)))
 
     assert took <= 1.0 + LATE_S
@@ -147,7 +75,7 @@ def test_cancel_stops_a_trickling_download_within_a_second(
     loader = _loader(tmp_path, deadline_s=600.0)
     cancel = threading.Event()
 
-    with _Hostile("trickle_body").running() as server, ThreadPoolExecutor(1) as pool:
+    with Hostile("trickle_body").running() as server, ThreadPoolExecutor(1) as pool:
         load = pool.submit(loader.load, replace(refs["v1"], uri=server.url), cancel=cancel)
         assert not _settles(load, within_s=1.0)  # it really is stuck in the download
         cancel.set()
@@ -165,7 +93,7 @@ def test_loader_shutdown_cancels_a_load_in_progress(
 ) -> None:
     loader = _loader(tmp_path)
 
-    with _Hostile("trickle_body").running() as server, ThreadPoolExecutor(1) as pool:
+    with Hostile("trickle_body").running() as server, ThreadPoolExecutor(1) as pool:
         load = pool.submit(loader.load, replace(refs["v1"], uri=server.url))
         assert not _settles(load, within_s=0.5)
         loader.shutdown()
@@ -190,7 +118,7 @@ def test_http_status_is_permanent_or_transient(
 ) -> None:
     loader = _loader(tmp_path)
 
-    with _Hostile("status_only", status=status).running() as server:
+    with Hostile("status_only", status=status).running() as server:
         error, _ = _timed(lambda: loader.fetch_verified(replace(refs["v1"], uri=server.url)))
 
     assert f"the server answered HTTP {status}" in str(error)
@@ -212,7 +140,7 @@ def test_malformed_refs_are_refused_as_permanent_before_any_io(
 ) -> None:
     loader = _loader(tmp_path)
 
-    with _Hostile("status_only", status=500).running() as server:
+    with Hostile("status_only", status=500).running() as server:
         ref = replace(refs["v1"], uri=server.url)
         with pytest.raises(ArtifactRefused, match=message) as refused:
             loader.load(replace(ref, **changes))
@@ -248,7 +176,7 @@ def test_redirect_to_the_artifact_server_is_followed(
     tmp_path: Path, refs: dict[str, ModelRef], models: DemoModels
 ) -> None:
     loader = _loader(tmp_path)
-    redirecting = _Hostile("redirect")
+    redirecting = Hostile("redirect")
 
     with ArtifactServer({refs["v1"].sha256: models.v1}) as target, redirecting.running():
         redirecting.location = target.url_for(refs["v1"].sha256)
