@@ -151,7 +151,7 @@ class Copy:
             location = response.getheader("Location")
             if response.status in REDIRECTS and location and hops < MAX_REDIRECTS:
                 response.close()
-                with self._open(urljoin(uri, location), hops + 1) as followed:
+                with self._open_http(_redirect_target(uri, location), hops + 1) as followed:
                     yield followed
                 return
             self._check_response(response)
@@ -209,6 +209,15 @@ def _open_regular_file(path: Path) -> Iterator[io.BufferedIOBase]:
         raise
     with stream:
         yield stream
+
+
+def _redirect_target(uri: str, location: str) -> str:
+    """Where a redirect points; only to HTTP(S), never to a local file."""
+    target = urljoin(uri, location)
+    if urlsplit(target).scheme not in ("http", "https"):
+        reason = f"failed: the server redirected to {target!r}, which is not HTTP(S)"
+        raise _Stop(Failure(reason=reason, permanent=True, before_body=True))
+    return target
 
 
 def _shut(sock: socket.socket) -> None:

@@ -31,7 +31,8 @@ class Hostile:
         class Handler(_Quiet):
             def do_GET(self) -> None:
                 hostile.requests += 1
-                getattr(hostile, f"_{hostile._behaviour}")(self)
+                with contextlib.suppress(ConnectionError):  # the client gave up: as intended
+                    getattr(hostile, f"_{hostile._behaviour}")(self)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

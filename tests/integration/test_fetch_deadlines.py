@@ -193,3 +193,13 @@ def _settles(future: Any, *, within_s: float) -> bool:
     except Exception:
         return True
     return True
+
+
+def test_redirect_to_a_local_file_is_refused(tmp_path: Path, refs: dict[str, ModelRef]) -> None:
+    redirecting = Hostile("redirect")
+    redirecting.location = refs["v1"].uri  # the right bytes, but no server may point at files
+
+    with redirecting.running(), pytest.raises(ArtifactRefused, match="not HTTP") as refused:
+        _loader(tmp_path).fetch_verified(replace(refs["v1"], uri=redirecting.url))
+
+    assert not refused.value.transient
