@@ -18,6 +18,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -42,6 +43,14 @@ class LoadReport:
     build_s: float
     warmup_s: float
     weight_bytes: int
+
+
+class Loader(Protocol):
+    """Fetches, verifies, builds and warms up a model; stops early when ``cancel`` is set."""
+
+    def load(
+        self, ref: ModelRef, *, cancel: threading.Event | None = None
+    ) -> tuple[Detector, LoadReport]: ...
 
 
 class _Cancel:

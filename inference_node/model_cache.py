@@ -26,7 +26,6 @@ from concurrent.futures import Executor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol
 
 from inference_node.catalog import ModelCatalog
 from inference_node.device import release_device_memory
@@ -38,7 +37,7 @@ from inference_node.errors import (
     NodeError,
     SwapError,
 )
-from inference_node.loader import LoadReport
+from inference_node.loader import Loader
 from inference_node.metrics import NodeMetrics
 from inference_node.model import Detector, ModelRef
 
@@ -46,14 +45,6 @@ logger = logging.getLogger(__name__)
 
 STOP_GRACE_S = 5.0
 """How long ``stop()`` waits for cancelled loads to return before it stops waiting."""
-
-
-class Loader(Protocol):
-    """Fetches, verifies, builds and warms up a model; stops early when ``cancel`` is set."""
-
-    def load(
-        self, ref: ModelRef, *, cancel: threading.Event | None = None
-    ) -> tuple[Detector, LoadReport]: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
