@@ -10,6 +10,7 @@ marker: the digest bound to the file's identity: device, inode, size, mtime and 
   directory loses an artifact it is loading or serving.
 - **Bounded**: after each admission and each release, least recently used unpinned artifacts
   are removed until the total is within ``max_bytes`` (the marker's mtime is the last use).
+  Copies in progress come on top (one per loader, each within the fetch size limit).
 - **Orphans**: a copy in progress holds an exclusive lock on its partial file, so at start
   every partial file nobody holds (its writer died) is removed, and markers without artifacts.
 - **Hits are re-verified**: when the file's identity differs from its marker's (or there is no
