@@ -1,220 +1,134 @@
-"""Copy a model artifact from where its ``ModelRef`` points into a temp file, hashing as it goes.
+"""Copy a model artifact from where its ``ModelRef`` points into a file, hashing as it goes.
 
 Sources are ``file://`` URIs and plain paths, and ``http://`` / ``https://`` URLs (stdlib
-``urllib``). Every HTTP request has a connect and read timeout, the whole copy has a deadline,
-and the artifact a size limit (:class:`FetchLimits`). The copy lands in a temp file in the
-directory the caller names (next to its cache, so the final rename is atomic) together with its
-sha256 and size. Judging that digest and the content is the caller's job.
+``http.client``, up to five redirects). ``check_source`` refuses a malformed sha256 or an
+unsupported scheme before any I/O.
 
-A copy that fails for any reason (connection refused or dropped, a body shorter than its
-Content-Length, a timeout, an HTTP error status, a file that cannot be read) leaves no temp file
-behind and raises ``ArtifactError`` naming the model, the source and the bytes received.
+The copy runs on a thread of its own; the calling thread watches it by the clock against
+:class:`FetchLimits` (time to connect and get the response headers, time without a byte, the
+whole copy's deadline) and the caller's ``cancel`` event. When one of them trips, the watcher
+shuts the socket down and raises at once: a server that trickles one byte every two seconds, a
+hung DNS lookup or a stalled NFS read can keep the copy thread busy, never the caller. Files
+must be regular files (a FIFO is refused, opened without blocking).
+
+Failures raise ``ArtifactError`` (transient: timeouts, refused or dropped connections, HTTP 5xx
+and 429), ``ArtifactRefused`` (permanent: HTTP 4xx such as 404, 403, 410, a missing or
+non-regular file, over the size limit) or ``LoadCancelled``, each naming the model, the source
+and the bytes received. Judging the digest and the content is the caller's job.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import http.client
-import io
 import logging
 import os
-import tempfile
+import re
+import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
-from inference_node.errors import ArtifactError
+from inference_node.errors import ArtifactError, ArtifactRefused, LoadCancelled
+from inference_node.fetch_copy import Copy, Failure, source_verb
+from inference_node.fetch_limits import Cancellation, FetchLimits, broken_limit
 from inference_node.model import ModelRef
 
 logger = logging.getLogger(__name__)
 
-CHUNK_BYTES = 1 << 20
-USER_AGENT = "yolofleet-inference-node"
+WATCH_TICK_S = 0.1
+"""How often the watcher looks at a copy: the bound on how late a deadline or cancel acts."""
+SCHEMES = frozenset({"", "file", "http", "https"})
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+__all__ = ["FetchLimits", "Fetched", "check_source", "fetch_into", "shown_uri"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FetchLimits:
-    """Bounds on one artifact copy: per-connect/read timeout, overall deadline, size."""
+class Fetched:
+    """What a complete copy held: its sha256 and size, not yet judged against any digest."""
 
-    timeout_s: float = 30.0
-    deadline_s: float = 900.0
-    max_bytes: int = 2 << 30
-
-    def __post_init__(self) -> None:
-        if self.timeout_s <= 0 or self.deadline_s <= 0:
-            raise ValueError(
-                f"fetch timeouts must be positive, got timeout_s={self.timeout_s} "
-                f"deadline_s={self.deadline_s}"
-            )
-        if self.max_bytes <= 0:
-            raise ValueError(f"fetch max_bytes must be positive, got {self.max_bytes}")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StagedArtifact:
-    """A complete copy of an artifact in a temp file, not yet verified against any digest."""
-
-    path: Path
     sha256: str
     size: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Source:
-    """An open artifact stream, the length it announced, and how to name it in messages."""
-
-    stream: io.BufferedIOBase
-    length: int | None
-    shown: str
-    verb: str
-
-
-class _Refused(Exception):
-    """The copy broke one of the limits; the message says which."""
-
-
-def stage_artifact(ref: ModelRef, *, directory: Path, limits: FetchLimits) -> StagedArtifact:
-    """Copy ``ref``'s artifact into a new temp file in ``directory``; raises ``ArtifactError``."""
-    started = time.monotonic()
-    handle, name = tempfile.mkstemp(dir=directory, prefix=".fetch-", suffix=".part")
-    temp = Path(name)
-    try:
-        with os.fdopen(handle, "wb") as out, _open(ref, limits) as source:
-            digest, size = _copy(ref, source, out, limits=limits, started=started)
-            out.flush()
-            os.fsync(out.fileno())
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    logger.info(
-        "artifact copied model=%s source=%s bytes=%d seconds=%.2f",
-        ref, shown_uri(ref.uri), size, time.monotonic() - started,
-    )  # fmt: skip
-    return StagedArtifact(path=temp, sha256=digest, size=size)
-
-
-@contextlib.contextmanager
-def _open(ref: ModelRef, limits: FetchLimits) -> Iterator[_Source]:
-    parts = urlsplit(ref.uri)
-    if parts.scheme in ("http", "https"):
-        with _open_http(ref, limits) as source:
-            yield source
-    elif parts.scheme in ("", "file"):
-        path = Path(unquote(parts.path) if parts.scheme == "file" else ref.uri)
-        with _open_file(ref, path) as source:
-            yield source
-    else:
-        raise ArtifactError(
-            f"model {ref}: artifact scheme {parts.scheme!r} is not supported "
+def check_source(ref: ModelRef) -> None:
+    """Refuse, before any I/O, a ref whose digest is malformed or whose scheme is unsupported."""
+    if not _SHA256.fullmatch(ref.sha256):
+        raise ArtifactRefused(
+            f"model {ref}: expected sha256 {ref.sha256!r} is not 64 lowercase hex digits"
+        )
+    scheme = urlsplit(ref.uri).scheme
+    if scheme not in SCHEMES:
+        raise ArtifactRefused(
+            f"model {ref}: artifact scheme {scheme!r} is not supported "
             "(use file://, http:// or https://)"
         )
 
 
-@contextlib.contextmanager
-def _open_file(ref: ModelRef, path: Path) -> Iterator[_Source]:
-    try:
-        stream = path.open("rb")
-        length = os.fstat(stream.fileno()).st_size
-    except OSError as exc:
-        raise ArtifactError(f"model {ref}: cannot read artifact {path}: {exc.strerror}") from exc
-    with stream:
-        yield _Source(stream=stream, length=length, shown=str(path), verb="copy")
+def fetch_into(
+    ref: ModelRef,
+    fd: int,
+    *,
+    limits: FetchLimits,
+    cancel: Cancellation | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Fetched:
+    """Copy ``ref``'s artifact into the open file ``fd`` (left open for the caller).
+
+    Raises ``ArtifactError``, ``ArtifactRefused`` or ``LoadCancelled``; on any of them the
+    file's content is undefined (the caller removes it) and the copy thread may still be
+    winding down, writing nothing the caller reads.
+    """
+    check_source(ref)
+    started = clock()
+    copy = Copy(ref, out_fd=os.dup(fd), limits=limits, clock=clock)
+    worker = threading.Thread(
+        target=copy.run, name=f"fetch-{ref.sha256[:8]}", daemon=True
+    )  # daemon: a copy stuck in the kernel must not keep the process alive
+    worker.start()
+    _watch(ref, copy, limits=limits, cancel=cancel, clock=clock)
+    if copy.failure is not None:
+        raise _error(ref, copy.failure, received=copy.progress.received)
+    assert copy.result is not None
+    digest, size = copy.result
+    logger.info(
+        "artifact copied model=%s source=%s bytes=%d seconds=%.2f",
+        ref, shown_uri(ref.uri), size, clock() - started,
+    )  # fmt: skip
+    return Fetched(sha256=digest, size=size)
 
 
-@contextlib.contextmanager
-def _open_http(ref: ModelRef, limits: FetchLimits) -> Iterator[_Source]:
-    shown = shown_uri(ref.uri)
-    request = urllib.request.Request(
-        ref.uri, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-    )
-    try:
-        response = urllib.request.urlopen(request, timeout=limits.timeout_s)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        raise ArtifactError(
-            f"model {ref}: download of {shown} failed: the server answered HTTP {exc.code} "
-            f"{exc.reason}"
-        ) from exc
-    except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
-        raise ArtifactError(
-            f"model {ref}: download of {shown} failed after 0 bytes: {_reason(exc, limits)}"
-        ) from exc
-    with response:
-        length = _content_length(response.headers.get("Content-Length"))
-        if length is not None and length > limits.max_bytes:
-            raise ArtifactError(
-                f"model {ref}: download of {shown} refused: Content-Length {length} exceeds "
-                f"the limit of {limits.max_bytes} bytes"
+def _watch(
+    ref: ModelRef,
+    copy: Copy,
+    *,
+    limits: FetchLimits,
+    cancel: Cancellation | None,
+    clock: Callable[[], float],
+) -> None:
+    """Wait for ``copy`` to finish; abort it and raise when a limit trips or ``cancel`` is set."""
+    while not copy.done.wait(WATCH_TICK_S):
+        if cancel is not None and cancel.is_set():
+            copy.abort()
+            raise LoadCancelled(
+                f"model {ref}: {source_verb(ref.uri)} of {shown_uri(ref.uri)} cancelled after "
+                f"{copy.progress.received} bytes"
             )
-        yield _Source(stream=response, length=length, shown=shown, verb="download")
+        broken = broken_limit(copy.progress.snapshot(), now=clock(), limits=limits)
+        if broken is not None:
+            copy.abort()
+            raise ArtifactError(
+                f"model {ref}: {source_verb(ref.uri)} of {shown_uri(ref.uri)} failed after "
+                f"{copy.progress.received} bytes: {broken}"
+            )
 
 
-def _copy(
-    ref: ModelRef, source: _Source, out: BinaryIO, *, limits: FetchLimits, started: float
-) -> tuple[str, int]:
-    """Stream ``source`` into ``out``; returns (sha256 hex, size)."""
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        while chunk := source.stream.read1(CHUNK_BYTES):  # what has arrived, so counts are exact
-            size += len(chunk)
-            _check_limits(size, started, limits)
-            digest.update(chunk)
-            out.write(chunk)
-        if source.length is not None and size != source.length:
-            raise _Refused(f"the body ended early, {source.length} bytes were announced")
-    except (_Refused, OSError, http.client.HTTPException) as exc:
-        raise ArtifactError(
-            f"model {ref}: {source.verb} of {source.shown} failed after {size} bytes: "
-            f"{_reason(exc, limits)}"
-        ) from exc
-    return digest.hexdigest(), size
-
-
-def _check_limits(size: int, started: float, limits: FetchLimits) -> None:
-    if size > limits.max_bytes:
-        raise _Refused(f"the artifact is larger than the limit of {limits.max_bytes} bytes")
-    if time.monotonic() - started > limits.deadline_s:
-        raise _Refused(f"it took longer than the deadline of {limits.deadline_s:g}s")
-
-
-def _reason(exc: BaseException, limits: FetchLimits) -> str:
-    """A short sentence for why a copy failed, without object addresses."""
-    match exc:
-        case _Refused():
-            return str(exc)
-        case TimeoutError():
-            return f"no data for {limits.timeout_s:g}s (timed out)"
-        case http.client.IncompleteRead():
-            return f"the connection closed mid-body ({len(exc.partial)} bytes in the last read)"
-        case ConnectionResetError() | http.client.RemoteDisconnected():
-            return "the server closed the connection"
-        case ConnectionRefusedError():
-            return "connection refused"
-        case urllib.error.URLError() if isinstance(exc.reason, BaseException):
-            return _reason(exc.reason, limits)
-        case urllib.error.URLError():
-            return str(exc.reason)
-        case OSError() if exc.strerror:
-            return exc.strerror
-        case _:
-            return str(exc) or type(exc).__name__
-
-
-def _content_length(header: str | None) -> int | None:
-    if header is None:
-        return None
-    try:
-        length = int(header)
-    except ValueError:
-        return None
-    return length if length >= 0 else None
+def _error(ref: ModelRef, failure: Failure, *, received: int) -> ArtifactError:
+    verb, shown = source_verb(ref.uri), shown_uri(ref.uri)
+    kind = ArtifactRefused if failure.permanent else ArtifactError
+    if failure.before_body:
+        return kind(f"model {ref}: {verb} of {shown} {failure.reason}")
+    return kind(f"model {ref}: {verb} of {shown} failed after {received} bytes: {failure.reason}")
 
 
 def shown_uri(uri: str) -> str:
@@ -227,6 +141,6 @@ def shown_uri(uri: str) -> str:
         host = f"[{host}]"
     try:
         netloc = f"{host}:{parts.port}" if parts.port else host
-    except ValueError:  # an unparseable port: urlopen reports it
+    except ValueError:  # an unparseable port: the connection attempt reports it
         netloc = host
     return urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", ""))

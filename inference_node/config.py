@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from inference_node.artifact_cache import DEFAULT_MAX_BYTES as DEFAULT_ARTIFACT_CACHE_BYTES
 from inference_node.batcher import BatchLimits
 from inference_node.imaging import ImageLimits
 from yolofleet.paths import cache_dir
@@ -57,6 +58,8 @@ class NodeConfig:
     drain_timeout_s: float = 10.0
     max_det_limit: int = 1000
     artifact_cache: Path = field(default_factory=lambda: cache_dir() / "artifacts")
+    artifact_cache_bytes: int = DEFAULT_ARTIFACT_CACHE_BYTES
+    """Bound on the verified artifacts kept on disk (least recently used unpinned ones go)."""
     fleet: FleetConfig | None = None
     allowed_models: frozenset[str] = frozenset()
     model_memory_budget_bytes: int = 2 * 1024**3
@@ -83,6 +86,10 @@ class NodeConfig:
             problems.append("latency factor must be positive")
         if self.model_path is not None and not self.model_path.is_file():
             problems.append(f"model file {self.model_path} does not exist")
+        if self.artifact_cache_bytes <= 0:
+            problems.append(
+                f"--artifact-cache-bytes must be positive, got {self.artifact_cache_bytes}"
+            )
         problems.extend(self._on_demand_problems())
         if problems:
             raise ValueError("; ".join(problems))
@@ -149,6 +156,13 @@ def parser() -> argparse.ArgumentParser:
         default=int(env("YOLOFLEET_MODEL_MEMORY_BUDGET", str(2 * 1024**3))),
         help="weight bytes the on-demand models may hold together (assigned model not counted)",
     )  # fmt: skip
+    artifacts = p.add_argument_group("artifact cache")
+    artifacts.add_argument(
+        "--artifact-cache-bytes", type=int, metavar="BYTES",
+        default=int(env("YOLOFLEET_ARTIFACT_CACHE_BYTES", str(DEFAULT_ARTIFACT_CACHE_BYTES))),
+        help="bytes of verified model files kept on disk; least recently used ones not in "
+        "use are removed beyond it (default: %(default)s)",
+    )  # fmt: skip
     fleet = p.add_argument_group("fleet mode (the group's target in Consul picks the model)")
     fleet.add_argument("--group", default=env("YOLOFLEET_GROUP"))
     fleet.add_argument("--node-id", default=env("YOLOFLEET_NODE_ID"))
@@ -188,6 +202,7 @@ def from_args(argv: Sequence[str] | None = None) -> NodeConfig:
         allowed_models=allowed,
         model_memory_budget_bytes=args.model_memory_budget,
         local_models=local_models,
+        artifact_cache_bytes=args.artifact_cache_bytes,
     ).check()
 
 

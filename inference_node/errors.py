@@ -13,11 +13,19 @@ NodeError
 │   └── ModelLoadFailed          an on-demand model failed to load; the next request retries
 ├── Overloaded                   the request queue is full
 └── SwapError                    a candidate model was refused; the old one keeps serving
-    ├── ArtifactError            the model file cannot be read or fetched
+    ├── ArtifactError            the model file cannot be fetched right now (transient)
+    │   └── ArtifactRefused      the artifact can never be fetched as given (permanent)
     ├── DigestMismatch           the file's sha256 is not the expected one
     ├── LoadError                the file was verified but could not be built into a model
     ├── ValidationFailed         a validation gate refused the candidate
     └── Superseded               a newer swap request replaced this one before it went live
+        └── LoadCancelled        the load was cancelled mid-fetch or mid-build
+
+Every ``SwapError`` says whether trying the same model again later may work: ``transient``
+(a class attribute; ``ValidationFailed`` decides per gate). Transient: network timeouts,
+connection refused or reset, HTTP 5xx and 429. Permanent: a malformed sha256, an unsupported
+URI scheme, HTTP 404/403/410, a missing or non-regular file, a digest mismatch, a corrupt
+checkpoint, an artifact over the size limit, a failed class/compat/calibration gate.
 """
 
 from __future__ import annotations
@@ -76,9 +84,20 @@ class Overloaded(NodeError):
 class SwapError(NodeError):
     """A candidate model was refused; the node keeps serving its current model."""
 
+    transient: bool = False
+    """Whether trying the same model again later may work (a retry with back-off)."""
+
 
 class ArtifactError(SwapError):
-    """The model file cannot be read or fetched."""
+    """The model file cannot be fetched right now: a timeout, a dropped connection, HTTP 5xx."""
+
+    transient = True
+
+
+class ArtifactRefused(ArtifactError):
+    """The artifact can never be fetched as given: bad digest format, scheme, 404, too large."""
+
+    transient = False
 
 
 class DigestMismatch(SwapError):
@@ -89,16 +108,25 @@ class LoadError(SwapError):
     """The verified model file could not be built into a working model."""
 
 
+TRANSIENT_GATES = frozenset({"latency"})
+"""Gates whose verdict depends on the moment (a busy device), not on the model file."""
+
+
 class ValidationFailed(SwapError):
     """A validation gate refused the candidate model."""
 
     def __init__(self, message: str, *, gate: str) -> None:
         super().__init__(message)
         self.gate = gate
+        self.transient = gate in TRANSIENT_GATES
 
 
 class Superseded(SwapError):
     """A newer swap request replaced this one before it went live."""
+
+
+class LoadCancelled(Superseded):
+    """The load was cancelled (a newer model is wanted, or the node stops) mid-fetch or build."""
 
 
 def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:

@@ -1,35 +1,38 @@
 """Turn a ``ModelRef`` into a warmed-up ``Detector`` on the pinned device.
 
 Fetch the artifact (``file://``, ``http(s)://``, see :mod:`inference_node.artifacts`), check
-its sha256 and zip integrity *before* anything is unpickled, keep the verified file in a
-content-addressed cache (``<cache>/<sha256>.pt``; a cache hit fetches nothing), build the
-network, warm it up. Knows nothing of slots, batching or Consul.
+its sha256 and zip integrity *before* anything is unpickled, keep the verified file in the
+bounded artifact cache (:mod:`inference_node.artifact_cache`; a verified hit fetches nothing),
+build the network, warm it up. The artifact stays pinned in the cache (never evicted) from the
+start of a load until the detector built from it is closed. A ``cancel`` event, or
+``shutdown()`` for every load at once, stops a load mid-fetch (within ``WATCH_TICK_S``) or
+between build steps with ``LoadCancelled``. Knows nothing of slots, batching or Consul.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
+import threading
 import time
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from inference_node.artifacts import FetchLimits, StagedArtifact, shown_uri, stage_artifact
+from inference_node.artifact_cache import DEFAULT_MAX_BYTES, ArtifactCache, Pin
+from inference_node.artifacts import Fetched, FetchLimits, check_source, fetch_into, shown_uri
 from inference_node.detector import TorchDetector
-from inference_node.errors import ArtifactError, DigestMismatch, LoadError
+from inference_node.errors import DigestMismatch, LoadCancelled, LoadError
 from inference_node.model import Detector, DetectParams, ModelRef, ModelSpec
 
 logger = logging.getLogger(__name__)
 
 WARMUP_BATCH_ONE_ROUNDS = 2
 """Single-image passes: allocator and kernel selection settle after the first; the second checks."""
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,8 +45,43 @@ class LoadReport:
     weight_bytes: int
 
 
+class Loader(Protocol):
+    """Fetches, verifies, builds and warms up a model; stops early when ``cancel`` is set."""
+
+    def load(
+        self, ref: ModelRef, *, cancel: threading.Event | None = None
+    ) -> tuple[Detector, LoadReport]: ...
+
+
+class _Cancel:
+    """Set when the caller's event or the loader's shutdown event is set."""
+
+    def __init__(self, *events: threading.Event | None) -> None:
+        self._events = [event for event in events if event is not None]
+
+    def is_set(self) -> bool:
+        return any(event.is_set() for event in self._events)
+
+
+class PinnedDetector(TorchDetector):
+    """A detector whose artifact stays pinned in the cache until the detector is closed."""
+
+    def __init__(self, module: torch.nn.Module, *, spec: ModelSpec, device: str, pin: Pin) -> None:
+        super().__init__(module, spec=spec, device=device)
+        self.pin = pin
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.pin.release()
+
+
 class ModelLoader:
-    """Loads verified artifacts onto one device, caching them by content digest."""
+    """Loads verified artifacts onto one device, caching them by content digest.
+
+    Safe to call from several loader threads at once (the slot's and the on-demand cache's).
+    """
 
     def __init__(
         self,
@@ -52,21 +90,43 @@ class ModelLoader:
         cache_dir: Path,
         warmup_batch: int,
         fetch_limits: FetchLimits | None = None,
+        cache_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self._device = device
-        self._cache_dir = cache_dir
         self._warmup_batch = warmup_batch
         self._fetch_limits = fetch_limits or FetchLimits()
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        self._stopping = threading.Event()
+        self.artifacts = ArtifactCache(cache_dir, max_bytes=cache_bytes)
+        self.artifacts.remove_orphans()
 
-    def load(self, ref: ModelRef) -> tuple[Detector, LoadReport]:
-        """Fetch, verify, build and warm up ``ref``; raises a ``SwapError`` subclass on failure."""
+    def shutdown(self) -> None:
+        """Cancel every load in progress and every later one (the node is stopping)."""
+        self._stopping.set()
+
+    def load(
+        self, ref: ModelRef, *, cancel: threading.Event | None = None
+    ) -> tuple[Detector, LoadReport]:
+        """Fetch, verify, build and warm up ``ref``; raises a ``SwapError`` subclass on failure
+        (``LoadCancelled`` when ``cancel`` is set or the loader shuts down meanwhile).
+        """
+        cancelled = _Cancel(cancel, self._stopping)
         started = time.perf_counter()
-        artifact = self.fetch_verified(ref)
+        pin = self._fetch_pinned(ref, cancelled)
         fetched = time.perf_counter()
-        detector = self._build(ref, artifact)
+        try:
+            _check_cancel(ref, cancelled, "before building")
+            detector = self._build(ref, pin)
+        except BaseException:
+            pin.release()
+            raise
         built = time.perf_counter()
-        self._warm_up(ref, detector)
+        try:
+            _check_cancel(ref, cancelled, "before warming up")
+            self._warm_up(ref, detector)
+            _check_cancel(ref, cancelled, "after warming up")
+        except LoadCancelled:
+            detector.close()
+            raise
         report = LoadReport(
             fetch_s=fetched - started,
             build_s=built - fetched,
@@ -75,35 +135,34 @@ class ModelLoader:
         )
         return detector, report
 
-    def fetch_verified(self, ref: ModelRef) -> Path:
-        """The cached artifact of ``ref``, fetched and verified on a cache miss.
+    def fetch_verified(self, ref: ModelRef, *, cancel: threading.Event | None = None) -> Path:
+        """The cached artifact of ``ref``, fetched and verified on a miss (not pinned after).
 
-        Raises ``ArtifactError`` (cannot fetch), ``DigestMismatch`` or ``LoadError`` (not a
-        valid checkpoint); nothing enters the cache unless every check passed.
+        Raises ``ArtifactError``/``ArtifactRefused`` (cannot fetch), ``DigestMismatch`` or
+        ``LoadError`` (not a valid checkpoint); nothing enters the cache unless every check
+        passed.
         """
-        if not _SHA256.fullmatch(ref.sha256):
-            raise ArtifactError(
-                f"model {ref}: expected sha256 {ref.sha256!r} is not 64 lowercase hex digits"
-            )
-        cached = self._cache_dir / f"{ref.sha256}.pt"
-        if cached.exists():
-            logger.debug("artifact cache hit model=%s sha256=%s", ref, ref.sha256[:12])
-            return cached
-        staged = stage_artifact(ref, directory=self._cache_dir, limits=self._fetch_limits)
-        try:
-            _check_digest(ref, staged)
-            _check_zip_integrity(ref, staged.path)
-            os.replace(staged.path, cached)
-        except BaseException:
-            staged.path.unlink(missing_ok=True)
-            raise
-        return cached
+        pin = self._fetch_pinned(ref, _Cancel(cancel, self._stopping))
+        pin.release()
+        return pin.path
 
-    def _build(self, ref: ModelRef, artifact: Path) -> TorchDetector:
+    def _fetch_pinned(self, ref: ModelRef, cancel: _Cancel) -> Pin:
+        check_source(ref)  # before any I/O: a malformed digest or scheme never is
+        pin = self.artifacts.lookup(ref.sha256, cancel=cancel)
+        if pin is not None:
+            logger.debug("artifact cache hit model=%s sha256=%s", ref, ref.sha256[:12])
+            return pin
+        with self.artifacts.staging() as staging:
+            fetched = fetch_into(ref, staging.fd, limits=self._fetch_limits, cancel=cancel)
+            _check_digest(ref, fetched)
+            _check_zip_integrity(ref, staging.path)
+            return self.artifacts.admit(staging, sha256=ref.sha256)
+
+    def _build(self, ref: ModelRef, pin: Pin) -> PinnedDetector:
         from ultralytics import YOLO  # type: ignore[attr-defined]  # late: offline mode first
 
         try:
-            yolo = YOLO(str(artifact), task=None)
+            yolo = YOLO(str(pin.path), task=None)
             module = yolo.model
             assert isinstance(module, torch.nn.Module)
             spec = ModelSpec(
@@ -115,8 +174,8 @@ class ModelLoader:
             if self._device.startswith("cuda"):
                 module = module.half()
         except Exception as exc:  # unpickling and building raise anything; all mean "unusable"
-            raise LoadError(f"model {ref} could not be built from {artifact.name}: {exc}") from exc
-        return TorchDetector(module, spec=spec, device=self._device)
+            raise LoadError(f"model {ref} could not be built from {pin.path.name}: {exc}") from exc
+        return PinnedDetector(module, spec=spec, device=self._device, pin=pin)
 
     def _warm_up(self, ref: ModelRef, detector: Detector) -> None:
         size = detector.spec.input_size
@@ -131,10 +190,15 @@ class ModelLoader:
             raise LoadError(f"model {ref} failed its warm-up run: {exc}") from exc
 
 
-def _check_digest(ref: ModelRef, staged: StagedArtifact) -> None:
-    if staged.sha256 != ref.sha256:
+def _check_cancel(ref: ModelRef, cancel: _Cancel, when: str) -> None:
+    if cancel.is_set():
+        raise LoadCancelled(f"model {ref}: load cancelled {when}")
+
+
+def _check_digest(ref: ModelRef, fetched: Fetched) -> None:
+    if fetched.sha256 != ref.sha256:
         raise DigestMismatch(
-            f"model {ref} refused: sha256 of {shown_uri(ref.uri)} is {staged.sha256[:12]}…, "
+            f"model {ref} refused: sha256 of {shown_uri(ref.uri)} is {fetched.sha256[:12]}…, "
             f"expected {ref.sha256[:12]}…"
         )
 

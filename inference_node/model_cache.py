@@ -10,12 +10,15 @@ held never exceed the budget. A failed load is not cached: the next request trie
 
 The assigned model lives in the slot, not here, so it is never evicted and never counted.
 Like the slot, the cache lives on the node's event loop thread and needs no lock to lease.
+Loads run on an executor of the cache's own, so a hung slot load never holds them up, and
+``stop()`` cancels the ones in flight and waits for them at most ``STOP_GRACE_S``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -24,7 +27,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 
-from inference_node.agent import Loader
 from inference_node.catalog import ModelCatalog
 from inference_node.device import release_device_memory
 from inference_node.errors import (
@@ -35,10 +37,14 @@ from inference_node.errors import (
     NodeError,
     SwapError,
 )
+from inference_node.loader import Loader
 from inference_node.metrics import NodeMetrics
 from inference_node.model import Detector, ModelRef
 
 logger = logging.getLogger(__name__)
+
+STOP_GRACE_S = 5.0
+"""How long ``stop()`` waits for cancelled loads to return before it stops waiting."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +92,7 @@ class ModelCache:
         self._admission = asyncio.Lock()
         self._held = 0
         self._closed = False
+        self._cancel = threading.Event()
 
     @property
     def held_bytes(self) -> int:
@@ -132,14 +139,21 @@ class ModelCache:
                 entry.drained.set()
 
     async def stop(self) -> None:
-        """Refuse new loads, let running ones settle, and close every cached model."""
+        """Refuse new loads, cancel running ones (waiting at most ``STOP_GRACE_S``), close all."""
         self._closed = True
+        self._cancel.set()
         if self._loading:
-            await asyncio.gather(*self._loading.values(), return_exceptions=True)
+            loading = set(self._loading.values())
+            _, late = await asyncio.wait(loading, timeout=STOP_GRACE_S)
+            for task in late:
+                logger.warning(
+                    "on-demand %s still running after %.1fs", task.get_name(), STOP_GRACE_S
+                )
+                task.cancel()
         for entry in list(self._entries.values()):
             self._remove(entry)
         if self._retiring:
-            await asyncio.gather(*self._retiring)
+            await asyncio.wait(set(self._retiring), timeout=STOP_GRACE_S)
 
     async def _resident(self, name: str) -> _Entry:
         while True:
@@ -202,7 +216,7 @@ class ModelCache:
 
     def _load_and_measure(self, ref: ModelRef) -> tuple[Detector, int]:
         """Runs on the loader thread: load, then measure what the weights really hold."""
-        detector, _report = self._loader.load(ref)
+        detector, _report = self._loader.load(ref, cancel=self._cancel)
         return detector, detector.weight_bytes()
 
     async def _admit(self, model: CachedModel) -> None:

@@ -26,6 +26,7 @@ from inference_node.device import (
     resolve_device,
     telemetry_for,
 )
+from inference_node.executors import shut_down_executors
 from inference_node.health import INFERENCE_SERVICE, NodeHealth
 from inference_node.loader import ModelLoader
 from inference_node.metrics import NodeMetrics
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 GRPC_OVERHEAD_BYTES = 1 << 20
 LOADER_NICENESS = 10
+EXECUTOR_SHUTDOWN_S = 5.0
+"""How long stop() waits for worker threads to finish; a thread still busy after is left."""
 
 
 def ref_for_file(path: Path, *, name: str | None = None) -> ModelRef:
@@ -75,9 +78,9 @@ class InferenceNode:
         self.health = NodeHealth()
         self._telemetry = telemetry or telemetry_for(self.device)
         self._device_executor = ThreadPoolExecutor(1, thread_name_prefix="device")
-        self._loader_executor = ThreadPoolExecutor(
-            1, thread_name_prefix="loader", initializer=lower_thread_priority
-        )
+        self._slot_loader_executor = _loader_executor("slot-loader")
+        self._cache_loader_executor = _loader_executor("cache-loader")  # never behind a slot load
+        self._loader: ModelLoader | None = None
         self._decode_executor = ThreadPoolExecutor(2, thread_name_prefix="decode")
         self._server: grpc.aio.Server | None = None
         self._metrics_http: WSGIServer | None = None
@@ -89,8 +92,12 @@ class InferenceNode:
         config = self.config
         policy = _policy(config)
         loader = ModelLoader(
-            device=self.device, cache_dir=config.artifact_cache, warmup_batch=config.batch.max_size
+            device=self.device,
+            cache_dir=config.artifact_cache,
+            warmup_batch=config.batch.max_size,
+            cache_bytes=config.artifact_cache_bytes,
         )
+        self._loader = loader
         self.cache = self._model_cache(loader)
         self.batcher = Batcher(
             self.slot,
@@ -103,7 +110,7 @@ class InferenceNode:
         self.agent = SwapAgent(
             self.slot,
             loader,
-            loader_executor=self._loader_executor,
+            loader_executor=self._slot_loader_executor,
             device_executor=self._device_executor,
             policy=policy,
             min_swap_interval_s=config.min_swap_interval_s,
@@ -139,6 +146,8 @@ class InferenceNode:
         if self._server is not None:
             await self._server.stop(grace=1.0)
         await self.batcher.stop()
+        if self._loader is not None:
+            self._loader.shutdown()  # in-flight fetches and builds end with LoadCancelled
         await self.agent.stop()
         if self.cache is not None:
             await self.cache.stop()
@@ -149,8 +158,15 @@ class InferenceNode:
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
-        for executor in (self._device_executor, self._loader_executor, self._decode_executor):
-            executor.shutdown(wait=True)
+        await shut_down_executors(
+            (
+                self._device_executor,
+                self._slot_loader_executor,
+                self._cache_loader_executor,
+                self._decode_executor,
+            ),
+            timeout_s=EXECUTOR_SHUTDOWN_S,
+        )
         self._telemetry.close()
         logger.info("node stopped drained=%s", drained)
 
@@ -203,7 +219,7 @@ class InferenceNode:
             return None
         return ModelCache(
             loader,
-            loader_executor=self._loader_executor,
+            loader_executor=self._cache_loader_executor,
             catalog=self._catalog,
             allowed=self.config.allowed_models,
             budget_bytes=self.config.model_memory_budget_bytes,
@@ -229,6 +245,10 @@ def _local_catalog(config: NodeConfig) -> StaticCatalog | None:
     return StaticCatalog(
         {name: ref_for_file(path, name=name) for name, path in config.local_models}
     )
+
+
+def _loader_executor(name: str) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(1, thread_name_prefix=name, initializer=lower_thread_priority)
 
 
 def lower_thread_priority() -> None:

@@ -80,7 +80,9 @@ class FakeLoader:
     most_at_once: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def load(self, ref: ModelRef) -> tuple[FakeDetector, LoadReport]:
+    def load(
+        self, ref: ModelRef, *, cancel: threading.Event | None = None
+    ) -> tuple[FakeDetector, LoadReport]:
         with self.lock:
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)

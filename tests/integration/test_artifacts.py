@@ -117,7 +117,10 @@ def test_model_fetched_over_http_loads_and_is_cached_by_digest(
         assert report.fetch_s > 0
     finally:
         detector.close()
-    assert [path.name for path in cache.iterdir()] == [f"{ref.sha256}.pt"]
+    assert sorted(path.name for path in cache.iterdir()) == [
+        f"{ref.sha256}.pt",
+        f"{ref.sha256}.verified",
+    ]
     assert file_sha256(cache / f"{ref.sha256}.pt") == ref.sha256
 
 
@@ -153,7 +156,7 @@ def test_stalled_download_times_out_and_leaves_nothing_in_cache(
     cache: Path, refs: dict[str, ModelRef], models: DemoModels
 ) -> None:
     loader = ModelLoader(
-        device="cpu", cache_dir=cache, warmup_batch=1, fetch_limits=FetchLimits(timeout_s=0.3)
+        device="cpu", cache_dir=cache, warmup_batch=1, fetch_limits=FetchLimits(idle_s=0.3)
     )
     release = threading.Event()
 

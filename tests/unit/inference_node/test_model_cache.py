@@ -9,8 +9,16 @@ from dataclasses import dataclass
 import pytest
 
 from inference_node.catalog import StaticCatalog
-from inference_node.errors import ModelLoadFailed, ModelNotAllowed, ModelNotFound, ModelTooLarge
+from inference_node.errors import (
+    LoadCancelled,
+    ModelLoadFailed,
+    ModelNotAllowed,
+    ModelNotFound,
+    ModelTooLarge,
+)
+from inference_node.loader import LoadReport
 from inference_node.metrics import NodeMetrics
+from inference_node.model import ModelRef
 from inference_node.model_cache import ModelCache
 from tests.fakes import FakeDetector, FakeLoader, make_ref
 from tests.waits import until
@@ -239,3 +247,38 @@ async def test_stop_closes_every_cached_model(make_parts: PartsFactory) -> None:
     assert parts.detectors["a"].closed
     assert parts.detectors["b"].closed
     assert parts.cache.held_bytes == 0
+
+
+class HangingLoader:
+    """Blocks until its load is cancelled, as a download from a hung server does."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+
+    def load(
+        self, ref: ModelRef, *, cancel: threading.Event | None = None
+    ) -> tuple[FakeDetector, LoadReport]:
+        self.started.set()
+        if cancel is not None and cancel.wait(30):
+            raise LoadCancelled(f"model {ref}: load cancelled")
+        raise AssertionError("the load was never cancelled")
+
+
+async def test_stop_cancels_a_hung_load_and_its_waiter_is_told() -> None:
+    loader = HangingLoader()
+    with ThreadPoolExecutor(1) as executor:
+        cache = ModelCache(
+            loader,
+            loader_executor=executor,
+            catalog=StaticCatalog({"a": make_ref("a", "1")}),
+            allowed=frozenset({"a"}),
+            budget_bytes=1000,
+            metrics=NodeMetrics(),
+        )
+        waiting = asyncio.ensure_future(cache.ensure_loaded("a"))
+        await until(loader.started.is_set)
+
+        await asyncio.wait_for(cache.stop(), 5)
+
+        with pytest.raises(ModelLoadFailed, match=r"'a' could not be loaded: .* cancelled"):
+            await waiting
