@@ -124,7 +124,7 @@ async def test_streams_beyond_the_cap_are_refused_with_resource_exhausted(
 async def test_an_invalid_group_is_refused_and_frees_its_slot(
     dev_consul: DevConsul, layout: KeyLayout
 ) -> None:
-    async with running(dev_consul, layout, max_watch_streams=1) as (plane, stub):
+    async with running(dev_consul, layout, max_watch_streams=1) as (_plane, stub):
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.WatchRollout(pb.GroupRequest(group="a/b")).read()
         fine = stub.WatchRollout(pb.GroupRequest(group="zone-a"))
