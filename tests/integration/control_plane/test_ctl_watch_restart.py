@@ -59,7 +59,7 @@ class Process:
         wait_for(
             lambda: any(text in line for line in lines) or self.proc.poll() is not None,
             timeout_s=timeout_s,
-            what=f"{text!r} from {self.proc.args}",
+            what=f"{text!r} from {self.proc.args!r}",
         )
         assert any(text in line for line in lines), f"exited early: {self.errors[-20:]}"
 
