@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from control_plane.app import AppConfig, ControlPlane
 from control_plane.prometheus import node_label_problem
 from control_plane.watches import DEFAULT_MAX_STREAMS
-from yolofleet.consul.aiothread import DEFAULT_MAX_WORKERS
+from yolofleet.consul.aiothread import DEFAULT_MAX_POLLS, DEFAULT_MAX_WORKERS
 from yolofleet.keys import DEFAULT_PREFIX
 
 logger = logging.getLogger("control_plane")
@@ -80,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="threads Consul calls, registry reads and file hashing share "
         f"(default: {DEFAULT_MAX_WORKERS})",
     )
+    parser.add_argument(
+        "--poll-threads",
+        type=int,
+        default=DEFAULT_MAX_POLLS,
+        help="threads Consul blocking queries share, one per group being watched "
+        f"(default: {DEFAULT_MAX_POLLS})",
+    )
     return parser
 
 
@@ -104,6 +111,7 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
     for flag, value in (
         ("--max-watch-streams", args.max_watch_streams),
         ("--blocking-threads", args.blocking_threads),
+        ("--poll-threads", args.poll_threads),
     ):
         if value < 1:
             parser.error(f"{flag} {value} must be 1 or more")
@@ -122,6 +130,7 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
         metrics_port=args.metrics_port,
         max_watch_streams=args.max_watch_streams,
         blocking_threads=args.blocking_threads,
+        poll_threads=args.poll_threads,
     )
 
 

@@ -6,7 +6,7 @@ this replica holds the leader lock), the metric source (nodes' ``GetStats``, or 
 reflection), one shared watch per group behind the WatchRollout streams (at most
 ``max_watch_streams``), and its own Prometheus metrics on ``metrics_port``. Every replica
 answers RPCs. Blocking calls run on the bounded pool of ``yolofleet.consul.aiothread``, sized
-here to ``blocking_threads``.
+here to ``blocking_threads`` (calls) and ``poll_threads`` (blocking queries).
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ class AppConfig:
     """WatchRollout streams served at once; more are refused with RESOURCE_EXHAUSTED."""
     blocking_threads: int = aiothread.DEFAULT_MAX_WORKERS
     """Threads blocking calls (Consul, registry, hashing) share in this process."""
+    poll_threads: int = aiothread.DEFAULT_MAX_POLLS
+    """Threads Consul blocking queries (one per watched group) share in this process."""
 
 
 class PublishedArtifacts:
@@ -110,7 +112,7 @@ class ControlPlane:
                 selector=config.prometheus_selector,
             )
         )
-        pool = aiothread.configure(config.blocking_threads)
+        calls, polls = aiothread.configure(config.blocking_threads, max_polls=config.poll_threads)
         self.telemetry = ControlPlaneMetrics()
         self.controller = Controller(self.store, self.metrics, observer=self.telemetry)
         holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -127,7 +129,7 @@ class ControlPlane:
         self.telemetry.track(
             streams=lambda: self.streams.open,
             groups=lambda: len(self.watches.watching),
-            threads=lambda: pool.workers,
+            threads=lambda: calls.workers + polls.workers,
         )
         if config.artifact_dir is not None:
             config.artifact_dir.mkdir(parents=True, exist_ok=True)

@@ -130,7 +130,8 @@ class ControlPlaneMetrics:
         )  # fmt: skip
         self.blocking_threads = Gauge(
             "yolofleet_control_plane_blocking_threads",
-            "Threads of the bounded pool blocking calls (Consul, hashing) run on", registry=r,
+            "Threads of the bounded pools for blocking calls and Consul blocking queries",
+            registry=r,
         )  # fmt: skip
         for source in ("controller", "leader", "watch"):
             self.consul_errors.labels(source)

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from yolofleet.consul.aiothread import BlockingPool
+from yolofleet.consul.aiothread import THREAD_PREFIX, BlockingPool, pools, run_blocking
 
 
 async def test_concurrent_calls_share_at_most_max_workers_threads() -> None:
@@ -74,3 +74,22 @@ async def test_a_call_cancelled_before_it_starts_is_skipped() -> None:
 def test_a_pool_needs_a_worker() -> None:
     with pytest.raises(ValueError, match="at least 1 worker"):
         BlockingPool(0)
+
+
+async def test_blocking_queries_never_take_the_threads_of_short_calls() -> None:
+    _calls, polls = pools()
+    release = threading.Event()
+    waiting = [
+        asyncio.create_task(run_blocking(lambda: release.wait(10), name="poll", poll=True))
+        for _ in range(polls.max_workers + 5)
+    ]
+    await asyncio.sleep(0.05)
+
+    name = await asyncio.wait_for(
+        run_blocking(lambda: threading.current_thread().name, name="short"), timeout=5
+    )
+    release.set()
+    await asyncio.gather(*waiting)
+
+    assert name.split(":")[0].startswith(THREAD_PREFIX)
+    assert polls.workers <= polls.max_workers

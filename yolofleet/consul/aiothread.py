@@ -1,8 +1,11 @@
 """Run blocking calls on a bounded pool of named daemon threads and await them from asyncio.
 
-One process-wide :class:`BlockingPool` (``configure(max_workers)`` sizes it before first use)
-runs every Consul call, registry read and file hash, so a thousand awaiting coroutines never
-make a thousand OS threads: calls beyond ``max_workers`` queue until a worker is free.
+Two process-wide :class:`BlockingPool` s (``configure`` sizes them) run every Consul call,
+registry read and file hash, so a thousand awaiting coroutines never make a thousand OS
+threads: calls beyond a pool's bound queue until one of its workers is free. Blocking queries
+(``KeyWatch``), which hold a thread until a key changes or their ``wait`` ends, run on a pool
+of their own (``poll=True``), so a process watching many keys still has threads for its short
+calls (a leader-lock check, a store write).
 
 The workers are daemon threads, not ``concurrent.futures`` ones: a blocking query left running
 when its task is cancelled would otherwise hold up interpreter exit (and ``asyncio.run``'s
@@ -26,7 +29,9 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 DEFAULT_MAX_WORKERS = 32
+DEFAULT_MAX_POLLS = 64
 THREAD_PREFIX = "yolofleet-blocking"
+POLL_THREAD_PREFIX = "yolofleet-poll"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,18 +91,18 @@ class BlockingPool:
             job = self._jobs.get()
             if not job.future.cancelled():
                 thread.name = f"{name}:{job.name}"
-                _run(job)
+                settle, outcome = _run(job)
                 thread.name = name
+                _call_soon(job.loop, settle, job.future, outcome)
             self._idle.release()
 
 
-def _run(job: _Job) -> None:
+def _run(job: _Job) -> tuple[Callable[[asyncio.Future[Any], Any], None], object]:
+    """Calls the job's function: (how to settle its future, with what)."""
     try:
-        value = job.fn()
+        return _settle_result, job.fn()
     except BaseException as exc:
-        _call_soon(job.loop, _settle_error, job.future, exc)
-    else:
-        _call_soon(job.loop, _settle_result, job.future, value)
+        return _settle_error, exc
 
 
 def _settle_result(future: asyncio.Future[Any], value: object) -> None:
@@ -116,20 +121,31 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *
         loop.call_soon_threadsafe(callback, *args)
 
 
-_pool = BlockingPool()
+_calls = BlockingPool()
+_polls = BlockingPool(DEFAULT_MAX_POLLS, prefix=POLL_THREAD_PREFIX)
 
 
-def configure(max_workers: int) -> BlockingPool:
-    """Bound the process-wide pool to ``max_workers`` threads (wiring calls it at start)."""
-    _pool.resize(max_workers)
-    return _pool
+def configure(
+    max_workers: int, *, max_polls: int | None = None
+) -> tuple[BlockingPool, BlockingPool]:
+    """Bound the process-wide pools (wiring calls it at start): ``max_workers`` threads for
+    calls, ``max_polls`` for blocking queries (unchanged when None). Returns (calls, polls).
+    """
+    _calls.resize(max_workers)
+    if max_polls is not None:
+        _polls.resize(max_polls)
+    return _calls, _polls
 
 
-def pool() -> BlockingPool:
-    """The process-wide pool ``run_blocking`` uses."""
-    return _pool
+def pools() -> tuple[BlockingPool, BlockingPool]:
+    """The process-wide pools: (calls, blocking queries)."""
+    return _calls, _polls
 
 
-async def run_blocking(fn: Callable[[], T], *, name: str) -> T:
-    """Await ``fn()`` run on the process-wide bounded pool, the worker named after ``name``."""
-    return await _pool.run(fn, name=name)
+async def run_blocking(fn: Callable[[], T], *, name: str, poll: bool = False) -> T:
+    """Await ``fn()`` on a process-wide bounded pool, the worker named after ``name``.
+
+    ``poll=True`` for a call that may block for long by design (a Consul blocking query): it
+    runs on a pool of its own, so queries waiting on changes never starve short calls.
+    """
+    return await (_polls if poll else _calls).run(fn, name=name)
