@@ -209,7 +209,7 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
         try:
             self._streams.acquire()
         except WatchLimitReached as exc:
-            logger.warning("rpc=WatchRollout refused code=RESOURCE_EXHAUSTED: %s", exc)
+            logger.info("rpc=WatchRollout refused code=RESOURCE_EXHAUSTED: %s", exc)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
             return
         try:
