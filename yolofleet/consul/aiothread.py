@@ -11,7 +11,7 @@ The workers are daemon threads, not ``concurrent.futures`` ones: a blocking quer
 when its task is cancelled would otherwise hold up interpreter exit (and ``asyncio.run``'s
 executor shutdown) for up to the query's ``wait``. A cancelled call that has not started is
 skipped; one that has started finishes on its own and its result is dropped. While a call runs,
-its worker thread carries the call's ``name`` (``yolofleet-blocking-3:consul-watch-k``), so a
+its worker thread carries the call's ``name`` (``yolofleet-poll-3:consul-watch-KEY``), so a
 thread dump says what each worker is doing.
 """
 
@@ -45,7 +45,9 @@ class _Job:
 class BlockingPool:
     """At most ``max_workers`` daemon threads, started as calls need them and kept idle after."""
 
-    def __init__(self, max_workers: int = DEFAULT_MAX_WORKERS, *, prefix: str = THREAD_PREFIX):
+    def __init__(
+        self, max_workers: int = DEFAULT_MAX_WORKERS, *, prefix: str = THREAD_PREFIX
+    ) -> None:
         self._prefix = prefix
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)
