@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 from control_plane.app import AppConfig, ControlPlane
 from control_plane.prometheus import node_label_problem
+from control_plane.watches import DEFAULT_MAX_STREAMS
+from yolofleet.consul.aiothread import DEFAULT_MAX_POLLS, DEFAULT_MAX_WORKERS
 from yolofleet.keys import DEFAULT_PREFIX
 
 logger = logging.getLogger("control_plane")
@@ -57,6 +59,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra label matchers restricting series to a group, {group} substituted, "
         'e.g. \'job="yolofleet",group="{group}"\' (default: none)',
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve this replica's Prometheus metrics on this port at /metrics "
+        "(0: any free port; default: no metrics endpoint)",
+    )
+    parser.add_argument(
+        "--max-watch-streams",
+        type=int,
+        default=DEFAULT_MAX_STREAMS,
+        help="WatchRollout streams (ctl status --watch, intents waiting) served at once; "
+        f"more are refused with RESOURCE_EXHAUSTED (default: {DEFAULT_MAX_STREAMS})",
+    )
+    parser.add_argument(
+        "--blocking-threads",
+        type=int,
+        default=DEFAULT_MAX_WORKERS,
+        help="threads Consul calls, registry reads and file hashing share "
+        f"(default: {DEFAULT_MAX_WORKERS})",
+    )
+    parser.add_argument(
+        "--poll-threads",
+        type=int,
+        default=DEFAULT_MAX_POLLS,
+        help="threads Consul blocking queries share, one per group being watched "
+        f"(default: {DEFAULT_MAX_POLLS})",
+    )
     return parser
 
 
@@ -76,6 +106,15 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
         parser.error(f"--interval {args.interval} must be above 0 seconds")
     if problem := node_label_problem(args.prometheus_node_label):
         parser.error(f"--prometheus-node-label: {problem}")
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        parser.error(f"--metrics-port {args.metrics_port} must be a port, 0 to 65535")
+    for flag, value in (
+        ("--max-watch-streams", args.max_watch_streams),
+        ("--blocking-threads", args.blocking_threads),
+        ("--poll-threads", args.poll_threads),
+    ):
+        if value < 1:
+            parser.error(f"{flag} {value} must be 1 or more")
     return AppConfig(
         consul=args.consul,
         host=args.host,
@@ -88,6 +127,10 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
         prometheus_url=args.prometheus_url,
         prometheus_node_label=args.prometheus_node_label,
         prometheus_selector=args.prometheus_selector,
+        metrics_port=args.metrics_port,
+        max_watch_streams=args.max_watch_streams,
+        blocking_threads=args.blocking_threads,
+        poll_threads=args.poll_threads,
     )
 
 

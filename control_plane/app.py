@@ -2,8 +2,11 @@
 
 One ``ControlPlane`` holds the Consul client and store, the controller (ticking only while
 this replica holds the leader lock), the metric source (nodes' ``GetStats``, or Prometheus when
-``prometheus_url`` is set), the artifact server and the gRPC server (ControlPlane, health and
-reflection). Every replica answers RPCs.
+``prometheus_url`` is set), the artifact server, the gRPC server (ControlPlane, health and
+reflection), one shared watch per group behind the WatchRollout streams (at most
+``max_watch_streams``), and its own Prometheus metrics on ``metrics_port``. Every replica
+answers RPCs. Blocking calls run on the bounded pool of ``yolofleet.consul.aiothread``, sized
+here to ``blocking_threads`` (calls) and ``poll_threads`` (blocking queries).
 """
 
 from __future__ import annotations
@@ -16,20 +19,24 @@ import shutil
 import socket
 import uuid
 from dataclasses import dataclass
+from http.server import HTTPServer
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
 
 from control_plane.controller import Controller
 from control_plane.leader import LeaderLock
 from control_plane.nodes import GrpcMetricSource
 from control_plane.prometheus import PrometheusMetricSource
 from control_plane.service import ControlPlaneService
-from control_plane.store import ConsulStore
+from control_plane.store import ConsulStore, RolloutDoc
+from control_plane.telemetry import ControlPlaneMetrics
+from control_plane.watches import DEFAULT_MAX_STREAMS, GroupWatches, StreamLimit
 from yolofleet.artifact_server import ArtifactServer
-from yolofleet.consul import ConsulClient, ConsulSettings
+from yolofleet.consul import ConsulClient, ConsulSettings, aiothread
 from yolofleet.keys import DEFAULT_PREFIX, KeyLayout
 from yolofleet.v1 import control_pb2, control_pb2_grpc
 
@@ -57,6 +64,14 @@ class AppConfig:
     """Prometheus' base URL to read canary figures from; None: each node's ``GetStats``."""
     prometheus_node_label: str = "node_id"
     prometheus_selector: str = ""
+    metrics_port: int | None = None
+    """Port to serve this replica's Prometheus metrics on (0: any free port); None: none."""
+    max_watch_streams: int = DEFAULT_MAX_STREAMS
+    """WatchRollout streams served at once; more are refused with RESOURCE_EXHAUSTED."""
+    blocking_threads: int = aiothread.DEFAULT_MAX_WORKERS
+    """Threads blocking calls (Consul, registry, hashing) share in this process."""
+    poll_threads: int = aiothread.DEFAULT_MAX_POLLS
+    """Threads Consul blocking queries (one per watched group) share in this process."""
 
 
 class PublishedArtifacts:
@@ -97,9 +112,25 @@ class ControlPlane:
                 selector=config.prometheus_selector,
             )
         )
-        self.controller = Controller(self.store, self.metrics)
+        calls, polls = aiothread.configure(config.blocking_threads, max_polls=config.poll_threads)
+        self.telemetry = ControlPlaneMetrics()
+        self.controller = Controller(self.store, self.metrics, observer=self.telemetry)
         holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.leader = LeaderLock(self.client, self.store.layout, holder=holder)
+        self.leader = LeaderLock(
+            self.client, self.store.layout, holder=holder, observer=self.telemetry
+        )
+        self.watches: GroupWatches[RolloutDoc] = GroupWatches(
+            self.client,
+            key=self.store.layout.rollout,
+            read=self.store.read_rollout,
+            on_error=self.telemetry.watch_failed,
+        )
+        self.streams = StreamLimit(config.max_watch_streams)
+        self.telemetry.track(
+            streams=lambda: self.streams.open,
+            groups=lambda: len(self.watches.watching),
+            threads=lambda: calls.workers + polls.workers,
+        )
         if config.artifact_dir is not None:
             config.artifact_dir.mkdir(parents=True, exist_ok=True)
             self.artifacts = ArtifactServer(config.artifact_dir, config.host, config.artifact_port)
@@ -107,6 +138,8 @@ class ControlPlane:
             self.artifacts = ArtifactServer({}, config.host, config.artifact_port)
         self.health = health.aio.HealthServicer()
         self.port = 0
+        self.metrics_port: int | None = None
+        self._metrics_http: HTTPServer | None = None
         self._server: grpc.aio.Server | None = None
         self._loop: asyncio.Task[None] | None = None
 
@@ -120,6 +153,8 @@ class ControlPlane:
             artifacts=PublishedArtifacts(
                 self.artifacts, self.config.artifact_dir, self.artifact_base_url()
             ),
+            watches=self.watches,
+            streams=self.streams,
         )
         control_pb2_grpc.add_ControlPlaneServicer_to_server(service, server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -128,6 +163,7 @@ class ControlPlane:
         self.port = server.add_insecure_port(f"{self.config.host}:{self.config.port}")
         await server.start()
         self._server = server
+        self._start_metrics_http()
         for name in ("", SERVICE):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         await self.leader.start()
@@ -137,16 +173,26 @@ class ControlPlane:
         )
         artifact_port = int(self.artifacts.url.rsplit(":", 1)[1])
         logger.info(
-            "control plane serving grpc_port=%d artifact_port=%d artifact_url=%s",
+            "control plane serving grpc_port=%d artifact_port=%d artifact_url=%s metrics_port=%s",
             self.port,
             artifact_port,
             self.artifact_base_url(),
+            self.metrics_port,
         )
         if self.config.artifact_url is None and self.config.artifact_port == 0:
             logger.warning(
                 "artifact port chosen at random and no --artifact-url: URIs of models "
                 "registered now stop working when this process restarts"
             )
+
+    def _start_metrics_http(self) -> None:
+        if self.config.metrics_port is None:
+            return
+        server, _thread = start_http_server(
+            self.config.metrics_port, addr=self.config.host, registry=self.telemetry.registry
+        )
+        self._metrics_http = server
+        self.metrics_port = server.server_port
 
     def artifact_base_url(self) -> str:
         """Where nodes fetch published artifacts from, as written into model URIs."""
@@ -167,6 +213,10 @@ class ControlPlane:
         await self.leader.close()
         if self._server is not None:
             await self._server.stop(DRAIN_S)
+        await self.watches.close()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
         await self.metrics.close()
         self.artifacts.stop()
         self.client.close()

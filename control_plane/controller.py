@@ -21,6 +21,7 @@ from control_plane.errors import StoreConflict
 from control_plane.fleet import FleetView
 from control_plane.intents import check_intent
 from control_plane.metrics import MetricSource, sides
+from control_plane.observer import NULL_OBSERVER, Observer
 from control_plane.spec import RolloutSpec, Thresholds, build_spec
 from control_plane.state import GroupState, Intent, Phase
 from control_plane.store import RolloutDoc, Store
@@ -50,7 +51,15 @@ class Leadership(Protocol):
 class Controller:
     """Drives every group's rollout from what the store and the metric source say."""
 
-    def __init__(self, store: Store, metrics: MetricSource, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        metrics: MetricSource,
+        clock: Clock | None = None,
+        *,
+        observer: Observer = NULL_OBSERVER,
+    ) -> None:
+        self._observer = observer
         self._store = store
         self._metrics = metrics
         self._clock = clock or SystemClock()
@@ -58,6 +67,7 @@ class Controller:
 
     async def tick(self, group: str) -> GroupState:
         """One pass over ``group``; returns the state now stored. Raises what went wrong."""
+        started = time.monotonic()
         doc = await self._store.read_rollout(group)
         state, spec = doc.state, doc.spec
         fleet = await self._store.observe(group)
@@ -69,6 +79,9 @@ class Controller:
             _log_change(state, new, doc.intent)
             new = replace(new, revision=revision)
         await self._store.write_target(new)
+        self._observer.tick_done(
+            state, new, verdict, spec=spec, duration_s=time.monotonic() - started
+        )
         return new
 
     async def run(
@@ -117,6 +130,7 @@ class Controller:
         revision = await self._store.write_rollout(RolloutDoc(spec=spec, state=new))
         _log_change(doc.state, new, None)
         await self._store.write_target(new)
+        self._observer.intent_recorded(group, "start")
         return replace(new, revision=revision)
 
     async def record_intent(self, group: str, intent: Intent, *, undo_to: str | None = None) -> int:
@@ -130,6 +144,7 @@ class Controller:
             await self._store.get_model(undo_to)
         revision = await self._store.write_rollout(replace(doc, intent=intent, undo_to=undo_to))
         logger.info("group=%s intent=%s recorded revision=%d", group, intent, revision)
+        self._observer.intent_recorded(group, intent)
         return revision
 
     async def _round(self, groups: Sequence[str] | None) -> None:
@@ -144,7 +159,8 @@ class Controller:
                 await self.tick(group)
             except StoreConflict as exc:
                 logger.info("group=%s tick skipped, state changed under it: %s", group, exc)
-            except Exception:
+            except Exception as exc:
+                self._observer.tick_failed(group, exc)
                 logger.exception("group=%s tick failed; state left as it was", group)
 
     async def _verdict(

@@ -4,6 +4,10 @@ Mutations (`rollout`, `pause`, `resume`, `promote`, `abort`, `undo`, `models reg
 intent and print one line saying what happened. Reads (`status`, `history`, `nodes`, `models
 list|show`) print tables, or JSON with `--output json`.
 
+`status --watch` follows the group across control-plane restarts and leader changes: when
+the stream breaks it reconnects with backoff (until `--timeout`) and goes on printing from the
+state it finds. `version` prints ctl's version and needs no control plane.
+
 Exit codes:
     0  success; for `status --watch`, the rollout completed (or the group is idle)
     1  `status --watch`: the rollout was rolled back or aborted
@@ -16,8 +20,11 @@ Exit codes:
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
+import random
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 import grpc
@@ -32,6 +39,12 @@ ENV_ADDRESS = "YOLOFLEET_CONTROL_PLANE"
 RPC_TIMEOUT_S = 10.0
 DEFAULT_WATCH_TIMEOUT_S = 1800.0
 DEFAULT_APPLY_WAIT_S = 10.0
+RECONNECT_FIRST_S = 0.2
+RECONNECT_MAX_S = 5.0
+RECONNECTABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+)
+"""Watch errors that mean "this replica went away or is full", not "you asked wrongly"."""
 
 EXIT_OK = 0
 EXIT_ROLLED_BACK = 1
@@ -67,6 +80,8 @@ Command = Callable[[Stub, argparse.Namespace], int]
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if args.name == "version":
+            return cmd_version()
         address = _address(args)
         command: Command = args.command
         with grpc.insecure_channel(address) as channel:
@@ -248,26 +263,78 @@ def cmd_status(stub: Stub, args: argparse.Namespace) -> int:
 
 
 def watch(stub: Stub, *, group: str, timeout_s: float, as_json: bool) -> int:
-    """Print each change of phase or step once; return when the rollout settles or time runs out."""
+    """Print each change of phase or step once; return when the rollout settles or time runs out.
+
+    A broken stream (a replica restarting, a leader change, a full replica) is reopened with
+    backoff until ``timeout_s``; the first state seen after it is printed only if it changed.
+    A control plane that never answered at all fails at once, like any other command.
+    """
+    deadline = time.monotonic() + timeout_s
+    seen = _Watched()
+    failures = 0
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return _watch_timed_out(group, timeout_s, seen)
+        try:
+            settled = _follow(stub, group=group, timeout_s=remaining, as_json=as_json, seen=seen)
+        except grpc.RpcError as exc:
+            if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+                return _watch_timed_out(group, timeout_s, seen)
+            if exc.code() not in RECONNECTABLE or seen.last is None:
+                raise
+            why = f"{exc.code().name}: {' '.join(str(exc.details() or '').split())}"
+        else:
+            if settled is not None:
+                return settled
+            why = "the control plane ended the stream"
+        failures = 0 if seen.fresh else failures + 1
+        seen.fresh = False
+        delay = min(RECONNECT_MAX_S, RECONNECT_FIRST_S * 2**failures) * random.uniform(0.8, 1.2)
+        _error(f"lost the watch of {group} ({why}); reconnecting in {delay:.1f}s")
+        time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
+
+
+class _Watched:
+    """What one ``watch`` has printed so far, across reconnects."""
+
+    def __init__(self) -> None:
+        self.last: tuple[str, int] | None = None
+        self.fresh = False
+        """A state arrived since the last reconnect (the backoff starts over)."""
+
+
+def _follow(
+    stub: Stub, *, group: str, timeout_s: float, as_json: bool, seen: _Watched
+) -> int | None:
+    """One stream: prints changes; the exit code once settled, None if the stream ended."""
     stream = stub.WatchRollout(pb.GroupRequest(group=group), timeout=timeout_s)
-    last: tuple[str, int] | None = None
     try:
         for r in stream:
-            if (r.phase, r.step_index) != last:
-                last = (r.phase, r.step_index)
+            seen.fresh = True
+            if (r.phase, r.step_index) != seen.last:
+                seen.last = (r.phase, r.step_index)
                 print(fmt.to_json_line(r) if as_json else fmt.summary(r), flush=True)
             if r.phase in SETTLED:
                 return SETTLED[r.phase]
-    except grpc.RpcError as exc:
-        if exc.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:
-            raise
-        phase = last[0] if last else "unknown"
-        _error(f"rollout in {group} did not settle within {timeout_s:g}s (last phase: {phase})")
-        return EXIT_TIMEOUT
     finally:
         stream.cancel()
-    _error(f"the control plane ended the watch of {group} before the rollout settled")
-    return EXIT_UNAVAILABLE
+    return None
+
+
+def _watch_timed_out(group: str, timeout_s: float, seen: _Watched) -> int:
+    phase = seen.last[0] if seen.last else "unknown"
+    _error(f"rollout in {group} did not settle within {timeout_s:g}s (last phase: {phase})")
+    return EXIT_TIMEOUT
+
+
+def cmd_version() -> int:
+    try:
+        version = importlib.metadata.version("yolofleet")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown (not installed)"
+    print(f"ctl {version} (API {pb.DESCRIPTOR.package})")
+    return EXIT_OK
 
 
 def cmd_history(stub: Stub, args: argparse.Namespace) -> int:
@@ -316,23 +383,34 @@ def build_parser() -> argparse.ArgumentParser:
     # --control-plane works before or after the command; SUPPRESS keeps a subcommand from
     # overwriting a value given before it.
     common = Parser(add_help=False)
-    common.add_argument("--control-plane", metavar="HOST:PORT", default=argparse.SUPPRESS)
+    common.add_argument(
+        "--control-plane",
+        metavar="HOST:PORT",
+        default=argparse.SUPPRESS,
+        help=f"control plane address (or ${ENV_ADDRESS})",
+    )
     reads = Parser(add_help=False)
-    reads.add_argument("--output", choices=("table", "json"), default="table")
+    reads.add_argument(
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        help="print a table for people (default) or JSON for scripts",
+    )
 
     parser = Parser(prog="ctl", description="Operate yolofleet rollouts through the control plane.")
     parser.add_argument(
         "--control-plane", metavar="HOST:PORT", help=f"control plane address (or ${ENV_ADDRESS})"
     )
-    sub = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="name", required=True, metavar="COMMAND", help="what to do")
 
     intents = Parser(add_help=False)
     intents.add_argument(
         "--wait",
-        type=args_.seconds,
+        type=args_.duration,
         default=DEFAULT_APPLY_WAIT_S,
-        metavar="SECONDS",
-        help="wait this long for the control plane to apply it (0: just record it)",
+        metavar="DURATION",
+        help="wait this long for the control plane to apply it, e.g. 10s or 2m "
+        f"(0: just record it; default {DEFAULT_APPLY_WAIT_S:g}s)",
     )
 
     def add(
@@ -344,53 +422,77 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("rollout", cmd_rollout, "start rolling MODEL out to a group")
-    p.add_argument("model", metavar="MODEL")
-    p.add_argument("--group", required=True)
+    p.add_argument("model", metavar="MODEL", help="registered model to roll out")
+    p.add_argument("--group", required=True, help="node group to roll it out to")
     p.add_argument("--canary", type=args_.percent, required=True, help="first canary percentage")
     p.add_argument("--steps", type=args_.steps, help="every step's percentage, e.g. 10,50,100")
-    p.add_argument("--hold", type=args_.seconds, help="seconds to hold each step before analysis")
+    p.add_argument(
+        "--hold",
+        type=args_.duration,
+        metavar="DURATION",
+        help="how long to hold each step before analysis, e.g. 30s, 5m or 1h",
+    )
     bounds = p.add_argument_group("analysis (unset: the control plane's default, in brackets)")
     for flag, (field, kind, help_) in args_.THRESHOLD_FLAGS.items():
         bounds.add_argument(flag, dest=field, type=kind, metavar="N", help=help_)
 
     p = add("status", cmd_status, "show a group's rollout (or every group's)", read=True)
-    p.add_argument("group", metavar="GROUP", nargs="?")
-    p.add_argument("--watch", action="store_true", help="follow until the rollout settles")
-    p.add_argument("--timeout", type=args_.seconds, default=DEFAULT_WATCH_TIMEOUT_S)
+    p.add_argument("group", metavar="GROUP", nargs="?", help="the group (default: every group)")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="follow until the rollout settles, across control-plane restarts; exit 0 "
+        "completed, 1 rolled back or aborted, 2 timed out",
+    )
+    p.add_argument(
+        "--timeout",
+        type=args_.duration,
+        default=DEFAULT_WATCH_TIMEOUT_S,
+        metavar="DURATION",
+        help=f"give up watching after this long, e.g. 30m (default {DEFAULT_WATCH_TIMEOUT_S:g}s)",
+    )
 
+    group_help = "the rollout's group"
     add("pause", cmd_pause, "pause a group's rollout", intent=True).add_argument(
-        "group", metavar="GROUP"
+        "group", metavar="GROUP", help=group_help
     )
     add("resume", cmd_resume, "resume a paused rollout", intent=True).add_argument(
-        "group", metavar="GROUP"
+        "group", metavar="GROUP", help=group_help
     )
     p = add("promote", cmd_promote, "advance a rollout one step", intent=True)
-    p.add_argument("group", metavar="GROUP")
+    p.add_argument("group", metavar="GROUP", help=group_help)
     p.add_argument("--full", action="store_true", help="skip every remaining step")
-    add("abort", cmd_abort, "abort a rollout", intent=True).add_argument("group", metavar="GROUP")
+    add("abort", cmd_abort, "abort a rollout", intent=True).add_argument(
+        "group", metavar="GROUP", help=group_help
+    )
     p = add("undo", cmd_undo, "go back to an earlier model", intent=True)
-    p.add_argument("group", metavar="GROUP")
+    p.add_argument("group", metavar="GROUP", help="the group to undo the last rollout of")
     p.add_argument("--to", metavar="MODEL", help="model to go back to (default: previous stable)")
     add("history", cmd_history, "list a group's past rollouts", read=True).add_argument(
-        "group", metavar="GROUP"
+        "group", metavar="GROUP", help="the group"
     )
-    add("nodes", cmd_nodes, "list nodes", read=True).add_argument("group", nargs="?")
+    add("nodes", cmd_nodes, "list nodes", read=True).add_argument(
+        "group", nargs="?", help="only this group's nodes (default: every group's)"
+    )
+    sub.add_parser("version", help="print ctl's version (needs no control plane)")
 
     models = sub.add_parser("models", help="the model registry").add_subparsers(
-        dest="models_command", required=True, metavar="SUBCOMMAND"
+        dest="models_command", required=True, metavar="SUBCOMMAND", help="registry command"
     )
     p = models.add_parser("list", help="list registered models", parents=[common, reads])
     p.set_defaults(command=cmd_models_list)
     p = models.add_parser("show", help="show one model", parents=[common, reads])
     p.set_defaults(command=cmd_models_show)
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="the registered model's name")
     p = models.add_parser("register", help="register a model file", parents=[common])
     p.set_defaults(command=cmd_models_register)
-    p.add_argument("path", metavar="PATH")
-    p.add_argument("--name", required=True)
+    p.add_argument(
+        "path", metavar="PATH", help="the model file (.pt), readable by the control plane"
+    )
+    p.add_argument("--name", required=True, help="name to register it under")
     p.add_argument("--uri", help="artifact URI nodes fetch from")
     p.add_argument("--parent", help="model this one was derived from")
-    p.add_argument("--notes")
+    p.add_argument("--notes", help="free text kept with the record")
     return parser
 
 

@@ -8,6 +8,8 @@ import math
 from collections.abc import Callable
 from typing import NoReturn
 
+from yolofleet.consul.durations import parse_duration
+
 
 class UsageError(Exception):
     """The command line is malformed or asks for something impossible; no RPC was made."""
@@ -57,6 +59,21 @@ def count(text: str) -> int:
     return value
 
 
+def duration(text: str) -> float:
+    """Seconds from ``90``, ``1.5``, ``30s``, ``5m``, ``1h`` or ``1h30m`` (Go's duration units)."""
+    hint = f"must be a duration like 30s, 5m or 1h, or a number of seconds, not {text!r}"
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            value = parse_duration(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(hint) from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(hint)
+    return value
+
+
 # `ctl rollout` flag -> (Thresholds field, argument type, help).
 THRESHOLD_FLAGS: dict[str, tuple[str, Callable[[str], float], str]] = {
     "--max-error-rate-increase": (
@@ -89,12 +106,12 @@ THRESHOLD_FLAGS: dict[str, tuple[str, Callable[[str], float], str]] = {
     ),
     "--analysis-deadline": (
         "analysis_deadline_s",
-        bound,
+        duration,
         "s to wait for a conclusive analysis, then pause (300)",
     ),
     "--report-deadline": (
         "report_deadline_s",
-        bound,
+        duration,
         "s for canaries to serve the model, then roll back (120)",
     ),
     "--failures": (

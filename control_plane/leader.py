@@ -17,6 +17,7 @@ import contextlib
 import functools
 import logging
 
+from control_plane.observer import NULL_OBSERVER, Observer
 from yolofleet.consul import ConsulClient, ConsulError, SessionBehavior, SessionKeeper
 from yolofleet.consul.aiothread import run_blocking
 from yolofleet.keys import KeyLayout
@@ -35,7 +36,9 @@ class LeaderLock:
         holder: str,
         ttl: float = 10.0,
         check_s: float = 1.0,
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
+        self._observer = observer
         self._client = client
         self._key = (layout or KeyLayout()).leader
         self._holder = holder
@@ -89,9 +92,12 @@ class LeaderLock:
                 continue
             try:
                 await self._check(session_id)
-            except Exception:
+            except Exception as exc:
+                self._observer.consul_checked(exc)
                 logger.exception("leader check failed holder=%s", self._holder)
                 self._set(leader=False, why="lock could not be checked")
+            else:
+                self._observer.consul_checked(None)
 
     async def _check(self, session_id: str) -> None:
         """Leader iff the lock is held by ``session_id``; acquires it when free."""
@@ -113,3 +119,4 @@ class LeaderLock:
         if leader != self._leader:
             logger.info("leader holder=%s %s -> %s: %s", self._holder, self._leader, leader, why)
         self._leader = leader
+        self._observer.leadership(leader=leader)

@@ -40,16 +40,16 @@ from control_plane.messages import (
 )
 from control_plane.spec import DEFAULT_HOLD_S
 from control_plane.state import Intent
-from control_plane.store import ConsulStore
+from control_plane.store import ConsulStore, RolloutDoc
+from control_plane.watches import GroupWatches, StreamLimit, WatchLimitReached
 from yolofleet import registry
-from yolofleet.consul import ConsulClient, ConsulError, KeyWatch
+from yolofleet.consul import ConsulClient, ConsulError
 from yolofleet.consul.aiothread import run_blocking
 from yolofleet.v1 import control_pb2, control_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-WATCH_WAIT_S = 10.0
 
 
 class Artifacts(Protocol):
@@ -101,7 +101,13 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
         store: ConsulStore,
         controller: Controller,
         artifacts: Artifacts | None = None,
+        watches: GroupWatches[RolloutDoc] | None = None,
+        streams: StreamLimit | None = None,
     ) -> None:
+        self._watches = watches or GroupWatches(
+            client, key=store.layout.rollout, read=store.read_rollout
+        )
+        self._streams = streams or StreamLimit()
         self._client = client
         self._store = store
         self._layout = store.layout
@@ -200,15 +206,24 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
     async def WatchRollout(
         self, request: control_pb2.GroupRequest, context: Any
     ) -> AsyncIterator[control_pb2.Rollout]:
-        async with _refusals(context, "WatchRollout"):
-            group = _segment(request.group, "group name")
-            key = self._layout.rollout(group)
-            last: control_pb2.Rollout | None = None
-            async for _ in KeyWatch(self._client, key, wait=WATCH_WAIT_S, min_interval=0.05):
-                current = rollout_pb(await self._store.read_rollout(group))
-                if current != last:
-                    last = current
-                    yield current
+        try:
+            self._streams.acquire()
+        except WatchLimitReached as exc:
+            logger.info("rpc=WatchRollout refused code=RESOURCE_EXHAUSTED: %s", exc)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            return
+        try:
+            async with _refusals(context, "WatchRollout"):
+                group = _segment(request.group, "group name")
+                last: control_pb2.Rollout | None = None
+                async with self._watches.subscribe(group) as changes:
+                    async for doc in changes:
+                        current = rollout_pb(doc)
+                        if current != last:
+                            last = current
+                            yield current
+        finally:
+            self._streams.release()
 
     async def History(
         self, request: control_pb2.GroupRequest, context: Any

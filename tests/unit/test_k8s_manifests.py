@@ -2,13 +2,16 @@
 
 Each test names one property a manifest can break without YAML noticing: a Service or budget
 that selects no pod, a probe on a port the container does not open, a flag our argparse does
-not know, a grace period shorter than the node's drain. Schemas come from the
-kubernetes-validate package, which bundles the JSON schemas of many Kubernetes releases.
+not know, a grace period shorter than the node's drain, a dashboard or alert naming a metric
+the code does not export. Schemas come from the kubernetes-validate package, which bundles the
+JSON schemas of many Kubernetes releases; it has none for the Prometheus Operator's custom
+resources (PodMonitor, PrometheusRule), which are checked field by field here instead.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,9 +22,13 @@ import kubernetes_validate
 import pytest
 import yaml
 from kubernetes_validate.utils import all_versions
+from prometheus_client import generate_latest
 
 from control_plane.__main__ import parse_args as control_plane_args
+from control_plane.telemetry import ControlPlaneMetrics
 from inference_node.config import from_args as node_args
+from inference_node.metrics import NodeMetrics
+from tests.promql import exported_names, metric_names
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -40,6 +47,19 @@ PROGRAMS: Mapping[tuple[str, ...], str] = {
 FIELD_PLACEHOLDERS = {"metadata.name": "yolofleet-node-zone-a-abc12", "status.podIP": "10.0.0.7"}
 WRITABLE_ENV = ("YOLOFLEET_CACHE", "YOLO_CONFIG_DIR", "MPLCONFIGDIR", "TORCH_HOME")
 GPU = "nvidia.com/gpu"
+MONITORING_API = "monitoring.coreos.com/v1"
+CUSTOM_KINDS = frozenset({"PodMonitor", "PrometheusRule"})
+"""Prometheus Operator resources: no bundled schema, checked by the tests below instead."""
+REQUIRED_ALERTS = frozenset(
+    {
+        "YolofleetRolloutRolledBack",
+        "YolofleetRolloutStuck",
+        "YolofleetNodeFailedToLoad",
+        "YolofleetNoLeader",
+        "YolofleetConsulUnreachable",
+    }
+)
+DURATION = re.compile(r"(\d+(ms|s|m|h|d|w|y))+")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -270,6 +290,8 @@ def test_documents_match_the_kubernetes_schema(version: str) -> None:
     errors = []
 
     for doc in docs():
+        if doc.kind in CUSTOM_KINDS:
+            continue
         try:
             kubernetes_validate.validate(dict(doc.body), version, strict=True)
         except kubernetes_validate.ValidationError as exc:
@@ -558,3 +580,145 @@ def test_kustomization_rewrites_the_image_our_containers_use() -> None:
 
     assert ours()
     assert {c.spec["image"].split(":")[0] for c in ours()} <= names
+
+
+# Monitoring: PodMonitor, PrometheusRule, the Grafana dashboard.
+
+
+def dashboards() -> list[tuple[str, Mapping[str, Any]]]:
+    """(file, dashboard JSON) for every file the kustomization's ConfigMap generators list."""
+    found = []
+    for generator in kustomization().get("configMapGenerator", ()):
+        for entry in generator.get("files", ()):
+            path = K8S / entry.split("=", 1)[-1]
+            found.append((entry, json.loads(path.read_text())))
+    return found
+
+
+def panels(dashboard: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    for panel in dashboard["panels"]:
+        yield panel
+        yield from panel.get("panels", ())
+
+
+def dashboard_expressions() -> list[tuple[str, str]]:
+    """(where, PromQL) of every dashboard panel target."""
+    return [
+        (f"{file}: panel {panel['title']!r}", target["expr"])
+        for file, dashboard in dashboards()
+        for panel in panels(dashboard)
+        for target in panel.get("targets", ())
+    ]
+
+
+def alert_rules() -> list[tuple[Doc, Mapping[str, Any]]]:
+    return [
+        (doc, rule)
+        for doc in docs()
+        if doc.kind == "PrometheusRule"
+        for group in doc.body["spec"]["groups"]
+        for rule in group["rules"]
+    ]
+
+
+def alert_expressions() -> list[tuple[str, str]]:
+    return [
+        (f"{doc}: {rule.get('alert') or rule.get('record')}", rule["expr"])
+        for doc, rule in alert_rules()
+    ]
+
+
+def test_custom_resources_use_the_prometheus_operator_api() -> None:
+    kinds = {d.kind for d in docs() if d.kind in CUSTOM_KINDS}
+
+    assert kinds == CUSTOM_KINDS
+    assert {d.body["apiVersion"] for d in docs() if d.kind in CUSTOM_KINDS} == {MONITORING_API}
+
+
+def test_alert_rules_are_complete_and_cover_the_failures_we_page_on() -> None:
+    def problems() -> Iterator[str]:
+        for doc, rule in alert_rules():
+            name = rule.get("alert")
+            if not name or not str(rule.get("expr", "")).strip():
+                yield f"{doc}: a rule without alert name or expr: {rule}"
+            if "for" in rule and not DURATION.fullmatch(str(rule["for"])):
+                yield f"{doc} {name}: for {rule['for']!r} is not a Prometheus duration"
+            if rule.get("labels", {}).get("severity") not in ("warning", "critical"):
+                yield f"{doc} {name}: severity must be warning or critical"
+            annotations = rule.get("annotations", {})
+            if not (annotations.get("summary") and annotations.get("description")):
+                yield f"{doc} {name}: give a summary and a description"
+            if str(rule.get("expr")).count("(") != str(rule.get("expr")).count(")"):
+                yield f"{doc} {name}: unbalanced parentheses"
+
+    names = [rule.get("alert") for _, rule in alert_rules()]
+
+    assert list(problems()) == []
+    assert len(names) == len(set(names)), "alert names must be unique"
+    assert set(names) >= REQUIRED_ALERTS
+
+
+def test_pod_monitor_scrapes_a_named_metrics_port_of_nodes_and_control_planes() -> None:
+    def problems() -> Iterator[str]:
+        for monitor in (d for d in docs() if d.kind == "PodMonitor"):
+            spec = monitor.body["spec"]
+            if spec.get("namespaceSelector", {}).get("matchNames") != [NAMESPACE]:
+                yield f"{monitor}: namespaceSelector must name {NAMESPACE}"
+            scraped = [c for c in selected(spec["selector"]) if c.program is not None]
+            if {c.program for c in scraped} != {NODE, CONTROL_PLANE}:
+                yield f"{monitor}: selects {sorted({str(c.program) for c in scraped})}"
+            for endpoint in spec["podMetricsEndpoints"]:
+                for container in scraped:
+                    if (endpoint["port"], "TCP") not in container.ports():
+                        yield f"{monitor}: {container.name} has no port {endpoint['port']}"
+
+    assert list(problems()) == []
+
+
+@pytest.mark.parametrize("container", containers(CONTROL_PLANE), ids=lambda c: c.workload.name)
+def test_control_plane_serves_metrics_on_a_declared_port(container: Container) -> None:
+    config = parse_control_plane(container)
+
+    assert config.metrics_port is not None, "give --metrics-port so the PodMonitor can scrape it"
+    assert (config.metrics_port, "TCP") in container.ports()
+    assert ("metrics", "TCP") in container.ports()
+
+
+def test_dashboard_panels_each_query_prometheus() -> None:
+    def problems() -> Iterator[str]:
+        for file, dashboard in dashboards():
+            ids = [p["id"] for p in panels(dashboard)]
+            if len(ids) != len(set(ids)):
+                yield f"{file}: panel ids repeat"
+            for panel in panels(dashboard):
+                if panel["type"] == "row":
+                    continue
+                targets = panel.get("targets", ())
+                if not targets or not all(str(t.get("expr", "")).strip() for t in targets):
+                    yield f"{file}: panel {panel['title']!r} has no query"
+                if panel.get("datasource", {}).get("type") != "prometheus":
+                    yield f"{file}: panel {panel['title']!r} is not on the Prometheus source"
+
+    assert dashboards(), "the kustomization generates no dashboard ConfigMap"
+    assert list(problems()) == []
+
+
+def code_metric_names() -> set[str]:
+    """What the code's own metric classes export (the live scrape test checks the processes)."""
+    pages = (generate_latest(m.registry).decode() for m in (NodeMetrics(), ControlPlaneMetrics()))
+    return exported_names(pages)
+
+
+def test_dashboard_and_alerts_name_only_metrics_the_code_exports() -> None:
+    exported = code_metric_names()
+
+    unknown = [
+        f"{where}: {name}"
+        for where, expr in (*dashboard_expressions(), *alert_expressions())
+        for name in sorted(metric_names(expr))
+        if name not in exported
+    ]
+
+    assert dashboard_expressions()
+    assert alert_expressions()
+    assert unknown == []

@@ -93,7 +93,7 @@ class KeyWatch:
         """One (blocking) read; on failure, log, back off and return ``None``."""
         call = functools.partial(self._client.read, self._key, index=index, wait=self._wait)
         try:
-            read = await run_blocking(call, name=f"consul-watch-{self._key}")
+            read = await run_blocking(call, name=f"consul-watch-{self._key}", poll=True)
         except ConsulError as exc:
             self._failures.failed(exc)
             await asyncio.sleep(self._backoff.delay(self._failures.failures - 1, self._rng))

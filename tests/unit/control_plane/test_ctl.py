@@ -571,7 +571,8 @@ def test_unreachable_control_plane_exits_4(capsys: pytest.CaptureFixture[str]) -
         pytest.param(
             ["--steps", "20,100"], "--canary 10 must equal the first", id="canary-vs-steps"
         ),
-        pytest.param(["--hold", "-1"], "--hold: must be a number of seconds", id="negative-hold"),
+        pytest.param(["--hold", "-1"], "--hold: must be a duration like 30s", id="negative-hold"),
+        pytest.param(["--hold", "5x"], "--hold: must be a duration like 30s", id="bad-hold-unit"),
         pytest.param(
             ["--max-p99-ratio", "nan"], "--max-p99-ratio: must be a finite", id="nan-bound"
         ),

@@ -1,0 +1,74 @@
+"""The seam the controller and the leader lock report through: ``Observer``, and a no-op one.
+
+The loops call it at their boundaries (a tick done or failed, an intent recorded, leadership
+won or lost, the lock check reaching Consul or not); ``telemetry.ControlPlaneMetrics`` turns the
+calls into Prometheus metrics. Nothing here does I/O, so the loops stay what they were.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from control_plane.analysis import Verdict
+from control_plane.spec import RolloutSpec
+from control_plane.state import GroupState
+
+
+class Observer(Protocol):
+    def tick_done(
+        self,
+        old: GroupState,
+        new: GroupState,
+        verdict: Verdict | None,
+        *,
+        spec: RolloutSpec | None,
+        duration_s: float,
+    ) -> None:
+        """One tick of ``new.group`` went from ``old`` to ``new`` (stored) in ``duration_s``."""
+        ...
+
+    def tick_failed(self, group: str, error: Exception) -> None:
+        """A tick of ``group`` raised ``error``; the state was left as it was."""
+        ...
+
+    def intent_recorded(self, group: str, intent: str) -> None:
+        """An operator's request (``start`` or an ``Intent``) was recorded for ``group``."""
+        ...
+
+    def leadership(self, *, leader: bool) -> None:
+        """This replica leads (or not) as of now; called on every lock check."""
+        ...
+
+    def consul_checked(self, error: Exception | None) -> None:
+        """The periodic leader-lock check reached Consul (``None``) or failed with ``error``."""
+        ...
+
+
+class NullObserver:
+    """Observes nothing: the default when no metrics are wanted."""
+
+    def tick_done(
+        self,
+        old: GroupState,
+        new: GroupState,
+        verdict: Verdict | None,
+        *,
+        spec: RolloutSpec | None,
+        duration_s: float,
+    ) -> None:
+        pass
+
+    def tick_failed(self, group: str, error: Exception) -> None:
+        pass
+
+    def intent_recorded(self, group: str, intent: str) -> None:
+        pass
+
+    def leadership(self, *, leader: bool) -> None:
+        pass
+
+    def consul_checked(self, error: Exception | None) -> None:
+        pass
+
+
+NULL_OBSERVER: Observer = NullObserver()
