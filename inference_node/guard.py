@@ -1,0 +1,116 @@
+"""``ErrorInterceptor``: the one place that turns errors and unparsable messages into statuses.
+
+Every unary and stream-stream handler is rebuilt with a guard around it: a ``NodeError``
+becomes the status ``errors.to_status`` chooses, anything unexpected is logged with its
+traceback and becomes INTERNAL. Request bytes that are not a valid protobuf message are not
+left to gRPC (UNKNOWN and a traceback per request): the deserializer hands on a ``Malformed``
+marker instead, a unary call answers INVALID_ARGUMENT with one log line, and a stream's
+handler sees the marker in place of that frame (so the stream can answer it and go on).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from inference_node.errors import MalformedRequest, NodeError, to_status
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[..., Any]
+Deserializer = Callable[[bytes], Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Malformed:
+    """Request bytes that could not be parsed, in place of the message they should have been."""
+
+    size: int
+    reason: str
+
+    def error(self, method: str) -> MalformedRequest:
+        """The refusal to send back, logged once (no traceback: the caller's bytes are bad)."""
+        logger.warning(
+            "method=%s malformed request bytes=%d reason=%s", method, self.size, self.reason
+        )
+        return MalformedRequest(
+            f"request is not a valid protobuf message ({self.size} bytes: {self.reason})"
+        )
+
+
+def tolerant(deserializer: Deserializer | None) -> Deserializer | None:
+    """``deserializer`` returning ``Malformed`` instead of raising on bytes it cannot parse."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except (DecodeError, ValueError, TypeError) as exc:
+            return Malformed(size=len(data), reason=str(exc) or type(exc).__name__)
+
+    return deserialize
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Turns ``NodeError`` (and anything unexpected) into the status ``to_status`` chooses."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _guard_unary(handler.unary_unary, method),
+                request_deserializer=tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                _guard_stream(handler.stream_stream, method),
+                request_deserializer=tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _guard_unary(behavior: Handler, method: str) -> Handler:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            if isinstance(request, Malformed):
+                raise request.error(method)
+            return await behavior(request, context)
+        except Exception as exc:
+            await _abort(context, exc, method)
+
+    return guarded
+
+
+def _guard_stream(behavior: Handler, method: str) -> Handler:
+    async def guarded(request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            async for response in behavior(request_iterator, context):
+                yield response
+        except Exception as exc:
+            await _abort(context, exc, method)
+
+    return guarded
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception, method: str) -> None:
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc
+    if not isinstance(exc, NodeError):
+        logger.error("method=%s failed unexpectedly", method, exc_info=exc)
+    code, message = to_status(exc)
+    await context.abort(code, message)
