@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from inference_node.admission import AdmissionLimits
 from inference_node.batcher import BatchLimits
 from inference_node.model import ModelRef
 from tests.images import png_claiming
@@ -97,6 +98,50 @@ def test_full_queue_is_resource_exhausted_then_node_serves(
 
     with ThreadPoolExecutor(48) as pool:
         codes = list(pool.map(node.detect_code, [big] * 48))
+
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    _assert_still_serving(node)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        pytest.param(b"\x0a\x05ab", id="truncated-field"),
+        pytest.param(b"\xff" * 11, id="varint-too-long"),
+        pytest.param(b"\x12\x03\xff\xfe\xfd", id="model-name-not-utf8"),
+    ],
+)
+def test_unparsable_request_bytes_are_invalid_argument_with_one_log_line(
+    shared_node: RunningNode, garbage: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    detect = shared_node.channel.unary_unary(
+        "/yolofleet.v1.Inference/Detect",
+        request_serializer=None,
+        response_deserializer=pb.DetectResponse.FromString,
+    )
+
+    with caplog.at_level("INFO"), pytest.raises(grpc.RpcError) as caught:
+        detect(garbage, timeout=30)
+
+    assert caught.value.code() == INVALID
+    assert "not a valid protobuf message" in caught.value.details()
+    malformed = [r for r in caplog.records if "malformed request" in r.getMessage()]
+    assert len(malformed) == 1
+    assert f"bytes={len(garbage)}" in malformed[0].getMessage()
+    assert not [r for r in caplog.records if r.exc_info], "no traceback is logged"
+    _assert_still_serving(shared_node)
+
+
+def test_inference_calls_past_the_cap_are_resource_exhausted_then_served(
+    start_node: Callable[..., RunningNode], refs: dict[str, ModelRef]
+) -> None:
+    node = start_node(admission=AdmissionLimits(max_rpcs=1))
+    node.swap_to(refs["v1"])
+    big = encode(render_image(11).image.resize((640, 640)), "BMP")
+
+    with ThreadPoolExecutor(32) as pool:
+        codes = list(pool.map(node.detect_code, [big] * 32))
 
     assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
