@@ -97,12 +97,13 @@ class NodeConfig:
         values = {
             "--max-pixels": images.max_pixels,
             "--max-decoded-pixels": images.max_decoded_pixels,
-            "--max-inflight-bytes": admission.max_inflight_bytes or 1,
             "--max-concurrent-rpcs": admission.max_rpcs,
             "--max-streams": admission.max_streams,
             "--stream-window": admission.stream_window,
             "--stream-idle-timeout": admission.stream_idle_s,
         }
+        if admission.max_inflight_bytes is not None:
+            values["--max-inflight-bytes"] = admission.max_inflight_bytes
         return [f"{flag} must be positive, got {value:g}" for flag, value in values.items()
                 if value <= 0]  # fmt: skip
 

@@ -96,6 +96,9 @@ class DecodePlan:
     """A checked header, and what decoding it will cost."""
 
     picture: PILImage.Image
+    """The opened file; a large JPEG is already set to decode scaled (``draft``)."""
+    stored_size: tuple[int, int]
+    """The original's width and height as stored (before its EXIF orientation)."""
     factor: int
     """Whole factor the original is reduced by (1: kept as it is)."""
     peak_bytes: int
@@ -107,11 +110,9 @@ class DecodePlan:
     def decode(self) -> DecodedImage:
         """Decode, reduce, turn upright and convert to 8-bit RGB; ``InvalidImage`` on bad data."""
         picture = self.picture
-        width, height = picture.size
+        width, height = self.stored_size
         with warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            if self.factor > 1 and picture.format == "JPEG":
-                picture.draft(picture.mode, (width // self.factor, height // self.factor))
             try:
                 picture.load()
             except (OSError, ValueError, SyntaxError, struct.error) as exc:
@@ -143,11 +144,15 @@ def open_image(data: bytes, limits: ImageLimits) -> DecodePlan:
         warnings.simplefilter("error", PILImage.DecompressionBombWarning)
         picture = _open_header(data)
     _check_header(picture, limits)
-    factor = _factor(picture.size, limits.max_decoded_pixels)
+    stored = picture.size
+    factor = _factor(stored, limits.max_decoded_pixels)
+    if factor > 1 and picture.format == "JPEG":  # DCT scaling: decodes at 1/2, 1/4 or 1/8
+        picture.draft(picture.mode, (stored[0] // factor, stored[1] // factor))
     return DecodePlan(
         picture=picture,
+        stored_size=stored,
         factor=factor,
-        peak_bytes=_peak_bytes(picture, factor),
+        peak_bytes=_peak_bytes(picture, stored, factor),
         orientation=_orientation(picture),
         max_pixels=limits.max_decoded_pixels,
     )
@@ -198,22 +203,18 @@ def _factor(size: tuple[int, int], max_pixels: int) -> int:
     return factor
 
 
-def _peak_bytes(picture: PILImage.Image, factor: int) -> int:
-    """The decoder's buffer (a JPEG decodes already scaled), a converted copy where the mode
-    needs one first, and the reduced working copies (Pillow's 4-byte pixels, then RGB)."""
-    width, height = picture.size
-    scale = _draft_scale(factor) if picture.format == "JPEG" else 1
-    native = math.ceil(width / scale) * math.ceil(height / scale)
+def _peak_bytes(picture: PILImage.Image, stored: tuple[int, int], factor: int) -> int:
+    """The decoder's buffer (``picture.size``: a drafted JPEG decodes already scaled), a
+    converted copy where the mode needs one first, and the reduced working copies (Pillow's
+    4-byte pixels, then RGB)."""
+    native = picture.size[0] * picture.size[1]
     buffer = native * _BYTES_PER_PIXEL.get(picture.mode, 4)
     if picture.mode in _CONVERT_BEFORE_REDUCING:
         buffer += native * 4
-    reduced = math.ceil(width / factor) * math.ceil(height / factor)
+    if picture.mode in _SIXTEEN_BIT and factor > 1:  # the box resize's horizontal pass
+        buffer += math.ceil(stored[0] / factor) * stored[1] * 2
+    reduced = math.ceil(stored[0] / factor) * math.ceil(stored[1] / factor)
     return buffer + reduced * (4 + 4 + 3)
-
-
-def _draft_scale(factor: int) -> int:
-    """The JPEG DCT scale ``draft`` picks for ``factor``: the largest of 8, 4, 2, 1 within it."""
-    return next(scale for scale in (8, 4, 2, 1) if factor >= scale)
 
 
 def _orientation(picture: PILImage.Image) -> int:
