@@ -4,14 +4,15 @@ Every unary and stream-stream handler is rebuilt with a guard around it: a ``Nod
 becomes the status ``errors.to_status`` chooses, anything unexpected is logged with its
 traceback and becomes INTERNAL. Request bytes that are not a valid protobuf message are not
 left to gRPC (UNKNOWN and a traceback per request): the deserializer hands on a ``Malformed``
-marker instead, a unary call answers INVALID_ARGUMENT with one log line, and a stream's
-handler sees the marker in place of that frame (so the stream can answer it and go on).
+marker instead, and a unary call answers INVALID_ARGUMENT with one log line. A stream whose
+method answers frame by frame (``per_frame_methods``: DetectStream) sees the marker in place
+of that frame, so it can answer it and go on; any other stream ends with INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,9 @@ def tolerant(deserializer: Deserializer | None) -> Deserializer | None:
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Turns ``NodeError`` (and anything unexpected) into the status ``to_status`` chooses."""
 
+    def __init__(self, *, per_frame_methods: frozenset[str] = frozenset()) -> None:
+        self._per_frame = per_frame_methods
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -77,7 +81,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             )
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                _guard_stream(handler.stream_stream, method),
+                _guard_stream(handler.stream_stream, method, per_frame=method in self._per_frame),
                 request_deserializer=tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
@@ -96,15 +100,24 @@ def _guard_unary(behavior: Handler, method: str) -> Handler:
     return guarded
 
 
-def _guard_stream(behavior: Handler, method: str) -> Handler:
+def _guard_stream(behavior: Handler, method: str, *, per_frame: bool) -> Handler:
     async def guarded(request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        requests = request_iterator if per_frame else _parsed(request_iterator, method)
         try:
-            async for response in behavior(request_iterator, context):
+            async for response in behavior(requests, context):
                 yield response
         except Exception as exc:
             await _abort(context, exc, method)
 
     return guarded
+
+
+async def _parsed(requests: AsyncIterator[Any], method: str) -> AsyncIterator[Any]:
+    """``requests``, ending with ``MalformedRequest`` at the first that did not parse."""
+    async for request in requests:
+        if isinstance(request, Malformed):
+            raise request.error(method)
+        yield request
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception, method: str) -> None:

@@ -146,3 +146,20 @@ def test_inference_calls_past_the_cap_are_resource_exhausted_then_served(
     assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
     _assert_still_serving(node)
+
+
+def test_unparsable_message_on_another_stream_ends_it_with_invalid_argument(
+    shared_node: RunningNode,
+) -> None:
+    reflection = shared_node.channel.stream_stream(
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        request_serializer=None,
+        response_deserializer=None,
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        list(reflection(iter([b"\x0a\x05ab"]), timeout=30))
+
+    assert caught.value.code() == INVALID
+    assert "not a valid protobuf message" in caught.value.details()
+    _assert_still_serving(shared_node)
