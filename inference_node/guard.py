@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[..., Any]
 Deserializer = Callable[[bytes], Any]
+PER_FRAME_METHODS = frozenset({"/yolofleet.v1.Inference/DetectStream"})
+"""Streams that answer an unparsable frame inside the stream and go on."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,7 +63,7 @@ def tolerant(deserializer: Deserializer | None) -> Deserializer | None:
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Turns ``NodeError`` (and anything unexpected) into the status ``to_status`` chooses."""
 
-    def __init__(self, *, per_frame_methods: frozenset[str] = frozenset()) -> None:
+    def __init__(self, *, per_frame_methods: frozenset[str] = PER_FRAME_METHODS) -> None:
         self._per_frame = per_frame_methods
 
     async def intercept_service(

@@ -33,7 +33,7 @@ from inference_node.loader import ModelLoader
 from inference_node.metrics import NodeMetrics
 from inference_node.model import ModelRef
 from inference_node.model_cache import ModelCache
-from inference_node.server import STREAM_METHOD, InferenceServicer
+from inference_node.server import InferenceServicer
 from inference_node.slot import Active, ModelSlot
 from inference_node.stats import StatsRecorder
 from inference_node.status import StatusSource
@@ -164,7 +164,7 @@ class InferenceNode:
         config = self.config
         max_message = config.images.max_bytes + GRPC_OVERHEAD_BYTES
         server = grpc.aio.server(
-            interceptors=[ErrorInterceptor(per_frame_methods=frozenset({STREAM_METHOD}))],
+            interceptors=[ErrorInterceptor()],
             maximum_concurrent_rpcs=self.admission.limits.max_rpcs + CONTROL_RPC_HEADROOM,
             options=[
                 ("grpc.max_receive_message_length", max_message),

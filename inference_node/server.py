@@ -22,7 +22,7 @@ from inference_node.admission import Admission, Ticket
 from inference_node.batcher import Batcher, DetectRequest, DetectResult
 from inference_node.errors import InvalidParameter, NodeError, to_status
 from inference_node.frames import Frame, FrameWindow
-from inference_node.guard import Malformed
+from inference_node.guard import ErrorInterceptor, Malformed
 from inference_node.imaging import DecodedImage, ImageLimits, open_image
 from inference_node.metrics import NodeMetrics
 from inference_node.model import Detection, DetectParams, ModelRef
@@ -34,6 +34,7 @@ from yolofleet.v1 import inference_pb2_grpc as pb_grpc
 logger = logging.getLogger(__name__)
 
 STREAM_METHOD = "/yolofleet.v1.Inference/DetectStream"
+__all__ = ["STREAM_METHOD", "ErrorInterceptor", "InferenceServicer"]
 
 
 class InferenceServicer(pb_grpc.InferenceServicer):
