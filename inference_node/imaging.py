@@ -210,7 +210,7 @@ def _peak_bytes(picture: PILImage.Image, stored: tuple[int, int], factor: int) -
     native = picture.size[0] * picture.size[1]
     buffer = native * _BYTES_PER_PIXEL.get(picture.mode, 4)
     if picture.mode in _CONVERT_BEFORE_REDUCING:
-        buffer += native * 4
+        buffer += native * _BYTES_PER_PIXEL.get(_averageable(picture), 4)
     if picture.mode in _SIXTEEN_BIT and factor > 1:  # the box resize's horizontal pass
         buffer += math.ceil(stored[0] / factor) * stored[1] * 2
     reduced = math.ceil(stored[0] / factor) * math.ceil(stored[1] / factor)
@@ -231,11 +231,18 @@ def _reduce(picture: PILImage.Image, factor: int) -> PILImage.Image:
     if factor <= 1:
         return picture
     if picture.mode in _CONVERT_BEFORE_REDUCING:
-        picture = picture.convert("RGBA" if "transparency" in picture.info else "RGB")
+        picture = picture.convert(_averageable(picture))
     if picture.mode in _SIXTEEN_BIT:  # ``reduce`` has no 16-bit path; a box resize has
         size = (math.ceil(picture.width / factor), math.ceil(picture.height / factor))
         return picture.resize(size, PILImage.Resampling.BOX)
     return picture.reduce(factor)
+
+
+def _averageable(picture: PILImage.Image) -> str:
+    """The mode a bilevel or palette picture is converted to before it is reduced."""
+    if picture.mode == "1":
+        return "L"
+    return "RGBA" if "transparency" in picture.info else "RGB"
 
 
 def _to_rgb(picture: PILImage.Image) -> Image:

@@ -146,6 +146,8 @@ def _as(mode: str, fmt: str) -> bytes:
     picture = Image.fromarray(_quadrants(400, 300))
     if mode == "P":
         picture = picture.quantize(8)
+    if mode == "RGBA":
+        picture.putalpha(128)
     buffer = io.BytesIO()
     picture.save(buffer, fmt, **({"quality": 95} if fmt == "JPEG" else {}))
     return buffer.getvalue()
@@ -159,6 +161,7 @@ def _as(mode: str, fmt: str) -> bytes:
         pytest.param("RGB", "WEBP", id="webp"),
         pytest.param("RGB", "BMP", id="bmp"),
         pytest.param("P", "PNG", id="palette"),
+        pytest.param("RGBA", "PNG", id="alpha"),
     ],
 )
 def test_large_originals_are_reduced_on_decode_keeping_their_size(mode: str, fmt: str) -> None:
@@ -174,6 +177,19 @@ def test_large_originals_are_reduced_on_decode_keeping_their_size(mode: str, fmt
     assert [int(np.argmax(c)) for c in corners] == [0, 1, 2]
     assert decoded.pixels[-5, -5].min() > 200
     assert plan.peak_bytes >= decoded.nbytes
+
+
+def test_large_bilevel_image_is_reduced_as_grayscale() -> None:
+    array = np.zeros((300, 400), dtype=bool)
+    array[:, 200:] = True
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+
+    decoded = open_image(buffer.getvalue(), SMALL).decode()
+
+    assert decoded.pixels.shape == (75, 100, 3)
+    assert decoded.pixels[:, :45].max() == 0
+    assert decoded.pixels[:, 55:].min() == 255
 
 
 def test_large_sixteen_bit_image_is_reduced_and_narrowed() -> None:
