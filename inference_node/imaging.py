@@ -45,6 +45,11 @@ _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1} | dict.fromkeys(_SIXTEEN_BIT, 2)
 """Bytes per pixel of Pillow's in-memory modes; every other mode holds 4 (RGB too)."""
 _CONVERT_BEFORE_REDUCING = frozenset({"1", "P", "PA"})
 """Modes whose pixels cannot be averaged as stored: converted first, then reduced."""
+_PREMULTIPLIED_TO_REDUCE = frozenset({"RGBA", "LA"})
+"""Modes ``reduce`` premultiplies by alpha first: a full-size 4-byte copy."""
+_DECODER_COPIES = {"WEBP": 4}
+"""Full-size buffers a format's decoder holds at once (measured): Pillow's WebP decoder keeps
+libwebp's RGBA canvases beside its own image, about 16 bytes a pixel in all."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,16 +209,24 @@ def _factor(size: tuple[int, int], max_pixels: int) -> int:
 
 
 def _peak_bytes(picture: PILImage.Image, stored: tuple[int, int], factor: int) -> int:
-    """The decoder's buffer (``picture.size``: a drafted JPEG decodes already scaled), a
-    converted copy where the mode needs one first, and the reduced working copies (Pillow's
-    4-byte pixels, then RGB)."""
-    native = picture.size[0] * picture.size[1]
-    buffer = native * _BYTES_PER_PIXEL.get(picture.mode, 4)
-    if picture.mode in _CONVERT_BEFORE_REDUCING:
-        buffer += native * _BYTES_PER_PIXEL.get(_averageable(picture), 4)
-    if picture.mode in _SIXTEEN_BIT and factor > 1:  # the box resize's horizontal pass
-        buffer += math.ceil(stored[0] / factor) * stored[1] * 2
+    """What the decode holds at its peak: the decoder's buffers, a full-size copy where the
+    mode must be converted or premultiplied to be reduced, and the reduced working copies
+    (Pillow's 4-byte pixels, then RGB). Checked against measured high-water marks."""
+    native = picture.size[0] * picture.size[1]  # a drafted JPEG decodes already scaled
     reduced = math.ceil(stored[0] / factor) * math.ceil(stored[1] / factor)
+    buffer = (
+        native
+        * _BYTES_PER_PIXEL.get(picture.mode, 4)
+        * _DECODER_COPIES.get(picture.format or "", 1)
+    )
+    mode = picture.mode
+    if factor > 1 and mode in _CONVERT_BEFORE_REDUCING:
+        mode = _averageable(picture)
+        buffer += native * _BYTES_PER_PIXEL.get(mode, 4)
+    if factor > 1 and mode in _PREMULTIPLIED_TO_REDUCE:
+        buffer += native * 4
+    if factor > 1 and mode in _SIXTEEN_BIT:  # the box resize's horizontal pass
+        buffer += math.ceil(stored[0] / factor) * stored[1] * 2
     return buffer + reduced * (4 + 4 + 3)
 
 
