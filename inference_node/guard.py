@@ -1,6 +1,6 @@
 """``ErrorInterceptor``: the one place that turns errors and unparsable messages into statuses.
 
-Every unary and stream-stream handler is rebuilt with a guard around it: a ``NodeError``
+Every unary-request and stream-stream handler is rebuilt with a guard around it: a ``NodeError``
 becomes the status ``errors.to_status`` chooses, anything unexpected is logged with its
 traceback and becomes INTERNAL. Request bytes that are not a valid protobuf message are not
 left to gRPC (UNKNOWN and a traceback per request): the deserializer hands on a ``Malformed``
@@ -81,6 +81,12 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 request_deserializer=tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _guard_unary_stream(handler.unary_stream, method),
+                request_deserializer=tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
                 _guard_stream(handler.stream_stream, method, per_frame=method in self._per_frame),
@@ -96,6 +102,19 @@ def _guard_unary(behavior: Handler, method: str) -> Handler:
             if isinstance(request, Malformed):
                 raise request.error(method)
             return await behavior(request, context)
+        except Exception as exc:
+            await _abort(context, exc, method)
+
+    return guarded
+
+
+def _guard_unary_stream(behavior: Handler, method: str) -> Handler:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            if isinstance(request, Malformed):
+                raise request.error(method)
+            async for response in behavior(request, context):
+                yield response
         except Exception as exc:
             await _abort(context, exc, method)
 

@@ -163,3 +163,15 @@ def test_unparsable_message_on_another_stream_ends_it_with_invalid_argument(
     assert caught.value.code() == INVALID
     assert "not a valid protobuf message" in caught.value.details()
     _assert_still_serving(shared_node)
+
+
+def test_unparsable_health_watch_request_is_invalid_argument(shared_node: RunningNode) -> None:
+    watch = shared_node.channel.unary_stream(
+        "/grpc.health.v1.Health/Watch", request_serializer=None, response_deserializer=None
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        list(watch(b"\x0a\x05ab", timeout=30))
+
+    assert caught.value.code() == INVALID
+    _assert_still_serving(shared_node)
