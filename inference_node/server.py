@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 STREAM_METHOD = "/yolofleet.v1.Inference/DetectStream"
 __all__ = ["STREAM_METHOD", "ErrorInterceptor", "InferenceServicer"]
+# ErrorInterceptor lives in ``guard``; it is re-exported for code that imports it from here.
 
 
 class InferenceServicer(pb_grpc.InferenceServicer):
