@@ -1,6 +1,7 @@
 """The node's request queue and its single inference worker.
 
-Requests are decoded on a small thread pool, queued, and cut into batches of at most
+Requests are admitted on arrival (``admit``: counted, with their bytes, before the server
+decodes them), then submitted decoded (``submit``), queued, and cut into batches of at most
 ``max_size``. A request with no model name, or naming the assigned model, runs on the slot; a
 request naming another model runs on the on-demand ``ModelCache`` (when the node has one),
 which loads it *before* the request is queued, so the worker never waits for a load. A batch
@@ -8,8 +9,8 @@ holds requests for one model only: the oldest queued request picks the model, an
 requests for other models keep their place in the queue. The worker leases the slot or the
 cache entry *once per batch* and runs the whole batch on the device thread, so no batch mixes
 two models and nothing but that thread runs a served model. It waits up to ``max_wait_s`` for
-more requests only while some are known to be on their way (decoding); otherwise an idle
-worker starts at once, so a lone request pays no batching delay.
+more requests only while some are known to be on their way (admitted, still decoding);
+otherwise an idle worker starts at once, so a lone request pays no batching delay.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Executor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
+from inference_node.admission import Admission, AdmissionLimits, Ticket
 from inference_node.errors import Draining, ModelNotFound, NodeError, NoModelLoaded, Overloaded
 from inference_node.metrics import NodeMetrics
 from inference_node.model import Detection, Detector, DetectParams, Image, ModelRef
@@ -85,20 +87,19 @@ class Batcher:
         slot: ModelSlot,
         *,
         device_executor: Executor,
-        decode_executor: Executor,
         limits: BatchLimits,
         metrics: NodeMetrics,
         cache: ModelCache | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self._slot = slot
         self._cache = cache
         self._device = device_executor
-        self._decode = decode_executor
         self._limits = limits
+        self._admission = admission or Admission(AdmissionLimits(), max_waiting=limits.max_queue)
         self._metrics = metrics
         self._queue: deque[Pending] = deque()
         self._has_work = asyncio.Event()
-        self._arriving = 0
         self._preparing = 0
         self._running = 0
         self._in_flight = 0
@@ -121,27 +122,37 @@ class Batcher:
     @property
     def pending(self) -> int:
         """Requests decoding, waiting for their model to load, queued or running."""
-        return self._arriving + self._preparing + len(self._queue) + self._running
+        return self._admission.arriving + self._preparing + len(self._queue) + self._running
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="batcher")
 
-    async def submit(self, decode: Callable[[], DetectRequest]) -> DetectResult:
-        """Decode on the decode pool, load the named model if needed, queue, and wait."""
+    def admit(self, *, wire_bytes: int = 0) -> Ticket:
+        """Count a request from its arrival, before it is decoded, or refuse it at once.
+
+        Close the ticket when the request is answered; ``drain`` waits for every open one.
+        """
         self._admit()
+        ticket = self._admission.arrive(
+            wire_bytes=wire_bytes, running=self._running, on_close=self._request_done
+        )
         self._in_flight += 1
         self._idle.clear()
-        try:
-            request = await self._decode_request(decode)
+        return ticket
+
+    async def submit(self, request: DetectRequest, ticket: Ticket | None = None) -> DetectResult:
+        """Load the named model if needed, queue the decoded request, and wait for its answer.
+
+        ``ticket`` is the request's admission (``admit``); without one it is admitted here.
+        """
+        with self.admit() if ticket is None else nullcontext(ticket) as admitted:
+            admitted.submitted()
             await self._prepare_model(request.model_name)
             self._check_room()
             pending = Pending(request=request, future=asyncio.get_running_loop().create_future())
             self._queue.append(pending)
             self._has_work.set()
             return await pending.future
-        finally:
-            self._in_flight -= 1
-            self._settle_idle()
 
     async def drain(self, timeout_s: float) -> bool:
         """Stop taking requests and wait until every request taken is answered; False on timeout."""
@@ -177,16 +188,13 @@ class Batcher:
         if len(self._queue) >= self._limits.max_queue:
             raise Overloaded(f"request queue is full ({self._limits.max_queue} waiting)")
 
+    def _request_done(self) -> None:
+        self._in_flight -= 1
+        self._settle_idle()
+
     def _settle_idle(self) -> None:
         if self._in_flight == 0:
             self._idle.set()
-
-    async def _decode_request(self, decode: Callable[[], DetectRequest]) -> DetectRequest:
-        self._arriving += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._decode, decode)
-        finally:
-            self._arriving -= 1
 
     async def _prepare_model(self, name: str) -> None:
         """Load an on-demand model before its request is queued (refuse unknown ones)."""
@@ -238,7 +246,7 @@ class Batcher:
         route = self._route(self._queue[0].request.model_name)
         batch = self._take_ready([], route)
         deadline = time.perf_counter() + self._limits.max_wait_s
-        while len(batch) < self._limits.max_size and self._arriving:
+        while len(batch) < self._limits.max_size and self._admission.arriving:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 break

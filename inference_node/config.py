@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from inference_node.admission import AdmissionLimits
 from inference_node.artifact_cache import DEFAULT_MAX_BYTES as DEFAULT_ARTIFACT_CACHE_BYTES
 from inference_node.batcher import BatchLimits
 from inference_node.imaging import ImageLimits
@@ -53,6 +54,7 @@ class NodeConfig:
     """Torch intra-op threads; ``None`` keeps torch's default (``OMP_NUM_THREADS``, else cores)."""
     batch: BatchLimits = field(default_factory=BatchLimits)
     images: ImageLimits = field(default_factory=ImageLimits)
+    admission: AdmissionLimits = field(default_factory=AdmissionLimits)
     gates: GateConfig = field(default_factory=GateConfig)
     min_swap_interval_s: float = 5.0
     drain_timeout_s: float = 10.0
@@ -82,6 +84,7 @@ class NodeConfig:
             )
         if self.batch.max_size < 1 or self.batch.max_queue < 1 or self.batch.max_wait_s < 0:
             problems.append("batch limits must be positive (max wait may be 0)")
+        problems.extend(self._input_problems())
         if self.gates.latency_factor is not None and self.gates.latency_factor <= 0:
             problems.append("latency factor must be positive")
         if self.model_path is not None and not self.model_path.is_file():
@@ -94,6 +97,22 @@ class NodeConfig:
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _input_problems(self) -> list[str]:
+        """Image and admission limits: each must be positive."""
+        images, admission = self.images, self.admission
+        values = {
+            "--max-pixels": images.max_pixels,
+            "--max-decoded-pixels": images.max_decoded_pixels,
+            "--max-concurrent-rpcs": admission.max_rpcs,
+            "--max-streams": admission.max_streams,
+            "--stream-window": admission.stream_window,
+            "--stream-idle-timeout": admission.stream_idle_s,
+        }
+        if admission.max_inflight_bytes is not None:
+            values["--max-inflight-bytes"] = admission.max_inflight_bytes
+        return [f"{flag} must be positive, got {value:g}" for flag, value in values.items()
+                if value <= 0]  # fmt: skip
 
     def _on_demand_problems(self) -> list[str]:
         problems = []
@@ -139,7 +158,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=int(env("YOLOFLEET_MAX_BATCH", "16")))
     p.add_argument("--max-wait-ms", type=float, default=float(env("YOLOFLEET_MAX_WAIT_MS", "2")))
     p.add_argument("--max-queue", type=int, default=int(env("YOLOFLEET_MAX_QUEUE", "256")))
-    p.add_argument("--max-pixels", type=int, default=ImageLimits().max_pixels)
+    _input_flags(p)
     p.add_argument("--min-swap-interval", type=float, default=5.0, help="seconds")
     p.add_argument("--drain-timeout", type=float, default=10.0, help="seconds")
     p.add_argument("--calibration-dir", type=Path, help="golden images + manifest.json")
@@ -173,6 +192,39 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _input_flags(p: argparse.ArgumentParser) -> None:
+    """What a request may ask of the node: image sizes, bytes in flight, calls and streams."""
+    images, admission = ImageLimits(), AdmissionLimits()
+    p.add_argument(
+        "--max-pixels", type=int, default=images.max_pixels,
+        help="largest original image accepted, in pixels (larger ones are refused)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-decoded-pixels", type=int, default=images.max_decoded_pixels,
+        help="larger originals are reduced on decode to at most this many pixels "
+        "(boxes still come back in original-image pixels)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-inflight-bytes", type=int, metavar="BYTES", default=None,
+        help="bytes all requests may hold at once, from arrival to answer (wire bytes, "
+        "decoding, pixels); default: a quarter of the cgroup memory limit, else of the RAM",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-concurrent-rpcs", type=int, default=admission.max_rpcs,
+        help="Detect calls and DetectStream streams open at once; the excess gets "
+        "RESOURCE_EXHAUSTED at once",
+    )  # fmt: skip
+    p.add_argument("--max-streams", type=int, default=admission.max_streams,
+                   help="DetectStream streams open at once")  # fmt: skip
+    p.add_argument("--stream-window", type=int, default=admission.stream_window,
+                   help="frames of one stream in flight at once")  # fmt: skip
+    p.add_argument(
+        "--stream-idle-timeout", type=float, metavar="SECONDS",
+        default=admission.stream_idle_s,
+        help="a stream with no frame in flight that sends nothing this long is ended",
+    )  # fmt: skip
+
+
 def from_args(argv: Sequence[str] | None = None) -> NodeConfig:
     args = parser().parse_args(argv)
     allowed, local_models = _allowed_models(args.allow_model)
@@ -189,7 +241,14 @@ def from_args(argv: Sequence[str] | None = None) -> NodeConfig:
         batch=BatchLimits(
             max_size=args.max_batch, max_wait_s=args.max_wait_ms / 1000, max_queue=args.max_queue
         ),
-        images=ImageLimits(max_pixels=args.max_pixels),
+        images=ImageLimits(max_pixels=args.max_pixels, max_decoded_pixels=args.max_decoded_pixels),
+        admission=AdmissionLimits(
+            max_inflight_bytes=args.max_inflight_bytes,
+            max_rpcs=args.max_concurrent_rpcs,
+            max_streams=args.max_streams,
+            stream_window=args.stream_window,
+            stream_idle_s=args.stream_idle_timeout,
+        ),
         gates=GateConfig(
             pinned_classes=tuple(args.classes.split(",")) if args.classes else None,
             allow_class_change=args.allow_class_change,

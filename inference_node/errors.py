@@ -6,7 +6,9 @@ NodeError
 │   ├── InvalidParameter         conf / iou / max_det / classes out of range
 │   ├── ModelNotFound            the request names a model this node does not serve
 │   ├── ModelNotAllowed          the request names a model outside this node's allow-list
-│   └── ModelTooLarge            the requested model is larger than the whole model memory budget
+│   ├── ModelTooLarge            the requested model is larger than the whole model memory budget
+│   ├── MalformedRequest         the request bytes are not a valid protobuf message
+│   └── StreamIdle               a stream sent no frame for longer than the idle timeout
 ├── Unavailable                  the node cannot take the request right now
 │   ├── NoModelLoaded            no model has gone live yet
 │   ├── Draining                 the node is shutting down
@@ -59,6 +61,14 @@ class ModelNotAllowed(RequestError):
 
 class ModelTooLarge(RequestError):
     """The requested model's weights are larger than the node's whole model memory budget."""
+
+
+class MalformedRequest(RequestError):
+    """The request bytes could not be parsed as the method's protobuf message."""
+
+
+class StreamIdle(RequestError):
+    """A stream with no frame in flight sent nothing for longer than the idle timeout."""
 
 
 class Unavailable(NodeError):
@@ -132,8 +142,10 @@ class LoadCancelled(Superseded):
 def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status code and message a caller sees for ``exc``."""
     match exc:
-        case InvalidImage() | InvalidParameter():
+        case InvalidImage() | InvalidParameter() | MalformedRequest():
             return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+        case StreamIdle():
+            return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)
         case ModelNotFound():
             return grpc.StatusCode.NOT_FOUND, str(exc)
         case ModelNotAllowed():

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from inference_node import validate
+from inference_node.admission import Admission
 from inference_node.agent import SwapAgent
 from inference_node.batcher import Batcher
 from inference_node.catalog import ModelCatalog, StaticCatalog
@@ -27,12 +28,13 @@ from inference_node.device import (
     telemetry_for,
 )
 from inference_node.executors import shut_down_executors
+from inference_node.guard import ErrorInterceptor
 from inference_node.health import INFERENCE_SERVICE, NodeHealth
 from inference_node.loader import ModelLoader
 from inference_node.metrics import NodeMetrics
 from inference_node.model import ModelRef
 from inference_node.model_cache import ModelCache
-from inference_node.server import ErrorInterceptor, InferenceServicer
+from inference_node.server import InferenceServicer
 from inference_node.slot import Active, ModelSlot
 from inference_node.stats import StatsRecorder
 from inference_node.status import StatusSource
@@ -43,6 +45,9 @@ from yolofleet.v1 import inference_pb2_grpc
 logger = logging.getLogger(__name__)
 
 GRPC_OVERHEAD_BYTES = 1 << 20
+CONTROL_RPC_HEADROOM = 32
+"""RPCs beyond the inference cap that gRPC still takes, so health, status and stats answer
+while inference calls are at their cap."""
 LOADER_NICENESS = 10
 EXECUTOR_SHUTDOWN_S = 5.0
 """How long stop() waits for worker threads to finish; a thread still busy after is left."""
@@ -99,13 +104,14 @@ class InferenceNode:
         )
         self._loader = loader
         self.cache = self._model_cache(loader)
+        self.admission = Admission(config.admission, max_waiting=config.batch.max_queue)
         self.batcher = Batcher(
             self.slot,
             device_executor=self._device_executor,
-            decode_executor=self._decode_executor,
             limits=config.batch,
             metrics=self.metrics,
             cache=self.cache,
+            admission=self.admission,
         )
         self.agent = SwapAgent(
             self.slot,
@@ -175,6 +181,7 @@ class InferenceNode:
         max_message = config.images.max_bytes + GRPC_OVERHEAD_BYTES
         server = grpc.aio.server(
             interceptors=[ErrorInterceptor()],
+            maximum_concurrent_rpcs=self.admission.limits.max_rpcs + CONTROL_RPC_HEADROOM,
             options=[
                 ("grpc.max_receive_message_length", max_message),
                 ("grpc.so_reuseport", 0),
@@ -183,6 +190,8 @@ class InferenceNode:
         servicer = InferenceServicer(
             self.batcher,
             self.status,
+            admission=self.admission,
+            decode_executor=self._decode_executor,
             limits=config.images,
             max_det_limit=config.max_det_limit,
             metrics=self.metrics,

@@ -1,6 +1,10 @@
-"""The gRPC servicer: protobuf in, our dataclasses through the batcher, protobuf out.
+"""The gRPC servicer: protobuf in, decoded requests through the batcher, protobuf out.
 
-Errors are turned into statuses in one place, ``ErrorInterceptor``, via ``errors.to_status``.
+It decodes, submits and encodes, nothing else: a request is admitted by the batcher on
+arrival (``Batcher.admit``), its image is decoded on the decode pool within the bytes its
+ticket may hold, the typed ``DetectRequest`` is submitted, and the answer's boxes are mapped
+back to original-image pixels. Errors become statuses in one place, ``guard.ErrorInterceptor``;
+a DetectStream frame that fails gets its own error inside the stream instead.
 """
 
 from __future__ import annotations
@@ -8,14 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
 from typing import Any
 
 import grpc
 
+from inference_node.admission import Admission, Ticket
 from inference_node.batcher import Batcher, DetectRequest, DetectResult
 from inference_node.errors import InvalidParameter, NodeError, to_status
-from inference_node.imaging import ImageLimits, decode_image
+from inference_node.frames import Frame, FrameWindow
+from inference_node.guard import ErrorInterceptor, Malformed
+from inference_node.imaging import DecodedImage, ImageLimits, open_image
 from inference_node.metrics import NodeMetrics
 from inference_node.model import Detection, DetectParams, ModelRef
 from inference_node.stats import ModelId, NodeStatsSnapshot, Outcome, StatsRecorder, outcome_of
@@ -25,8 +33,9 @@ from yolofleet.v1 import inference_pb2_grpc as pb_grpc
 
 logger = logging.getLogger(__name__)
 
-STREAM_WINDOW = 8
-"""Frames of one stream in flight at once; more wait, which pushes back on the sender."""
+STREAM_METHOD = "/yolofleet.v1.Inference/DetectStream"
+__all__ = ["STREAM_METHOD", "ErrorInterceptor", "InferenceServicer"]
+# ErrorInterceptor lives in ``guard``; it is re-exported for code that imports it from here.
 
 
 class InferenceServicer(pb_grpc.InferenceServicer):
@@ -35,6 +44,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         batcher: Batcher,
         status: StatusSource,
         *,
+        admission: Admission,
+        decode_executor: Executor,
         limits: ImageLimits,
         max_det_limit: int,
         metrics: NodeMetrics,
@@ -44,6 +55,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     ) -> None:
         self._batcher = batcher
         self._status = status
+        self._admission = admission
+        self._decode = decode_executor
         self._limits = limits
         self._max_det_limit = max_det_limit
         self._metrics = metrics
@@ -54,33 +67,27 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     async def Detect(
         self, request: pb.DetectRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DetectResponse:
-        return await self._detect(request)
+        with self._admission.rpc():
+            return await self._detect(request)
 
     async def DetectStream(
         self,
-        request_iterator: AsyncIterator[pb.DetectRequest],
+        request_iterator: AsyncIterator[Frame],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.DetectResponse]:
-        window: asyncio.Queue[asyncio.Task[pb.DetectResponse] | None] = asyncio.Queue(STREAM_WINDOW)
-
-        async def read_frames() -> None:
+        """Answer frames in order, each with its detections or its own error, keeping at most
+        ``stream_window`` in flight; end the stream when it idles past ``stream_idle_s``."""
+        with self._admission.rpc(stream=True):
+            limits = self._admission.limits
+            frames = FrameWindow(
+                request_iterator, self._frame, window=limits.stream_window,
+                idle_s=limits.stream_idle_s,
+            )  # fmt: skip
             try:
-                async for frame in request_iterator:
-                    await window.put(asyncio.ensure_future(self._detect(frame)))
+                async for response in frames.answers():
+                    yield response
             finally:
-                await window.put(None)
-
-        reader = asyncio.ensure_future(read_frames())
-        try:
-            while (task := await window.get()) is not None:
-                yield await task
-            await reader
-        finally:
-            reader.cancel()
-            while not window.empty():
-                leftover = window.get_nowait()
-                if leftover is not None:
-                    leftover.cancel()
+                frames.cancel()
 
     async def GetStatus(
         self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -92,10 +99,38 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     ) -> pb.NodeStats:
         return _to_stats_proto(self._stats.window(request.since_unix, self._clock()))
 
+    async def _frame(self, frame: Frame) -> pb.DetectResponse:
+        """One stream frame's answer: its detections, or the status it failed with."""
+        try:
+            if isinstance(frame, Malformed):
+                raise frame.error(STREAM_METHOD)
+            return await self._detect(frame)
+        except Exception as exc:
+            if not isinstance(exc, NodeError):
+                logger.error("method=%s frame failed unexpectedly", STREAM_METHOD, exc_info=exc)
+            code, message = to_status(exc)
+            request_id = frame.request_id if isinstance(frame, pb.DetectRequest) else ""
+            return pb.DetectResponse(
+                request_id=request_id,
+                error=pb.FrameError(code=code.value[0], status=code.name, message=message),
+            )
+
     async def _detect(self, request: pb.DetectRequest) -> pb.DetectResponse:
         received = time.perf_counter()
         try:
-            result = await self._batcher.submit(lambda: self._to_request(request))
+            params = self._params(request)
+            with self._batcher.admit(wire_bytes=len(request.image)) as ticket:
+                decoded, decode_s = await asyncio.get_running_loop().run_in_executor(
+                    self._decode, self._decode_image, request.image, ticket
+                )
+                typed = DetectRequest(
+                    image=decoded.pixels,
+                    params=params,
+                    model_name=request.model,
+                    request_id=request.request_id,
+                    decode_s=decode_s,
+                )
+                result = await self._batcher.submit(typed, ticket)
         except Exception as exc:
             self._metrics.observe_request(
                 version="", code=to_status(exc)[0].name, queue_s=0, inference_s=0, total_s=0
@@ -103,6 +138,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             self._record_failure(request, exc, latency_s=time.perf_counter() - received)
             raise
         total_s = time.perf_counter() - received
+        detections = tuple(decoded.to_original(d) for d in result.detections)
         self._metrics.observe_request(
             version=result.ref.version,
             code="OK",
@@ -111,12 +147,19 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             total_s=total_s,
         )
         self._count(
-            ModelId.of(result.ref),
-            latency_s=total_s,
-            outcome=Outcome.OK,
-            detections=result.detections,
+            ModelId.of(result.ref), latency_s=total_s, outcome=Outcome.OK, detections=detections
         )
-        return _to_response(request, result, total_s=total_s)
+        return _to_response(request, result, decoded, detections, total_s=total_s)
+
+    def _decode_image(self, data: bytes, ticket: Ticket) -> tuple[DecodedImage, float]:
+        """Runs on the decode pool: the header is checked and the decode's peak bytes are
+        reserved before a pixel is decoded; afterwards only the pixels stay counted."""
+        started = time.perf_counter()
+        plan = open_image(data, self._limits)
+        ticket.reserve(plan.peak_bytes)
+        decoded = plan.decode()
+        ticket.settle(decoded.nbytes)
+        return decoded, time.perf_counter() - started
 
     def _record_failure(
         self, request: pb.DetectRequest, exc: Exception, *, latency_s: float
@@ -151,19 +194,6 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                 detections=detections,
             )
 
-    def _to_request(self, message: pb.DetectRequest) -> DetectRequest:
-        """Runs on the decode pool: check parameters, then decode the image."""
-        params = self._params(message)
-        started = time.perf_counter()
-        image = decode_image(message.image, self._limits)
-        return DetectRequest(
-            image=image,
-            params=params,
-            model_name=message.model,
-            request_id=message.request_id,
-            decode_s=time.perf_counter() - started,
-        )
-
     def _params(self, message: pb.DetectRequest) -> DetectParams:
         defaults = DetectParams()
         conf = message.conf if message.HasField("conf") else defaults.conf
@@ -183,7 +213,12 @@ class InferenceServicer(pb_grpc.InferenceServicer):
 
 
 def _to_response(
-    request: pb.DetectRequest, result: DetectResult, *, total_s: float
+    request: pb.DetectRequest,
+    result: DetectResult,
+    decoded: DecodedImage,
+    detections: tuple[Detection, ...],
+    *,
+    total_s: float,
 ) -> pb.DetectResponse:
     ref = result.ref
     return pb.DetectResponse(
@@ -195,11 +230,11 @@ def _to_response(
                 class_id=d.class_id,
                 class_name=d.class_name,
             )
-            for d in result.detections
+            for d in detections
         ],
         model=pb.ModelInfo(name=ref.name, version=ref.version, sha256=ref.sha256),
-        image_width=result.image_width,
-        image_height=result.image_height,
+        image_width=decoded.original_width,
+        image_height=decoded.original_height,
         timings=pb.Timings(
             decode_ms=result.decode_s * 1000,
             queue_ms=result.queue_s * 1000,
@@ -268,62 +303,3 @@ _PHASES = {
     SlotPhase.FAILED: pb.SLOT_PHASE_FAILED,
     SlotPhase.DRAINING: pb.SLOT_PHASE_DRAINING,
 }
-
-Handler = Callable[..., Any]
-
-
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Turns ``NodeError`` (and anything unexpected) into the status ``to_status`` chooses."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _guard_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                _guard_stream(handler.stream_stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
-
-
-def _guard_unary(behavior: Handler, method: str) -> Handler:
-    async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        try:
-            return await behavior(request, context)
-        except Exception as exc:
-            await _abort(context, exc, method)
-
-    return guarded
-
-
-def _guard_stream(behavior: Handler, method: str) -> Handler:
-    async def guarded(request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        try:
-            async for response in behavior(request_iterator, context):
-                yield response
-        except Exception as exc:
-            await _abort(context, exc, method)
-
-    return guarded
-
-
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception, method: str) -> None:
-    if isinstance(exc, grpc.aio.AbortError):
-        raise exc
-    if not isinstance(exc, NodeError):
-        logger.error("method=%s failed unexpectedly", method, exc_info=exc)
-    code, message = to_status(exc)
-    await context.abort(code, message)

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import queue
+import re
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -119,3 +126,80 @@ def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, floa
     inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+SERVING_LINE = re.compile(r"node serving model=\S+ grpc_port=(\d+)")
+
+
+class NodeSubprocess:
+    """``python -m inference_node --model MODEL [flags]`` as a real process, serving on loopback.
+
+    The process writes its log to stderr; ``log`` keeps every line, ``wait_for_line`` waits for
+    one. ``peak_rss_bytes`` reads the process's high-water mark (VmHWM) from /proc.
+    """
+
+    def __init__(self, model: Path, *flags: str, cache: Path, timeout_s: float = 120.0) -> None:
+        env = {**os.environ, "YOLOFLEET_CACHE": str(cache)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "inference_node", "--model", str(model), "--port", "0",
+             "--device", "cpu", "--threads", "1", *flags],
+            stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.log: list[str] = []
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        self._pump_thread.start()
+        port = int(self.wait_for_line(SERVING_LINE, timeout_s).group(1))
+        self.address = f"127.0.0.1:{port}"
+        self.channel = grpc.insecure_channel(self.address)
+        self.stub = pb_grpc.InferenceStub(self.channel)  # type: ignore[no-untyped-call]
+
+    def peak_rss_bytes(self) -> int:
+        """The process's resident-memory high-water mark (VmHWM)."""
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no VmHWM in /proc/PID/status")
+
+    def reset_peak_rss(self) -> bool:
+        """Reset the high-water mark to the current RSS (Linux ``clear_refs`` 5); False when
+        the kernel does not allow it, in which case the mark keeps its earlier peak."""
+        try:
+            with open(f"/proc/{self.process.pid}/clear_refs", "w") as clear:
+                clear.write("5")
+        except OSError:
+            return False
+        return True
+
+    def wait_for_line(self, pattern: re.Pattern[str], timeout_s: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    break
+                continue
+            if match := pattern.search(line):
+                return match
+        raise AssertionError(f"no line matching {pattern.pattern}; log:\n{''.join(self.log)}")
+
+    def close(self) -> None:
+        self.channel.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process.wait(10)
+        self._pump_thread.join(10)
+        assert self.process.stderr is not None
+        self.process.stderr.close()
+
+    def _pump(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.put(line)
+            self.log.append(line)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from inference_node.admission import AdmissionLimits
 from inference_node.batcher import BatchLimits
 from inference_node.model import ModelRef
 from tests.images import png_claiming
@@ -101,3 +102,76 @@ def test_full_queue_is_resource_exhausted_then_node_serves(
     assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
     _assert_still_serving(node)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        pytest.param(b"\x0a\x05ab", id="truncated-field"),
+        pytest.param(b"\xff" * 11, id="varint-too-long"),
+        pytest.param(b"\x12\x03\xff\xfe\xfd", id="model-name-not-utf8"),
+    ],
+)
+def test_unparsable_request_bytes_are_invalid_argument_with_one_log_line(
+    shared_node: RunningNode, garbage: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    detect = shared_node.channel.unary_unary(
+        "/yolofleet.v1.Inference/Detect",
+        request_serializer=None,
+        response_deserializer=pb.DetectResponse.FromString,
+    )
+
+    with caplog.at_level("INFO"), pytest.raises(grpc.RpcError) as caught:
+        detect(garbage, timeout=30)
+
+    assert caught.value.code() == INVALID
+    assert "not a valid protobuf message" in caught.value.details()
+    malformed = [r for r in caplog.records if "malformed request" in r.getMessage()]
+    assert len(malformed) == 1
+    assert f"bytes={len(garbage)}" in malformed[0].getMessage()
+    assert not [r for r in caplog.records if r.exc_info], "no traceback is logged"
+    _assert_still_serving(shared_node)
+
+
+def test_inference_calls_past_the_cap_are_resource_exhausted_then_served(
+    start_node: Callable[..., RunningNode], refs: dict[str, ModelRef]
+) -> None:
+    node = start_node(admission=AdmissionLimits(max_rpcs=1))
+    node.swap_to(refs["v1"])
+    big = encode(render_image(11).image.resize((640, 640)), "BMP")
+
+    with ThreadPoolExecutor(32) as pool:
+        codes = list(pool.map(node.detect_code, [big] * 32))
+
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    _assert_still_serving(node)
+
+
+def test_unparsable_message_on_another_stream_ends_it_with_invalid_argument(
+    shared_node: RunningNode,
+) -> None:
+    reflection = shared_node.channel.stream_stream(
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        request_serializer=None,
+        response_deserializer=None,
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        list(reflection(iter([b"\x0a\x05ab"]), timeout=30))
+
+    assert caught.value.code() == INVALID
+    assert "not a valid protobuf message" in caught.value.details()
+    _assert_still_serving(shared_node)
+
+
+def test_unparsable_health_watch_request_is_invalid_argument(shared_node: RunningNode) -> None:
+    watch = shared_node.channel.unary_stream(
+        "/grpc.health.v1.Health/Watch", request_serializer=None, response_deserializer=None
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        list(watch(b"\x0a\x05ab", timeout=30))
+
+    assert caught.value.code() == INVALID
+    _assert_still_serving(shared_node)

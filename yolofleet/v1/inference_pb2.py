@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cyolofleet/v1/inference.proto\x12\x0cyolofleet.v1\"\xaa\x01\n\rDetectRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\x04\x63onf\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x10\n\x03iou\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x14\n\x07max_det\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x0f\n\x07\x63lasses\x18\x06 \x03(\x05\x12\x12\n\nrequest_id\x18\x07 \x01(\tB\x07\n\x05_confB\x06\n\x04_iouB\n\n\x08_max_det\"5\n\x03\x42ox\x12\n\n\x02x1\x18\x01 \x01(\x02\x12\n\n\x02y1\x18\x02 \x01(\x02\x12\n\n\x02x2\x18\x03 \x01(\x02\x12\n\n\x02y2\x18\x04 \x01(\x02\"e\n\tDetection\x12\x1e\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x11.yolofleet.v1.Box\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x10\n\x08\x63lass_id\x18\x03 \x01(\x05\x12\x12\n\nclass_name\x18\x04 \x01(\t\":\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"V\n\x07Timings\x12\x11\n\tdecode_ms\x18\x01 \x01(\x01\x12\x10\n\x08queue_ms\x18\x02 \x01(\x01\x12\x14\n\x0cinference_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\"\xf4\x01\n\x0e\x44\x65tectResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12+\n\ndetections\x18\x02 \x03(\x0b\x32\x17.yolofleet.v1.Detection\x12&\n\x05model\x18\x03 \x01(\x0b\x32\x17.yolofleet.v1.ModelInfo\x12\x13\n\x0bimage_width\x18\x04 \x01(\x05\x12\x14\n\x0cimage_height\x18\x05 \x01(\x05\x12&\n\x07timings\x18\x06 \x01(\x0b\x32\x15.yolofleet.v1.Timings\x12\x12\n\ngeneration\x18\x07 \x01(\x04\x12\x12\n\nbatch_size\x18\x08 \x01(\x05\"\x12\n\x10GetStatusRequest\"g\n\x0c\x44\x65viceMemory\x12\x11\n\tavailable\x18\x01 \x01(\x08\x12\x12\n\nused_bytes\x18\x02 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\x1b\n\x13utilization_percent\x18\x04 \x01(\r\"\xbe\x02\n\nNodeStatus\x12-\n\x0c\x61\x63tive_model\x18\x01 \x01(\x0b\x32\x17.yolofleet.v1.ModelInfo\x12&\n\x05phase\x18\x02 \x01(\x0e\x32\x17.yolofleet.v1.SlotPhase\x12\x12\n\ngeneration\x18\x03 \x01(\x04\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x16\n\x0elast_swap_unix\x18\x05 \x01(\x01\x12\x1c\n\x14last_swap_duration_s\x18\x06 \x01(\x01\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12*\n\x06memory\x18\x08 \x01(\x0b\x32\x1a.yolofleet.v1.DeviceMemory\x12\x0f\n\x07pending\x18\t \x01(\x05\x12.\n\rloading_model\x18\n \x01(\x0b\x32\x17.yolofleet.v1.ModelInfo\"%\n\x0fGetStatsRequest\x12\x12\n\nsince_unix\x18\x01 \x01(\x01\"\xb9\x02\n\nModelStats\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.yolofleet.v1.ModelInfo\x12\x10\n\x08requests\x18\x02 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x03 \x01(\x04\x12\x18\n\x10latency_bounds_s\x18\x04 \x03(\x01\x12\x16\n\x0elatency_counts\x18\x05 \x03(\x04\x12\x0e\n\x06images\x18\x06 \x01(\x04\x12\x12\n\ndetections\x18\x07 \x01(\x04\x12\x16\n\x0e\x63onfidence_sum\x18\x08 \x01(\x01\x12?\n\x0c\x63lass_counts\x18\t \x03(\x0b\x32).yolofleet.v1.ModelStats.ClassCountsEntry\x1a\x32\n\x10\x43lassCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"i\n\tNodeStats\x12\x19\n\x11window_start_unix\x18\x01 \x01(\x01\x12\x17\n\x0fwindow_end_unix\x18\x02 \x01(\x01\x12(\n\x06models\x18\x03 \x03(\x0b\x32\x18.yolofleet.v1.ModelStats*\x9d\x01\n\tSlotPhase\x12\x1a\n\x16SLOT_PHASE_UNSPECIFIED\x10\x00\x12\x14\n\x10SLOT_PHASE_EMPTY\x10\x01\x12\x16\n\x12SLOT_PHASE_LOADING\x10\x02\x12\x16\n\x12SLOT_PHASE_SERVING\x10\x03\x12\x15\n\x11SLOT_PHASE_FAILED\x10\x04\x12\x17\n\x13SLOT_PHASE_DRAINING\x10\x05\x32\xaa\x02\n\tInference\x12\x43\n\x06\x44\x65tect\x12\x1b.yolofleet.v1.DetectRequest\x1a\x1c.yolofleet.v1.DetectResponse\x12M\n\x0c\x44\x65tectStream\x12\x1b.yolofleet.v1.DetectRequest\x1a\x1c.yolofleet.v1.DetectResponse(\x01\x30\x01\x12\x45\n\tGetStatus\x12\x1e.yolofleet.v1.GetStatusRequest\x1a\x18.yolofleet.v1.NodeStatus\x12\x42\n\x08GetStats\x12\x1d.yolofleet.v1.GetStatsRequest\x1a\x17.yolofleet.v1.NodeStatsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cyolofleet/v1/inference.proto\x12\x0cyolofleet.v1\"\xaa\x01\n\rDetectRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\x04\x63onf\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x10\n\x03iou\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x14\n\x07max_det\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x0f\n\x07\x63lasses\x18\x06 \x03(\x05\x12\x12\n\nrequest_id\x18\x07 \x01(\tB\x07\n\x05_confB\x06\n\x04_iouB\n\n\x08_max_det\"5\n\x03\x42ox\x12\n\n\x02x1\x18\x01 \x01(\x02\x12\n\n\x02y1\x18\x02 \x01(\x02\x12\n\n\x02x2\x18\x03 \x01(\x02\x12\n\n\x02y2\x18\x04 \x01(\x02\"e\n\tDetection\x12\x1e\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x11.yolofleet.v1.Box\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x10\n\x08\x63lass_id\x18\x03 \x01(\x05\x12\x12\n\nclass_name\x18\x04 \x01(\t\":\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"V\n\x07Timings\x12\x11\n\tdecode_ms\x18\x01 \x01(\x01\x12\x10\n\x08queue_ms\x18\x02 \x01(\x01\x12\x14\n\x0cinference_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\"\x9d\x02\n\x0e\x44\x65tectResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12+\n\ndetections\x18\x02 \x03(\x0b\x32\x17.yolofleet.v1.Detection\x12&\n\x05model\x18\x03 \x01(\x0b\x32\x17.yolofleet.v1.ModelInfo\x12\x13\n\x0bimage_width\x18\x04 \x01(\x05\x12\x14\n\x0cimage_height\x18\x05 \x01(\x05\x12&\n\x07timings\x18\x06 \x01(\x0b\x32\x15.yolofleet.v1.Timings\x12\x12\n\ngeneration\x18\x07 \x01(\x04\x12\x12\n\nbatch_size\x18\x08 \x01(\x05\x12\'\n\x05\x65rror\x18\t \x01(\x0b\x32\x18.yolofleet.v1.FrameError\";\n\nFrameError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x12\n\x10GetStatusRequest\"g\n\x0c\x44\x65viceMemory\x12\x11\n\tavailable\x18\x01 \x01(\x08\x12\x12\n\nused_bytes\x18\x02 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\x1b\n\x13utilization_percent\x18\x04 \x01(\r\"\xbe\x02\n\nNodeStatus\x12-\n\x0c\x61\x63tive_model\x18\x01 \x01(\x0b\x32\x17.yolofleet.v1.ModelInfo\x12&\n\x05phase\x18\x02 \x01(\x0e\x32\x17.yolofleet.v1.SlotPhase\x12\x12\n\ngeneration\x18\x03 \x01(\x04\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x16\n\x0elast_swap_unix\x18\x05 \x01(\x01\x12\x1c\n\x14last_swap_duration_s\x18\x06 \x01(\x01\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12*\n\x06memory\x18\x08 \x01(\x0b\x32\x1a.yolofleet.v1.DeviceMemory\x12\x0f\n\x07pending\x18\t \x01(\x05\x12.\n\rloading_model\x18\n \x01(\x0b\x32\x17.yolofleet.v1.ModelInfo\"%\n\x0fGetStatsRequest\x12\x12\n\nsince_unix\x18\x01 \x01(\x01\"\xb9\x02\n\nModelStats\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.yolofleet.v1.ModelInfo\x12\x10\n\x08requests\x18\x02 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x03 \x01(\x04\x12\x18\n\x10latency_bounds_s\x18\x04 \x03(\x01\x12\x16\n\x0elatency_counts\x18\x05 \x03(\x04\x12\x0e\n\x06images\x18\x06 \x01(\x04\x12\x12\n\ndetections\x18\x07 \x01(\x04\x12\x16\n\x0e\x63onfidence_sum\x18\x08 \x01(\x01\x12?\n\x0c\x63lass_counts\x18\t \x03(\x0b\x32).yolofleet.v1.ModelStats.ClassCountsEntry\x1a\x32\n\x10\x43lassCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"i\n\tNodeStats\x12\x19\n\x11window_start_unix\x18\x01 \x01(\x01\x12\x17\n\x0fwindow_end_unix\x18\x02 \x01(\x01\x12(\n\x06models\x18\x03 \x03(\x0b\x32\x18.yolofleet.v1.ModelStats*\x9d\x01\n\tSlotPhase\x12\x1a\n\x16SLOT_PHASE_UNSPECIFIED\x10\x00\x12\x14\n\x10SLOT_PHASE_EMPTY\x10\x01\x12\x16\n\x12SLOT_PHASE_LOADING\x10\x02\x12\x16\n\x12SLOT_PHASE_SERVING\x10\x03\x12\x15\n\x11SLOT_PHASE_FAILED\x10\x04\x12\x17\n\x13SLOT_PHASE_DRAINING\x10\x05\x32\xaa\x02\n\tInference\x12\x43\n\x06\x44\x65tect\x12\x1b.yolofleet.v1.DetectRequest\x1a\x1c.yolofleet.v1.DetectResponse\x12M\n\x0c\x44\x65tectStream\x12\x1b.yolofleet.v1.DetectRequest\x1a\x1c.yolofleet.v1.DetectResponse(\x01\x30\x01\x12\x45\n\tGetStatus\x12\x1e.yolofleet.v1.GetStatusRequest\x1a\x18.yolofleet.v1.NodeStatus\x12\x42\n\x08GetStats\x12\x1d.yolofleet.v1.GetStatsRequest\x1a\x17.yolofleet.v1.NodeStatsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELSTATS_CLASSCOUNTSENTRY']._loaded_options = None
   _globals['_MODELSTATS_CLASSCOUNTSENTRY']._serialized_options = b'8\001'
-  _globals['_SLOTPHASE']._serialized_start=1681
-  _globals['_SLOTPHASE']._serialized_end=1838
+  _globals['_SLOTPHASE']._serialized_start=1783
+  _globals['_SLOTPHASE']._serialized_end=1940
   _globals['_DETECTREQUEST']._serialized_start=47
   _globals['_DETECTREQUEST']._serialized_end=217
   _globals['_BOX']._serialized_start=219
@@ -46,21 +46,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TIMINGS']._serialized_start=437
   _globals['_TIMINGS']._serialized_end=523
   _globals['_DETECTRESPONSE']._serialized_start=526
-  _globals['_DETECTRESPONSE']._serialized_end=770
-  _globals['_GETSTATUSREQUEST']._serialized_start=772
-  _globals['_GETSTATUSREQUEST']._serialized_end=790
-  _globals['_DEVICEMEMORY']._serialized_start=792
-  _globals['_DEVICEMEMORY']._serialized_end=895
-  _globals['_NODESTATUS']._serialized_start=898
-  _globals['_NODESTATUS']._serialized_end=1216
-  _globals['_GETSTATSREQUEST']._serialized_start=1218
-  _globals['_GETSTATSREQUEST']._serialized_end=1255
-  _globals['_MODELSTATS']._serialized_start=1258
-  _globals['_MODELSTATS']._serialized_end=1571
-  _globals['_MODELSTATS_CLASSCOUNTSENTRY']._serialized_start=1521
-  _globals['_MODELSTATS_CLASSCOUNTSENTRY']._serialized_end=1571
-  _globals['_NODESTATS']._serialized_start=1573
-  _globals['_NODESTATS']._serialized_end=1678
-  _globals['_INFERENCE']._serialized_start=1841
-  _globals['_INFERENCE']._serialized_end=2139
+  _globals['_DETECTRESPONSE']._serialized_end=811
+  _globals['_FRAMEERROR']._serialized_start=813
+  _globals['_FRAMEERROR']._serialized_end=872
+  _globals['_GETSTATUSREQUEST']._serialized_start=874
+  _globals['_GETSTATUSREQUEST']._serialized_end=892
+  _globals['_DEVICEMEMORY']._serialized_start=894
+  _globals['_DEVICEMEMORY']._serialized_end=997
+  _globals['_NODESTATUS']._serialized_start=1000
+  _globals['_NODESTATUS']._serialized_end=1318
+  _globals['_GETSTATSREQUEST']._serialized_start=1320
+  _globals['_GETSTATSREQUEST']._serialized_end=1357
+  _globals['_MODELSTATS']._serialized_start=1360
+  _globals['_MODELSTATS']._serialized_end=1673
+  _globals['_MODELSTATS_CLASSCOUNTSENTRY']._serialized_start=1623
+  _globals['_MODELSTATS_CLASSCOUNTSENTRY']._serialized_end=1673
+  _globals['_NODESTATS']._serialized_start=1675
+  _globals['_NODESTATS']._serialized_end=1780
+  _globals['_INFERENCE']._serialized_start=1943
+  _globals['_INFERENCE']._serialized_end=2241
 # @@protoc_insertion_point(module_scope)

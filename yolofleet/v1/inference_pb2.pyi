@@ -87,7 +87,7 @@ class Timings(_message.Message):
     def __init__(self, decode_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., inference_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
 
 class DetectResponse(_message.Message):
-    __slots__ = ("request_id", "detections", "model", "image_width", "image_height", "timings", "generation", "batch_size")
+    __slots__ = ("request_id", "detections", "model", "image_width", "image_height", "timings", "generation", "batch_size", "error")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DETECTIONS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +96,7 @@ class DetectResponse(_message.Message):
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     detections: _containers.RepeatedCompositeFieldContainer[Detection]
     model: ModelInfo
@@ -104,7 +105,18 @@ class DetectResponse(_message.Message):
     timings: Timings
     generation: int
     batch_size: int
-    def __init__(self, request_id: _Optional[str] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., generation: _Optional[int] = ..., batch_size: _Optional[int] = ...) -> None: ...
+    error: FrameError
+    def __init__(self, request_id: _Optional[str] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., generation: _Optional[int] = ..., batch_size: _Optional[int] = ..., error: _Optional[_Union[FrameError, _Mapping]] = ...) -> None: ...
+
+class FrameError(_message.Message):
+    __slots__ = ("code", "status", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    status: str
+    message: str
+    def __init__(self, code: _Optional[int] = ..., status: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ()

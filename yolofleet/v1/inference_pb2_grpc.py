@@ -69,7 +69,10 @@ class InferenceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DetectStream(self, request_iterator, context):
-        """Detect objects in a stream of frames; responses come back in request order.
+        """Detect objects in a stream of frames; responses come back in request order, one per frame.
+        A frame that fails gets a response carrying its error and the stream goes on; the stream
+        itself ends with RESOURCE_EXHAUSTED when too many are open, and DEADLINE_EXCEEDED when it
+        sends nothing (with no frame in flight) for longer than the node's idle timeout.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

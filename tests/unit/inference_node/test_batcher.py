@@ -5,7 +5,6 @@ import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import pytest
@@ -43,7 +42,6 @@ async def parts() -> AsyncIterator[tuple[ModelSlot, Batcher]]:
     batcher = Batcher(
         slot,
         device_executor=device,
-        decode_executor=decode,
         limits=BatchLimits(max_size=4, max_wait_s=0.0, max_queue=8),
         metrics=NodeMetrics(),
     )
@@ -58,7 +56,7 @@ async def test_submit_without_model_is_unavailable(parts: tuple[ModelSlot, Batch
     _, batcher = parts
 
     with pytest.raises(NoModelLoaded):
-        await batcher.submit(request)
+        await batcher.submit(request())
 
 
 async def test_batches_respect_max_size_and_never_mix_models(
@@ -69,9 +67,9 @@ async def test_batches_respect_max_size_and_never_mix_models(
     first = FakeDetector(gate=gate)
     second = FakeDetector()
     slot.swap(make_ref("m", "1"), first, load=REPORT, started_at=0)
-    blocked = asyncio.ensure_future(batcher.submit(request))
+    blocked = asyncio.ensure_future(batcher.submit(request()))
     await until(lambda: batcher.pending == 1 and not batcher.queued)
-    queued = [asyncio.ensure_future(batcher.submit(request)) for _ in range(6)]
+    queued = [asyncio.ensure_future(batcher.submit(request())) for _ in range(6)]
     await until(lambda: batcher.queued == 6)
 
     slot.swap(make_ref("m", "2"), second, load=REPORT, started_at=0)
@@ -88,13 +86,13 @@ async def test_full_queue_is_refused_with_overloaded(parts: tuple[ModelSlot, Bat
     slot, batcher = parts
     gate = threading.Event()
     slot.swap(make_ref("m"), FakeDetector(gate=gate), load=REPORT, started_at=0)
-    running = asyncio.ensure_future(batcher.submit(request))
+    running = asyncio.ensure_future(batcher.submit(request()))
     await until(lambda: batcher.pending == 1 and not batcher.queued)
-    queued = [asyncio.ensure_future(batcher.submit(request)) for _ in range(8)]
+    queued = [asyncio.ensure_future(batcher.submit(request())) for _ in range(8)]
     await until(lambda: batcher.queued == 8)
 
     with pytest.raises(Overloaded):
-        await batcher.submit(request)
+        await batcher.submit(request())
 
     gate.set()
     assert len(await asyncio.gather(running, *queued)) == 9
@@ -105,8 +103,8 @@ async def test_request_for_another_model_is_not_found(parts: tuple[ModelSlot, Ba
     slot.swap(make_ref("shapes"), FakeDetector(), load=REPORT, started_at=0)
 
     with pytest.raises(ModelNotFound, match="'other' is not served here"):
-        await batcher.submit(lambda: request("other"))
-    result = await batcher.submit(lambda: request("shapes"))
+        await batcher.submit(request("other"))
+    result = await batcher.submit(request("shapes"))
 
     assert result.ref.name == "shapes"
 
@@ -118,13 +116,12 @@ async def test_lone_request_runs_without_waiting_for_partners() -> None:
     batcher = Batcher(
         slot,
         device_executor=device,
-        decode_executor=decode,
         limits=BatchLimits(max_size=16, max_wait_s=30.0, max_queue=8),
         metrics=NodeMetrics(),
     )
     batcher.start()
 
-    result = await asyncio.wait_for(batcher.submit(request), 5)
+    result = await asyncio.wait_for(batcher.submit(request()), 5)
 
     assert result.batch_size == 1
     await batcher.stop()
@@ -135,7 +132,7 @@ async def test_lone_request_runs_without_waiting_for_partners() -> None:
 async def test_drain_finishes_queued_work_then_refuses(parts: tuple[ModelSlot, Batcher]) -> None:
     slot, batcher = parts
     slot.swap(make_ref("m"), FakeDetector(delay_s=0.05), load=REPORT, started_at=0)
-    queued = [asyncio.ensure_future(batcher.submit(request)) for _ in range(5)]
+    queued = [asyncio.ensure_future(batcher.submit(request())) for _ in range(5)]
     await until(lambda: batcher.pending == 5)
 
     drained = await batcher.drain(5)
@@ -143,7 +140,7 @@ async def test_drain_finishes_queued_work_then_refuses(parts: tuple[ModelSlot, B
     assert drained
     assert all(task.done() and task.exception() is None for task in queued)
     with pytest.raises(Draining):
-        await batcher.submit(request)
+        await batcher.submit(request())
 
 
 @dataclass
@@ -174,7 +171,6 @@ async def with_cache() -> AsyncIterator[WithCache]:
     batcher = Batcher(
         slot,
         device_executor=device,
-        decode_executor=decode,
         limits=BatchLimits(max_size=4, max_wait_s=0.0, max_queue=32),
         metrics=metrics,
         cache=cache,
@@ -193,12 +189,12 @@ async def with_cache() -> AsyncIterator[WithCache]:
 
 async def test_batches_are_cut_per_model_and_never_mix_models(with_cache: WithCache) -> None:
     parts = with_cache
-    await parts.batcher.submit(lambda: request("a"))
-    await parts.batcher.submit(lambda: request("b"))
-    blocked = asyncio.ensure_future(parts.batcher.submit(request))
+    await parts.batcher.submit(request("a"))
+    await parts.batcher.submit(request("b"))
+    blocked = asyncio.ensure_future(parts.batcher.submit(request()))
     await until(lambda: parts.batcher.running == 1)
     names = ["a", "", "b", "a", "m", "a", "b", "a", "", "a"]
-    queued = [asyncio.ensure_future(parts.batcher.submit(partial(request, n))) for n in names]
+    queued = [asyncio.ensure_future(parts.batcher.submit(request(n))) for n in names]
     await until(lambda: parts.batcher.queued == len(names))
 
     assert parts.assigned.gate is not None
@@ -221,7 +217,7 @@ async def test_first_requests_for_an_unloaded_model_share_one_load(
     assert parts.assigned.gate is not None
     parts.assigned.gate.set()
     parts.loader.gate = threading.Event()
-    waiting = [asyncio.ensure_future(parts.batcher.submit(lambda: request("a"))) for _ in range(8)]
+    waiting = [asyncio.ensure_future(parts.batcher.submit(request("a"))) for _ in range(8)]
     await until(lambda: parts.loader.running == 1)
 
     parts.loader.gate.set()
@@ -236,10 +232,10 @@ async def test_assigned_model_answers_while_another_model_loads(with_cache: With
     assert parts.assigned.gate is not None
     parts.assigned.gate.set()
     parts.loader.gate = threading.Event()
-    loading = asyncio.ensure_future(parts.batcher.submit(lambda: request("a")))
+    loading = asyncio.ensure_future(parts.batcher.submit(request("a")))
     await until(lambda: parts.loader.running == 1)
 
-    result = await asyncio.wait_for(parts.batcher.submit(request), 5)
+    result = await asyncio.wait_for(parts.batcher.submit(request()), 5)
 
     assert result.ref.name == "m"
     assert not loading.done()
@@ -253,8 +249,8 @@ async def test_model_not_on_the_allow_list_is_refused(with_cache: WithCache) -> 
     parts.assigned.gate.set()
 
     with pytest.raises(ModelNotAllowed, match="'other' is not allowed on this node"):
-        await parts.batcher.submit(lambda: request("other"))
-    result = await parts.batcher.submit(lambda: request("a"))
+        await parts.batcher.submit(request("other"))
+    result = await parts.batcher.submit(request("a"))
 
     assert result.ref.name == "a"
     assert parts.loader.loads == ["a"]
@@ -265,9 +261,7 @@ async def test_requests_waiting_for_a_load_count_against_the_queue_limit(
 ) -> None:
     parts = with_cache
     parts.loader.gate = threading.Event()
-    waiting = [
-        asyncio.ensure_future(parts.batcher.submit(partial(request, "a"))) for _ in range(33)
-    ]
+    waiting = [asyncio.ensure_future(parts.batcher.submit(request("a"))) for _ in range(33)]
     await until(lambda: any(task.done() for task in waiting))
 
     refused = [task for task in waiting if task.done()]
