@@ -3,8 +3,8 @@
 Pure: no I/O and no clock. Each check compares one figure of the canary with the baseline's
 against the operator's tolerance (``Thresholds``) with the anytime-valid statistics of
 ``sequential``: it FAILs only when the evidence that the canary is beyond the tolerance reaches
-``1/alpha_check`` (``alpha`` split evenly over the checks that are on); it PASSes once both sides
-have the check's minimum samples and the estimate is within the tolerance; otherwise it is
+``1/alpha_check`` (``alpha`` split over the checks that are on by ``WEIGHTS``); it PASSes once
+both sides have the check's minimum samples and the estimate is within the tolerance; else it is
 INCONCLUSIVE (too little data is never a pass). The evidence is a function of the running totals,
 so judging the growing window every tick keeps the false-failure bound. Any FAIL makes the
 verdict FAIL; samples that cannot be right (more errors than requests, negative or non-finite
@@ -54,9 +54,23 @@ def assess(canary: Samples, baseline: Samples, thresholds: Thresholds) -> Verdic
         if problem:
             return error_verdict(f"{side} samples are implausible: {problem}")
     on = enabled(thresholds)
-    alpha = thresholds.alpha / len(on)
-    checks = tuple(CHECKS[check](canary, baseline, thresholds, alpha) for check in on)
+    share = thresholds.alpha / sum(WEIGHTS[check] for check in on)
+    checks = tuple(
+        CHECKS[check](canary, baseline, thresholds, share * WEIGHTS[check]) for check in on
+    )
     return _fold(checks)
+
+
+WEIGHTS: dict[Check, int] = {
+    Check.ERROR_RATE: 2,
+    Check.P99_LATENCY: 2,
+    Check.DETECTIONS_PER_IMAGE: 1,
+    Check.MEAN_CONFIDENCE: 1,
+    Check.CLASS_SHARE: 1,
+    Check.CLASS_MIX: 1,
+}
+"""Shares of ``alpha`` per check: the serving checks judge small changes against tight
+tolerances and need the level most; the output guardrails judge large ones."""
 
 
 def enabled(thresholds: Thresholds) -> tuple[Check, ...]:

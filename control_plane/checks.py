@@ -7,6 +7,7 @@ INCONCLUSIVE otherwise. ``judge`` turns those three facts into a ``CheckResult``
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -50,14 +51,16 @@ class CheckResult:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Finding:
     """What a check found, before it is judged: the estimate ``score`` of the compared figure,
-    its confidence ``bounds``, and whether those bounds lie beyond the tolerance (``failed``) and
-    the estimate within it (``within``). ``what`` describes the figures for the reason.
+    its confidence ``bounds`` or the log ``evidence`` against "within the tolerance", whether
+    that evidence suffices (``failed``) and whether the estimate is within the tolerance
+    (``within``). ``what`` describes the figures for the reason.
     """
 
     value: float | None
     baseline_value: float | None
     score: float
-    bounds: Interval
+    bounds: Interval | None = None
+    evidence: float | None = None
     failed: bool
     within: bool
     what: str
@@ -77,7 +80,7 @@ def judge(
     sides = (("canary", ns[0]), ("baseline", ns[1]))
     short = [f"{side} has {n} {unit}" for side, n in sides if n < minimum]
     counts = f"(n={ns[0]}/{ns[1]})"
-    bounds = f"{1 - alpha:.2%} bounds {finding.bounds.lo:.4g}..{finding.bounds.hi:.4g}"
+    bounds = _support(finding, alpha)
     if finding.failed:
         outcome = Outcome.FAIL
         reason = f"{name}: {finding.what} ({bounds}), beyond tolerance {threshold:g} {counts}"
@@ -104,6 +107,13 @@ def judge(
         baseline_n=ns[1],
         reason=reason,
     )
+
+
+def _support(finding: Finding, alpha: float) -> str:
+    if finding.bounds is not None:
+        return f"{1 - alpha:.2%} bounds {finding.bounds.lo:.4g}..{finding.bounds.hi:.4g}"
+    evidence = math.exp(min(finding.evidence or 0.0, 700.0))
+    return f"evidence {evidence:.3g}, fails at {1 / alpha:.3g}"
 
 
 def difference(canary: Interval, baseline: Interval) -> Interval:

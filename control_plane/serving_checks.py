@@ -1,24 +1,29 @@
 """The serving checks: error rate and tail latency, canary against baseline.
 
-- **Error rate**: a confidence sequence for each side's error rate (errors of requests, the
-  model's own failures only); FAIL when the canary's lower bound exceeds the baseline's upper
-  bound by more than ``error_rate_increase``.
+- **Error rate** (errors of requests, the model's own failures only): FAIL when the evidence
+  against "the canary's rate exceeds the baseline's by at most ``error_rate_increase``"
+  (``sequential.shift_log_evidence``) reaches ``1/alpha``.
 - **p99 latency**: the baseline's p99 is bounded from above with confidence (the smallest latency
   at which the upper bound of the baseline's share of slower requests is 1%), at least
   ``latency_floor_s``; FAIL when the canary's share of requests slower than
   ``p99_latency_ratio`` times that bound is above 1% with confidence, i.e. the canary's p99 is
-  beyond the ratio. Shares between bucket bounds are interpolated linearly, as Prometheus'
-  ``histogram_quantile`` does. Choosing the compared latency from the data needs no split of the
-  level: the shares above every latency are nested, so only the test at the true p99 can err.
+  beyond the ratio. Shares between bucket bounds are interpolated (see ``above``). Choosing the
+  compared latency from the data needs no split of the level: the shares above every latency
+  are nested, so only the test at the true p99 can err.
 """
 
 from __future__ import annotations
 
 import math
 
-from control_plane.checks import Check, CheckResult, Finding, difference, judge
+from control_plane.checks import Check, CheckResult, Finding, judge
 from control_plane.samples import LatencyHistogram, Samples
-from control_plane.sequential import bounded_interval, bounded_log_evidence
+from control_plane.sequential import (
+    RARE,
+    bounded_interval,
+    bounded_log_evidence,
+    shift_log_evidence,
+)
 from control_plane.spec import Thresholds
 
 TAIL = 0.01
@@ -30,16 +35,18 @@ def error_rate(canary: Samples, baseline: Samples, t: Thresholds, alpha: float) 
     ns = (canary.requests, baseline.requests)
     rate = canary.errors / canary.requests if canary.requests else 0.0
     base = baseline.errors / baseline.requests if baseline.requests else 0.0
-    bounds = difference(
-        bounded_interval(canary.errors, canary.requests, alpha / 2),
-        bounded_interval(baseline.errors, baseline.requests, alpha / 2),
+    evidence = shift_log_evidence(
+        (canary.errors, canary.requests),
+        (baseline.errors, baseline.requests),
+        t.error_rate_increase,
+        prior=RARE,
     )
     finding = Finding(
         value=rate,
         baseline_value=base,
         score=rate - base,
-        bounds=bounds,
-        failed=bounds.lo > t.error_rate_increase,
+        evidence=evidence,
+        failed=evidence >= math.log(1 / alpha),
         within=rate - base <= t.error_rate_increase,
         what=f"canary {rate:.4f} vs baseline {base:.4f}, increase {rate - base:+.4f}",
     )
@@ -64,7 +71,7 @@ def p99_latency(canary: Samples, baseline: Samples, t: Thresholds, alpha: float)
     bound = confident_p99(theirs, side_alpha)
     limit = t.p99_latency_ratio * max(bound if bound is not None else 0.0, t.latency_floor_s)
     slower = above(ours, limit, open_bucket=False)
-    shares = bounded_interval(slower, ns[0], side_alpha)
+    shares = bounded_interval(slower, ns[0], side_alpha, prior=RARE)
     failed = bound is not None and _beyond(slower, ns[0], side_alpha)
     known = f"{bound * 1000:.1f}ms" if bound is not None else "not yet known"
     finding = Finding(
@@ -105,20 +112,26 @@ def confident_p99(latency: LatencyHistogram, alpha: float) -> float | None:
 
 
 def above(latency: LatencyHistogram, x: float, *, open_bucket: bool) -> float:
-    """Requests slower than ``x``, interpolated inside its bucket; above the last bound the
-    open bucket counts in full when ``open_bucket`` (an upper estimate), else not at all.
+    """Requests slower than ``x``. Inside a bucket the count above falls geometrically from the
+    bucket's lower bound to its upper one (a tail's survival is close to exponential there;
+    linear interpolation would put the bucket's mass at its top), linearly in the first bucket or
+    when nothing lies above the bucket. Above the last bound the open bucket counts in full when
+    ``open_bucket`` (an upper estimate), else not at all.
     """
     bounds, counts = latency.bounds, latency.counts
     if not bounds:
         return 0.0
     if x >= bounds[-1]:
         return float(counts[-1]) if open_bucket or x == bounds[-1] else 0.0
-    lower = 0.0
+    lower, beyond = 0.0, float(sum(counts))
     for index, upper in enumerate(bounds):
+        rest = beyond - counts[index]
         if x < upper:
-            inside = counts[index] * (upper - max(x, lower)) / (upper - lower)
-            return inside + sum(counts[index + 1 :])
-        lower = upper
+            share = (upper - max(x, lower)) / (upper - lower)
+            if index == 0 or rest <= 0:
+                return rest + counts[index] * share
+            return float(beyond * (rest / beyond) ** (1 - share))
+        lower, beyond = upper, rest
     return 0.0  # unreachable: x < bounds[-1]
 
 
@@ -135,12 +148,20 @@ def _first_below(latency: LatencyHistogram, lo: float, hi: float, alpha: float) 
 
 def _below(slower: float, n: int, alpha: float) -> bool:
     """The share ``slower / n`` is below 1% with confidence."""
-    return n > 0 and slower < TAIL * n and bounded_log_evidence(slower, n, TAIL) >= _level(alpha)
+    return (
+        n > 0
+        and slower < TAIL * n
+        and bounded_log_evidence(slower, n, TAIL, prior=RARE) >= _level(alpha)
+    )
 
 
 def _beyond(slower: float, n: int, alpha: float) -> bool:
     """The share ``slower / n`` is above 1% with confidence."""
-    return n > 0 and slower > TAIL * n and bounded_log_evidence(slower, n, TAIL) >= _level(alpha)
+    return (
+        n > 0
+        and slower > TAIL * n
+        and bounded_log_evidence(slower, n, TAIL, prior=RARE) >= _level(alpha)
+    )
 
 
 def _level(alpha: float) -> float:

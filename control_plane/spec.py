@@ -30,7 +30,7 @@ class Thresholds:
     """The tolerances a canary must stay within against the baseline, and the analysis' error rate.
 
     Each tolerance is the smallest change that matters. A check FAILs only when its evidence that
-    the canary is beyond the tolerance reaches ``1/alpha_check`` (``alpha`` split evenly over the
+    the canary is beyond the tolerance reaches ``1/alpha_check`` (``alpha`` split over the
     checks that are on), so identical models roll back with probability at most ``alpha`` however
     long and often they are judged; it PASSes once each side has the check's minimum samples and
     the estimate is within the tolerance; it is INCONCLUSIVE otherwise.

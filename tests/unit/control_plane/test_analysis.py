@@ -39,7 +39,7 @@ CHECKS: dict[Check, dict[str, Row]] = {
             outcome=Outcome.INCONCLUSIVE,
             reason=(
                 "error_rate: canary 0.0300 vs baseline 0.0010, increase +0.0290 "
-                "(99.80% bounds -0.00",
+                "(evidence 65.6, fails at 350)",
                 "over tolerance 0.01 but not yet conclusively (n=1000/1000)",
             ),
         ),
@@ -49,7 +49,7 @@ CHECKS: dict[Check, dict[str, Row]] = {
             outcome=Outcome.FAIL,
             reason=(
                 "error_rate: canary 0.0600 vs baseline 0.0010, increase +0.0590 "
-                "(99.80% bounds 0.017",
+                "(evidence 1.04e+10, fails at 350)",
                 "beyond tolerance 0.01 (n=1000/1000)",
             ),
         ),
@@ -89,6 +89,7 @@ CHECKS: dict[Check, dict[str, Row]] = {
         ),
         "slower-before-the-baseline-p99-is-known-is-inconclusive": Row(
             canary=samples(p99=0.05),
+            baseline=samples(600),
             outcome=Outcome.INCONCLUSIVE,
             reason=("the baseline's p99 bound not yet known", "not yet conclusively"),
         ),
@@ -257,12 +258,12 @@ def test_checks_that_are_off_are_not_run(thresholds: Thresholds, checks: int) ->
     assert len(verdict.checks) == checks
 
 
-def test_alpha_is_split_over_the_checks_that_are_on() -> None:
+def test_alpha_is_split_over_the_checks_that_are_on_by_weight() -> None:
     five = assess(samples(errors=30), samples(errors=1), THRESHOLDS)
     six = assess(samples(errors=30), samples(errors=1), replace(THRESHOLDS, class_mix_distance=0.3))
 
-    assert "99.80% bounds" in five.reason
-    assert "99.83% bounds" in six.reason
+    assert "fails at 350)" in five.reason  # 1 / (0.01 * 2 / 7): weights 2, 2, 1, 1, 1
+    assert "fails at 400)" in six.reason  # 1 / (0.01 * 2 / 8): and class mix's 1
 
 
 def test_a_retrained_model_passes_the_default_guardrails() -> None:

@@ -46,7 +46,7 @@ def test_error_regression_rolls_back_during_the_first_hold() -> None:
     assert sim.phases() == [P, H, Phase.ROLLED_BACK]
     reason = sim.log[-1][1]
     assert "analysis failed at step 1/3 (10%): error_rate: canary 0.05" in reason
-    assert "beyond tolerance 0.01 (n=350/3150)" in reason
+    assert "beyond tolerance 0.01 (n=300/2700)" in reason
     assert reason.endswith(f"rolled back to {OLD}")
     assert sim.now < 60  # before the hold was over
     sim.tick()  # the canary node reloads the stable model
