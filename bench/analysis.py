@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import current_rule
+from bench.analysis_replay import Recorded, replay
 from bench.analysis_traffic import Model, Totals, samples_at, simulate
 from control_plane.analysis import Outcome, assess
 from control_plane.samples import Samples
@@ -69,6 +70,16 @@ def current(canary: Samples, baseline: Samples) -> str:
 RULES: dict[str, Rule] = {"new": new_rule, "current": current}
 
 
+def strict_rules(confidence_drift: float) -> dict[str, Rule]:
+    """Both rules with the operator's stricter confidence bound (as the e2e test's drift run)."""
+    new_t = Thresholds(confidence_drift=confidence_drift)
+    old_t = current_rule.Thresholds(confidence_drift=confidence_drift)
+    return {
+        "new": lambda c, b: assess(c, b, new_t).outcome.value,
+        "current": lambda c, b: current_rule.assess(c, b, old_t).outcome.value,
+    }
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Ending:
     """How one simulated rollout step ended, and when (seconds since the hold began)."""
@@ -92,17 +103,37 @@ def judge(rule: Rule, canary: Totals, baseline: Totals, rollout: int) -> Ending:
     return Ending(outcome="paused", at_s=ticks * TICK_S)
 
 
+REPLAYED: dict[str, tuple[str, str, bool]] = {
+    # name: (canary model, baseline model, regressed), figures from bench.analysis_replay
+    "replayed v1 vs v1": ("shapes-v1", "shapes-v1", False),
+    "replayed v2 (retrained) vs v1": ("shapes-v2", "shapes-v1", False),
+    "replayed drift vs v2, --max-confidence-drift 0.08": ("shapes-drift", "shapes-v2", True),
+}
+REPLAY_AFTER_S = 60.0
+"""Replayed rollouts are judged for this long after the hold (memory), then count as paused."""
+STRICT = {"replayed drift vs v2, --max-confidence-drift 0.08": 0.08}
+
+
 def run_scenario(
-    name: str, *, rate: float, rollouts: int, seed: int
+    name: str, *, rate: float, rollouts: int, seed: int, replayed: dict[str, Recorded]
 ) -> dict[str, dict[str, object]]:
-    canary_model, baseline_model, regressed = SCENARIOS[name]
     rng = np.random.default_rng(seed)
-    ticks = int((HOLD_S + ANALYSIS_DEADLINE_S) / TICK_S)
+    ticks = int((HOLD_S + (ANALYSIS_DEADLINE_S if name in SCENARIOS else REPLAY_AFTER_S)) / TICK_S)
     common = {"rate": rate, "tick_s": TICK_S, "ticks": ticks, "rollouts": rollouts, "rng": rng}
-    canary = simulate(canary_model, nodes=CANARY_NODES, **common)  # type: ignore[arg-type]
-    baseline = simulate(baseline_model, nodes=BASELINE_NODES, **common)  # type: ignore[arg-type]
+    if name in SCENARIOS:
+        canary_model, baseline_model, regressed = SCENARIOS[name]
+        canary = simulate(canary_model, nodes=CANARY_NODES, **common)  # type: ignore[arg-type]
+        baseline = simulate(baseline_model, nodes=BASELINE_NODES, **common)  # type: ignore[arg-type]
+    else:
+        ours, theirs, regressed = REPLAYED[name]
+        extra = {"latency": BASE.bucket_probabilities(), "error_rate": BASE.error_rate}
+        canary = replay(replayed[ours], nodes=CANARY_NODES, **common, **extra)  # type: ignore[arg-type]
+        baseline = replay(replayed[theirs], nodes=BASELINE_NODES, **common, **extra)  # type: ignore[arg-type]
+    rules = dict(RULES)
+    if name in STRICT:
+        rules = strict_rules(STRICT[name])
     figures: dict[str, dict[str, object]] = {}
-    for rule_name, rule in RULES.items():
+    for rule_name, rule in rules.items():
         started = time.perf_counter()
         endings = [judge(rule, canary, baseline, r) for r in range(rollouts)]
         figures[rule_name] = summarise(endings, regressed=regressed)
@@ -133,14 +164,15 @@ def summarise(endings: list[Ending], *, regressed: bool) -> dict[str, object]:
     }
 
 
-def plot(results: dict[str, dict[str, dict[str, dict[str, object]]]], path: Path) -> None:
+def plot(
+    results: dict[str, dict[str, dict[str, dict[str, object]]]], scenarios: list[str], path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rates = list(results)
-    scenarios = list(SCENARIOS)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     width = 0.2
     for index, (rate, rule) in enumerate((r, u) for r in rates for u in RULES):
@@ -167,18 +199,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", default="10,50", help="requests per second per node")
     parser.add_argument("--seed", type=int, default=20261204)
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the results")
+    parser.add_argument(
+        "--replay", type=Path, help="figures of bench.analysis_replay: run the replayed scenarios"
+    )
     args = parser.parse_args(argv)
+    replayed: dict[str, Recorded] = {}
+    names = list(SCENARIOS)
+    if args.replay:
+        raw = json.loads(args.replay.read_text())["models"]
+        replayed = {name: Recorded.of(figures) for name, figures in raw.items()}
+        names = list(REPLAYED)
     results: dict[str, dict[str, dict[str, dict[str, object]]]] = {}
     for rate in (float(r) for r in args.rates.split(",")):
         key = f"{rate:g}"
         results[key] = {}
-        for offset, name in enumerate(SCENARIOS):
-            figures = run_scenario(name, rate=rate, rollouts=args.rollouts, seed=args.seed + offset)
+        for offset, name in enumerate(names):
+            figures = run_scenario(
+                name, rate=rate, rollouts=args.rollouts, seed=args.seed + offset, replayed=replayed
+            )
             results[key][name] = figures
             print(f"{key} req/s, {name}: {json.dumps(figures)}", file=sys.stderr)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"analysis-{stamp}.json"
+    kind = "replayed" if args.replay else "simulated"
+    path = args.out / f"analysis-{kind}-{stamp}.json"
     setup = {
         "canary_nodes": CANARY_NODES,
         "baseline_nodes": BASELINE_NODES,
@@ -189,9 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         "rollouts": args.rollouts,
         "seed": args.seed,
         "scenarios": {name: [repr(c), repr(b)] for name, (c, b, _) in SCENARIOS.items()},
+        "replayed_from": str(args.replay) if args.replay else None,
     }
     path.write_text(json.dumps({"setup": setup, "results": results}, indent=2) + "\n")
-    plot(results, path.with_suffix(".png"))
+    plot(results, names, path.with_suffix(".png"))
     print(f"wrote {path} and {path.with_suffix('.png')}")
     return 0
 

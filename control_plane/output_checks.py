@@ -5,8 +5,9 @@ defaults are guardrails against a broken model and stricter drift bounds are opt
 
 - **Detections per image**: a confidence sequence for each side's rate (detections over images);
   FAIL when the canary/baseline ratio lies outside ``1 -+ detections_drift``.
-- **Mean confidence**: each side's mean of [0, 1] confidences; FAIL when the difference lies
-  beyond ``confidence_drift``.
+- **Mean confidence**: each side's mean of [0, 1] confidences; FAIL when the evidence against
+  "the canary's mean is within ``confidence_drift`` of the baseline's" reaches ``1/alpha`` (one
+  e-value per direction, each at half the level).
 - **Class share**: each class the baseline detects, as a share of each side's detections; FAIL
   when some class's canary share is below ``1 - class_share_drop`` of the baseline's.
 - **Class mix** (off unless ``class_mix_distance`` < 1): the total variation distance between the
@@ -20,9 +21,14 @@ from __future__ import annotations
 
 import math
 
-from control_plane.checks import Check, CheckResult, Finding, difference, gap, judge, ratio
+from control_plane.checks import Check, CheckResult, Finding, gap, judge, ratio
 from control_plane.samples import Samples
-from control_plane.sequential import Interval, bounded_interval, poisson_interval
+from control_plane.sequential import (
+    Interval,
+    bounded_interval,
+    poisson_interval,
+    shift_log_evidence,
+)
 from control_plane.spec import Thresholds
 
 
@@ -61,17 +67,19 @@ def detections_per_image(
 def mean_confidence(canary: Samples, baseline: Samples, t: Thresholds, alpha: float) -> CheckResult:
     mean = canary.confidence_sum / canary.detections if canary.detections else 0.0
     base = baseline.confidence_sum / baseline.detections if baseline.detections else 0.0
-    bounds = difference(
-        bounded_interval(canary.confidence_sum, canary.detections, alpha / 2),
-        bounded_interval(baseline.confidence_sum, baseline.detections, alpha / 2),
-    )
+    ours = (canary.confidence_sum, float(canary.detections))
+    theirs = (baseline.confidence_sum, float(baseline.detections))
     tolerance = t.confidence_drift
+    evidence = max(  # against "no higher by more than the tolerance", and "no lower"
+        shift_log_evidence(ours, theirs, tolerance),
+        shift_log_evidence(theirs, ours, tolerance),
+    )
     finding = Finding(
         value=mean,
         baseline_value=base,
         score=abs(mean - base),
-        bounds=bounds,
-        failed=bounds.lo > tolerance or bounds.hi < -tolerance,
+        evidence=evidence,
+        failed=evidence >= math.log(2 / alpha),
         within=abs(mean - base) <= tolerance,
         what=f"canary {mean:.3f} vs baseline {base:.3f}, drift {abs(mean - base):.3f}",
     )
@@ -83,7 +91,7 @@ def mean_confidence(canary: Samples, baseline: Samples, t: Thresholds, alpha: fl
         ns=ns,
         minimum=t.min_samples,
         unit="detections",
-        alpha=alpha,
+        alpha=alpha / 2,
     )
 
 
