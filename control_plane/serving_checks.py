@@ -94,7 +94,7 @@ def p99_latency(canary: Samples, baseline: Samples, t: Thresholds, alpha: float)
         ns=ns,
         minimum=max(t.min_samples, t.min_latency_samples),
         unit="latencies",
-        alpha=alpha,
+        alpha=side_alpha,
     )
 
 
