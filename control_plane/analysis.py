@@ -1,52 +1,38 @@
 """Canary analysis: compare the canary's ``Samples`` with the baseline's and give a ``Verdict``.
 
-Pure: no I/O and no clock. Each built-in check scores one difference and compares it with its
-bound in ``Thresholds``. Too little data on either side is INCONCLUSIVE, never PASS; any FAIL
-makes the verdict FAIL; samples that cannot be right (more errors than requests, negative or
-non-finite counts) make it ERROR.
+Pure: no I/O and no clock. Each check compares one figure of the canary with the baseline's
+against the operator's tolerance (``Thresholds``) with the anytime-valid statistics of
+``sequential``: it FAILs only when the evidence that the canary is beyond the tolerance reaches
+``1/alpha_check`` (``alpha`` split over the checks that are on by ``WEIGHTS``); it PASSes once
+both sides have the check's minimum samples and the estimate is within the tolerance; else it is
+INCONCLUSIVE (too little data is never a pass). The evidence is a function of the running totals,
+so judging the growing window every tick keeps the false-failure bound. Any FAIL makes the
+verdict FAIL; samples that cannot be right (more errors than requests, negative or non-finite
+counts) make it ERROR.
+
+The checks live in ``serving_checks`` and ``output_checks``; this module runs and folds them.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 
-from control_plane.samples import LatencyHistogram, Samples, implausible
+from control_plane import output_checks, serving_checks
+from control_plane.checks import Check, CheckResult, Outcome
+from control_plane.samples import Samples, implausible
 from control_plane.spec import Thresholds
 
+__all__ = ["Check", "CheckResult", "Outcome", "Verdict", "assess", "enabled", "error_verdict"]
 
-class Outcome(StrEnum):
-    PASS = "pass"
-    FAIL = "fail"
-    INCONCLUSIVE = "inconclusive"
-    ERROR = "error"
-
-
-class Check(StrEnum):
-    ERROR_RATE = "error_rate"
-    P99_LATENCY = "p99_latency"
-    DETECTIONS_PER_IMAGE = "detections_per_image"
-    MEAN_CONFIDENCE = "mean_confidence"
-    CLASS_MIX = "class_mix"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CheckResult:
-    """One check: the canary's ``value`` against the ``baseline_value``, the ``score`` that was
-    compared with ``threshold``, and the sample counts behind them.
-    """
-
-    name: Check
-    outcome: Outcome
-    value: float | None
-    baseline_value: float | None
-    score: float | None
-    threshold: float
-    canary_n: int
-    baseline_n: int
-    reason: str
+CHECKS: dict[Check, Callable[[Samples, Samples, Thresholds, float], CheckResult]] = {
+    Check.ERROR_RATE: serving_checks.error_rate,
+    Check.P99_LATENCY: serving_checks.p99_latency,
+    Check.DETECTIONS_PER_IMAGE: output_checks.detections_per_image,
+    Check.MEAN_CONFIDENCE: output_checks.mean_confidence,
+    Check.CLASS_SHARE: output_checks.class_share,
+    Check.CLASS_MIX: output_checks.class_mix,
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,13 +48,38 @@ def error_verdict(reason: str) -> Verdict:
 
 
 def assess(canary: Samples, baseline: Samples, thresholds: Thresholds) -> Verdict:
-    """Runs every built-in check and folds their outcomes into one verdict."""
+    """Runs every check that is on and folds their outcomes into one verdict."""
     for side, samples in (("canary", canary), ("baseline", baseline)):
         problem = implausible(samples)
         if problem:
             return error_verdict(f"{side} samples are implausible: {problem}")
-    checks = tuple(_CHECKS[check](canary, baseline, thresholds) for check in Check)
+    on = enabled(thresholds)
+    share = thresholds.alpha / sum(WEIGHTS[check] for check in on)
+    checks = tuple(
+        CHECKS[check](canary, baseline, thresholds, share * WEIGHTS[check]) for check in on
+    )
     return _fold(checks)
+
+
+WEIGHTS: dict[Check, int] = {
+    Check.ERROR_RATE: 2,
+    Check.P99_LATENCY: 2,
+    Check.DETECTIONS_PER_IMAGE: 1,
+    Check.MEAN_CONFIDENCE: 1,
+    Check.CLASS_SHARE: 1,
+    Check.CLASS_MIX: 1,
+}
+"""Shares of ``alpha`` per check: the serving checks judge small changes against tight
+tolerances and need the level most; the output guardrails judge large ones."""
+
+
+def enabled(thresholds: Thresholds) -> tuple[Check, ...]:
+    """The checks that are on: class share unless its drop bound is 1, class mix only when its
+    distance bound is below 1 (a bound of 1 can never be exceeded)."""
+    off = {Check.CLASS_SHARE} if thresholds.class_share_drop >= 1 else set()
+    if thresholds.class_mix_distance >= 1:
+        off.add(Check.CLASS_MIX)
+    return tuple(check for check in Check if check not in off)
 
 
 def _fold(checks: tuple[CheckResult, ...]) -> Verdict:
@@ -81,174 +92,3 @@ def _fold(checks: tuple[CheckResult, ...]) -> Verdict:
         checks=checks,
         reason=f"all {len(checks)} checks passed: " + "; ".join(c.reason for c in checks),
     )
-
-
-def _judge(
-    name: Check,
-    *,
-    value: float | None,
-    baseline_value: float | None,
-    score: float,
-    threshold: float,
-    ns: tuple[int, int],
-    what: str,
-) -> CheckResult:
-    failed = score > threshold
-    relation = "over" if failed else "within"
-    return CheckResult(
-        name=name,
-        outcome=Outcome.FAIL if failed else Outcome.PASS,
-        value=value,
-        baseline_value=baseline_value,
-        score=score,
-        threshold=threshold,
-        canary_n=ns[0],
-        baseline_n=ns[1],
-        reason=f"{name}: {what}, {relation} threshold {threshold:g} (n={ns[0]}/{ns[1]})",
-    )
-
-
-def _too_few(
-    name: Check, ns: tuple[int, int], threshold: float, *, minimum: int, unit: str
-) -> CheckResult | None:
-    short = [
-        f"{side} has {n} {unit}"
-        for side, n in (("canary", ns[0]), ("baseline", ns[1]))
-        if n < minimum
-    ]
-    if not short:
-        return None
-    return CheckResult(
-        name=name,
-        outcome=Outcome.INCONCLUSIVE,
-        value=None,
-        baseline_value=None,
-        score=None,
-        threshold=threshold,
-        canary_n=ns[0],
-        baseline_n=ns[1],
-        reason=f"{name}: {' and '.join(short)} (needs {minimum} per side)",
-    )
-
-
-def _error_rate(canary: Samples, baseline: Samples, t: Thresholds) -> CheckResult:
-    ns = (canary.requests, baseline.requests)
-    bound = t.error_rate_increase
-    short = _too_few(Check.ERROR_RATE, ns, bound, minimum=t.min_samples, unit="requests")
-    if short:
-        return short
-    rate, base = canary.errors / canary.requests, baseline.errors / baseline.requests
-    return _judge(
-        Check.ERROR_RATE,
-        value=rate,
-        baseline_value=base,
-        score=rate - base,
-        threshold=bound,
-        ns=ns,
-        what=f"canary {rate:.4f} vs baseline {base:.4f}, increase {rate - base:+.4f}",
-    )
-
-
-def _p99_latency(canary: Samples, baseline: Samples, t: Thresholds) -> CheckResult:
-    ns = (canary.latency.total, baseline.latency.total)
-    bound = t.p99_latency_ratio
-    minimum = max(t.min_samples, t.min_latency_samples)
-    short = _too_few(Check.P99_LATENCY, ns, bound, minimum=minimum, unit="latencies")
-    if short:
-        return short
-    p99, base = _p99(canary.latency), _p99(baseline.latency)
-    floor = max(base, t.latency_floor_s)
-    ratio = p99 / floor if floor > 0 else (1.0 if p99 == 0 else math.inf)
-    return _judge(
-        Check.P99_LATENCY,
-        value=p99,
-        baseline_value=base,
-        score=ratio,
-        threshold=bound,
-        ns=ns,
-        what=f"canary {p99 * 1000:.1f}ms vs baseline {base * 1000:.1f}ms, ratio {ratio:.2f}",
-    )
-
-
-def _p99(latency: LatencyHistogram) -> float:
-    p99 = latency.quantile(0.99)
-    return 0.0 if p99 is None else p99  # None only when empty, which _too_few has ruled out
-
-
-def _detections_per_image(canary: Samples, baseline: Samples, t: Thresholds) -> CheckResult:
-    ns = (canary.images, baseline.images)
-    bound = t.detections_drift
-    name = Check.DETECTIONS_PER_IMAGE
-    short = _too_few(name, ns, bound, minimum=t.min_samples, unit="images")
-    if short:
-        return short
-    mean, base = canary.detections / canary.images, baseline.detections / baseline.images
-    drift = abs(mean - base) / base if base else (0.0 if mean == 0 else math.inf)
-    return _judge(
-        name,
-        value=mean,
-        baseline_value=base,
-        score=drift,
-        threshold=bound,
-        ns=ns,
-        what=f"canary {mean:.3f} vs baseline {base:.3f} per image, drift {drift:.1%}",
-    )
-
-
-def _mean_confidence(canary: Samples, baseline: Samples, t: Thresholds) -> CheckResult:
-    ns = (canary.detections, baseline.detections)
-    bound = t.confidence_drift
-    name = Check.MEAN_CONFIDENCE
-    short = _too_few(name, ns, bound, minimum=t.min_samples, unit="detections")
-    if short:
-        return short
-    mean = canary.confidence_sum / canary.detections
-    base = baseline.confidence_sum / baseline.detections
-    return _judge(
-        name,
-        value=mean,
-        baseline_value=base,
-        score=abs(mean - base),
-        threshold=bound,
-        ns=ns,
-        what=f"canary {mean:.3f} vs baseline {base:.3f}, drift {abs(mean - base):.3f}",
-    )
-
-
-def _class_mix(canary: Samples, baseline: Samples, t: Thresholds) -> CheckResult:
-    ns = (sum(n for _, n in canary.class_counts), sum(n for _, n in baseline.class_counts))
-    bound = t.class_mix_distance
-    unit = "classified detections"
-    short = _too_few(Check.CLASS_MIX, ns, bound, minimum=t.min_samples, unit=unit)
-    if short:
-        return short
-    shares = _shares(canary.class_counts, ns[0]), _shares(baseline.class_counts, ns[1])
-    moved = {c: shares[0].get(c, 0.0) - shares[1].get(c, 0.0) for c in shares[0] | shares[1]}
-    distance = 0.5 * sum(abs(delta) for delta in moved.values())
-    top = max(sorted(moved), key=lambda c: abs(moved[c]))
-    share, base_share = shares[0].get(top, 0.0), shares[1].get(top, 0.0)
-    return _judge(
-        Check.CLASS_MIX,
-        value=share,
-        baseline_value=base_share,
-        score=distance,
-        threshold=bound,
-        ns=ns,
-        what=(
-            f"total variation distance {distance:.3f} "
-            f"(most moved: {top!r} {share:.1%} vs {base_share:.1%})"
-        ),
-    )
-
-
-def _shares(counts: tuple[tuple[str, int], ...], total: int) -> dict[str, float]:
-    return {name: n / total for name, n in counts}
-
-
-_CHECKS: dict[Check, Callable[[Samples, Samples, Thresholds], CheckResult]] = {
-    Check.ERROR_RATE: _error_rate,
-    Check.P99_LATENCY: _p99_latency,
-    Check.DETECTIONS_PER_IMAGE: _detections_per_image,
-    Check.MEAN_CONFIDENCE: _mean_confidence,
-    Check.CLASS_MIX: _class_mix,
-}

@@ -74,35 +74,59 @@ def duration(text: str) -> float:
     return value
 
 
+def share(text: str) -> float:
+    value = bound(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, not {text!r}")
+    return value
+
+
+def probability(text: str) -> float:
+    value = bound(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, not {text!r}")
+    return value
+
+
 # `ctl rollout` flag -> (Thresholds field, argument type, help).
 THRESHOLD_FLAGS: dict[str, tuple[str, Callable[[str], float], str]] = {
+    "--alpha": (
+        "alpha",
+        probability,
+        "largest chance analysis fails a canary within every tolerance (0.01)",
+    ),
     "--max-error-rate-increase": (
         "error_rate_increase",
         bound,
-        "largest canary minus baseline error rate (0.01)",
+        "tolerance: canary minus baseline error rate (0.01)",
     ),
-    "--max-p99-ratio": ("p99_latency_ratio", bound, "largest canary/baseline p99 latency (1.5)"),
+    "--max-p99-ratio": ("p99_latency_ratio", bound, "tolerance: canary/baseline p99 latency (1.5)"),
     "--latency-floor": ("latency_floor_s", bound, "baseline p99 below this many s counts as it"),
     "--max-detections-drift": (
         "detections_drift",
         bound,
-        "largest relative change of detections per image (0.25)",
+        "tolerance: relative change of detections per image (0.5, a guardrail; stricter opt-in)",
     ),
     "--max-confidence-drift": (
         "confidence_drift",
         bound,
-        "largest change of mean detection confidence (0.10)",
+        "tolerance: change of mean detection confidence (0.25, a guardrail; stricter opt-in)",
+    ),
+    "--max-class-share-drop": (
+        "class_share_drop",
+        share,
+        "tolerance: relative drop of any class's share of detections (0.8; 1 turns it off)",
     ),
     "--max-class-mix-distance": (
         "class_mix_distance",
-        bound,
-        "largest total variation distance of class mix (0.20)",
+        share,
+        "tolerance: total variation distance of class mix (off unless set below 1)",
     ),
-    "--min-samples": ("min_samples", count, "samples per side before a check counts (100)"),
+    "--min-samples": ("min_samples", count, "samples per side before a check can pass (100)"),
     "--min-latency-samples": (
         "min_latency_samples",
         count,
-        "latencies per side before p99 is judged (500)",
+        "latencies per side before p99 can pass (500)",
     ),
     "--analysis-deadline": (
         "analysis_deadline_s",
@@ -117,7 +141,7 @@ THRESHOLD_FLAGS: dict[str, tuple[str, Callable[[str], float], str]] = {
     "--failures": (
         "consecutive_failures",
         count,
-        "failing assessments in a row that roll back (2)",
+        "failing or erroring assessments in a row that roll back (2)",
     ),
 }
 

@@ -62,7 +62,8 @@ class Samples:
     requests: int = 0
     """Requests finished, with or without error."""
     errors: int = 0
-    """Requests that failed on the server's side (not the caller's bad input)."""
+    """Requests the model failed (INTERNAL): not refusals (a full queue, draining), not callers'
+    errors or cancellations, which say nothing about the model."""
     latency: LatencyHistogram = LatencyHistogram()
     images: int = 0
     """Images answered with detections: the denominator of detections per image."""

@@ -186,11 +186,11 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self._stats.record(
             model, at=self._clock(), latency_s=latency_s, outcome=outcome, detections=detections
         )
-        if outcome is not Outcome.CALLER_ERROR:
+        if outcome is not Outcome.NOT_COUNTED:
             self._metrics.observe_model(
                 model.sha256,
                 latency_s=latency_s,
-                failed=outcome is Outcome.SERVER_ERROR,
+                failed=outcome is Outcome.MODEL_ERROR,
                 detections=detections,
             )
 

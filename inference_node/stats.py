@@ -5,16 +5,19 @@
 overlap ``[since, now]``. These are what canary analysis compares across nodes, so every count
 adds up across seconds and nodes.
 
-Which requests count (``outcome_of``):
+Which requests count (``outcome_of``, from the gRPC code the caller sees):
 
 - OK: a request, an image, its detections, confidences and classes, for the model that answered.
-- A server-side failure (unavailable, overloaded, internal): a request and an error, for the
-  model it was aimed at. The server knows that model only when the request went to the slot:
-  it named no model or the active model's name; the server then attributes it to the active
-  model. A failure with no live model, or for a model loaded on demand, is not counted.
-- A caller's error (``RequestError``: bad image, bad parameter, unknown or disallowed model) is
-  not counted at all: it never reached a model, so it says nothing about one, and counting it
-  would dilute the error rate by however much bad input a node happens to receive.
+- A model error (``counts_as_model_error``: INTERNAL or UNKNOWN, a failure while running the
+  model): a request and an error, for the model it was aimed at. The server knows that model
+  only when the request went to the slot: it named no model or the active model's name; the
+  server then attributes it to the active model. A failure with no live model, or for a model
+  loaded on demand, is not counted.
+- Anything else is not counted at all: a caller's error (INVALID_ARGUMENT, NOT_FOUND,
+  PERMISSION_DENIED, FAILED_PRECONDITION), a refusal before the model ran (RESOURCE_EXHAUSTED
+  when the queue is full, UNAVAILABLE while draining or with no model), a caller that gave up
+  (CANCELLED, DEADLINE_EXCEEDED). None of them says anything about the model, and counting
+  them would move a canary's error rate with its load, its shutdown or its callers' input.
 
 Pure: the caller passes the time. Not thread-safe: the node records and reads on its event loop.
 """
@@ -28,7 +31,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import pairwise
 
-from inference_node.errors import RequestError
+import grpc
+
+from inference_node.errors import to_status
 from inference_node.metrics import LATENCY_BUCKETS
 from inference_node.model import Detection, ModelRef
 
@@ -36,15 +41,27 @@ RETENTION_S = 15 * 60
 """Seconds of history a node keeps by default."""
 
 
+MODEL_ERRORS = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
+"""The codes of failures while running the model: the only errors canary analysis counts."""
+
+
 class Outcome(StrEnum):
     OK = "ok"
-    SERVER_ERROR = "server_error"
-    CALLER_ERROR = "caller_error"
+    MODEL_ERROR = "model_error"
+    """The model failed while running the request."""
+    NOT_COUNTED = "not_counted"
+    """The request failed for a reason that says nothing about the model."""
+
+
+def counts_as_model_error(code: grpc.StatusCode) -> bool:
+    """Whether a request that failed with ``code`` counts against the model (see the module doc)."""
+    return code in MODEL_ERRORS
 
 
 def outcome_of(exc: BaseException) -> Outcome:
-    """How a failed request counts: the caller's fault, or the server's."""
-    return Outcome.CALLER_ERROR if isinstance(exc, RequestError) else Outcome.SERVER_ERROR
+    """How a failed request counts: against the model, or not at all."""
+    code, _ = to_status(exc)
+    return Outcome.MODEL_ERROR if counts_as_model_error(code) else Outcome.NOT_COUNTED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, order=True)
@@ -149,14 +166,14 @@ class StatsRecorder:
         detections: Iterable[Detection] = (),
     ) -> None:
         """Count one finished request at unix time ``at`` (see the module doc for the rule)."""
-        if outcome is Outcome.CALLER_ERROR:
+        if outcome is Outcome.NOT_COUNTED:
             return
         tally = self._tally(model, second=math.floor(at))
         if tally is None:
             return
         tally.requests += 1
         tally.latency_counts[bisect.bisect_left(self._bounds, latency_s)] += 1
-        if outcome is Outcome.SERVER_ERROR:
+        if outcome is Outcome.MODEL_ERROR:
             tally.errors += 1
             return
         tally.images += 1

@@ -83,7 +83,7 @@ class StartRolloutRequest(_message.Message):
     def __init__(self, group: _Optional[str] = ..., model: _Optional[str] = ..., canary_percent: _Optional[int] = ..., steps: _Optional[_Iterable[int]] = ..., hold_s: _Optional[float] = ..., thresholds: _Optional[_Union[Thresholds, _Mapping]] = ...) -> None: ...
 
 class Thresholds(_message.Message):
-    __slots__ = ("error_rate_increase", "p99_latency_ratio", "latency_floor_s", "detections_drift", "confidence_drift", "class_mix_distance", "min_samples", "min_latency_samples", "analysis_deadline_s", "report_deadline_s", "consecutive_failures")
+    __slots__ = ("error_rate_increase", "p99_latency_ratio", "latency_floor_s", "detections_drift", "confidence_drift", "class_mix_distance", "min_samples", "min_latency_samples", "analysis_deadline_s", "report_deadline_s", "consecutive_failures", "alpha", "class_share_drop")
     ERROR_RATE_INCREASE_FIELD_NUMBER: _ClassVar[int]
     P99_LATENCY_RATIO_FIELD_NUMBER: _ClassVar[int]
     LATENCY_FLOOR_S_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +95,8 @@ class Thresholds(_message.Message):
     ANALYSIS_DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
     REPORT_DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
     CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    CLASS_SHARE_DROP_FIELD_NUMBER: _ClassVar[int]
     error_rate_increase: float
     p99_latency_ratio: float
     latency_floor_s: float
@@ -106,7 +108,9 @@ class Thresholds(_message.Message):
     analysis_deadline_s: float
     report_deadline_s: float
     consecutive_failures: int
-    def __init__(self, error_rate_increase: _Optional[float] = ..., p99_latency_ratio: _Optional[float] = ..., latency_floor_s: _Optional[float] = ..., detections_drift: _Optional[float] = ..., confidence_drift: _Optional[float] = ..., class_mix_distance: _Optional[float] = ..., min_samples: _Optional[int] = ..., min_latency_samples: _Optional[int] = ..., analysis_deadline_s: _Optional[float] = ..., report_deadline_s: _Optional[float] = ..., consecutive_failures: _Optional[int] = ...) -> None: ...
+    alpha: float
+    class_share_drop: float
+    def __init__(self, error_rate_increase: _Optional[float] = ..., p99_latency_ratio: _Optional[float] = ..., latency_floor_s: _Optional[float] = ..., detections_drift: _Optional[float] = ..., confidence_drift: _Optional[float] = ..., class_mix_distance: _Optional[float] = ..., min_samples: _Optional[int] = ..., min_latency_samples: _Optional[int] = ..., analysis_deadline_s: _Optional[float] = ..., report_deadline_s: _Optional[float] = ..., consecutive_failures: _Optional[int] = ..., alpha: _Optional[float] = ..., class_share_drop: _Optional[float] = ...) -> None: ...
 
 class GroupRequest(_message.Message):
     __slots__ = ("group",)

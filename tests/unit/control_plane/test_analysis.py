@@ -22,28 +22,48 @@ class Row:
     reason: tuple[str, ...] = ()
 
 
+RETRAINED = {"circle": 0.3, "square": 0.45, "triangle": 0.25}
+"""A comparable retrained model's class mix: total variation 0.2 from the baseline's."""
+
 CHECKS: dict[Check, dict[str, Row]] = {
     Check.ERROR_RATE: {
         "same-rate-passes": Row(
             canary=samples(errors=1), baseline=samples(errors=1), outcome=Outcome.PASS
         ),
-        "increase-at-the-threshold-passes": Row(
+        "increase-at-the-tolerance-passes": Row(
             canary=samples(errors=11), baseline=samples(errors=1), outcome=Outcome.PASS
         ),
-        "increase-over-the-threshold-fails": Row(
+        "increase-over-the-tolerance-on-little-evidence-is-inconclusive": Row(
             canary=samples(errors=30),
+            baseline=samples(errors=1),
+            outcome=Outcome.INCONCLUSIVE,
+            reason=(
+                "error_rate: canary 0.0300 vs baseline 0.0010, increase +0.0290 "
+                "(evidence 65.6, fails at 350)",
+                "over tolerance 0.01 but not yet conclusively (n=1000/1000)",
+            ),
+        ),
+        "increase-with-conclusive-evidence-fails": Row(
+            canary=samples(errors=60),
             baseline=samples(errors=1),
             outcome=Outcome.FAIL,
             reason=(
-                "error_rate: canary 0.0300 vs baseline 0.0010, increase +0.0290, "
-                "over threshold 0.01 (n=1000/1000)",
+                "error_rate: canary 0.0600 vs baseline 0.0010, increase +0.0590 "
+                "(evidence 1.04e+10, fails at 350)",
+                "beyond tolerance 0.01 (n=1000/1000)",
             ),
+        ),
+        "conclusive-evidence-fails-before-the-minimum-samples": Row(
+            canary=samples(50, errors=25),
+            baseline=samples(errors=1),
+            outcome=Outcome.FAIL,
+            reason=("n=50/1000",),
         ),
         "fewer-errors-pass": Row(
             canary=samples(errors=0), baseline=samples(errors=50), outcome=Outcome.PASS
         ),
         "few-canary-requests-is-inconclusive": Row(
-            canary=samples(50, errors=10),
+            canary=samples(50, errors=1),
             outcome=Outcome.INCONCLUSIVE,
             reason=("error_rate: canary has 50 requests (needs 100 per side)",),
         ),
@@ -58,11 +78,20 @@ CHECKS: dict[Check, dict[str, Row]] = {
         "same-latency-passes": Row(canary=samples(), outcome=Outcome.PASS),
         "faster-passes": Row(canary=samples(p99=0.01), outcome=Outcome.PASS),
         "slower-by-the-ratio-fails": Row(
-            canary=samples(p99=0.05),
+            canary=samples(5000, p99=0.05),
+            baseline=samples(5000),
             outcome=Outcome.FAIL,
             reason=(
-                "p99_latency: canary 49.7ms vs baseline 19.9ms, ratio 2.50, over threshold 1.5",
+                "p99_latency: canary 49.7ms vs baseline 19.9ms, ratio 2.50; 66.",
+                "of canary requests over 29.9ms (1.5x the baseline's p99 bound 20.0ms)",
+                "beyond tolerance 1.5 (n=5000/5000)",
             ),
+        ),
+        "slower-before-the-baseline-p99-is-known-is-inconclusive": Row(
+            canary=samples(p99=0.05),
+            baseline=samples(600),
+            outcome=Outcome.INCONCLUSIVE,
+            reason=("the baseline's p99 bound not yet known", "not yet conclusively"),
         ),
         "slower-but-under-the-floor-passes": Row(
             canary=samples(p99=0.02),
@@ -75,26 +104,30 @@ CHECKS: dict[Check, dict[str, Row]] = {
             outcome=Outcome.INCONCLUSIVE,
             reason=("p99_latency: canary has 20 latencies",),
         ),
-        "slower-on-enough-requests-but-too-few-latencies-is-inconclusive": Row(
-            canary=replace(samples(p99=0.05), latency=latency(0.05, 499)),
+        "same-latency-on-too-few-latencies-is-inconclusive": Row(
+            canary=replace(samples(), latency=latency(0.02, 499)),
             outcome=Outcome.INCONCLUSIVE,
-            reason=("p99_latency: canary has 499 latencies",),
-        ),
-        "slower-at-the-latency-minimum-fails": Row(
-            canary=replace(samples(p99=0.05), latency=latency(0.05, 500)),
-            outcome=Outcome.FAIL,
+            reason=("p99_latency: canary has 499 latencies (needs 500 per side)",),
         ),
     },
     Check.DETECTIONS_PER_IMAGE: {
         "same-count-passes": Row(canary=samples(), outcome=Outcome.PASS),
-        "small-drift-passes": Row(canary=samples(per_image=2.4), outcome=Outcome.PASS),
-        "large-drift-fails": Row(
-            canary=samples(per_image=1.0),
+        "retrained-drift-passes": Row(canary=samples(per_image=2.34), outcome=Outcome.PASS),
+        "no-detections-fails": Row(
+            canary=samples(per_image=0),
             outcome=Outcome.FAIL,
             reason=(
-                "detections_per_image: canary 1.000 vs baseline 2.000 per image, drift 50.0%, "
-                "over threshold 0.25",
+                "detections_per_image: canary 0.000 vs baseline 2.000 per image, drift 100.0%",
+                "beyond tolerance 0.5",
             ),
+        ),
+        "a-quarter-of-the-detections-fails": Row(
+            canary=samples(per_image=0.5), outcome=Outcome.FAIL
+        ),
+        "stricter-opt-in-drift-fails": Row(
+            canary=samples(per_image=1.4),
+            thresholds=replace(THRESHOLDS, detections_drift=0.1),
+            outcome=Outcome.FAIL,
         ),
         "nothing-on-both-sides-passes": Row(
             canary=samples(per_image=0), baseline=samples(per_image=0), outcome=Outcome.PASS
@@ -106,53 +139,75 @@ CHECKS: dict[Check, dict[str, Row]] = {
             reason=("drift inf%",),
         ),
         "few-images-is-inconclusive": Row(
-            canary=replace(samples(), images=10),
+            canary=samples(10),
             outcome=Outcome.INCONCLUSIVE,
             reason=("canary has 10 images",),
         ),
     },
     Check.MEAN_CONFIDENCE: {
         "close-confidence-passes": Row(canary=samples(confidence=0.75), outcome=Outcome.PASS),
-        "lower-confidence-fails": Row(
-            canary=samples(confidence=0.6),
+        "collapsed-confidence-fails": Row(
+            canary=samples(confidence=0.4),
             outcome=Outcome.FAIL,
             reason=(
-                "mean_confidence: canary 0.600 vs baseline 0.800, drift 0.200, over threshold 0.1",
+                "mean_confidence: canary 0.400 vs baseline 0.800, drift 0.400",
+                "beyond tolerance 0.25 (n=2000/2000)",
             ),
         ),
-        "higher-confidence-fails-too": Row(canary=samples(confidence=0.95), outcome=Outcome.FAIL),
+        "much-higher-confidence-fails-too": Row(
+            canary=samples(confidence=0.95),
+            baseline=samples(confidence=0.5),
+            outcome=Outcome.FAIL,
+        ),
+        "stricter-opt-in-drift-fails": Row(
+            canary=samples(confidence=0.6),
+            thresholds=replace(THRESHOLDS, confidence_drift=0.1),
+            outcome=Outcome.FAIL,
+        ),
         "few-detections-is-inconclusive": Row(
             canary=samples(per_image=0.05),
             outcome=Outcome.INCONCLUSIVE,
             reason=("mean_confidence: canary has 50 detections (needs 100 per side)",),
         ),
     },
-    Check.CLASS_MIX: {
+    Check.CLASS_SHARE: {
         "same-mix-passes": Row(canary=samples(), outcome=Outcome.PASS),
-        "small-shift-passes": Row(
-            canary=samples(mix={"circle": 0.55, "square": 0.25, "triangle": 0.2}),
-            outcome=Outcome.PASS,
-        ),
-        "large-shift-fails": Row(
-            canary=samples(mix={"circle": 0.8, "square": 0.1, "triangle": 0.1}),
+        "retrained-mix-passes": Row(canary=samples(mix=RETRAINED), outcome=Outcome.PASS),
+        "vanished-class-fails": Row(
+            canary=samples(mix={"circle": 0.6, "square": 0.4}),
             outcome=Outcome.FAIL,
             reason=(
-                "class_mix: total variation distance 0.300 (most moved: 'circle' 80.0% vs 50.0%), "
-                "over threshold 0.2",
+                "class_share: most dropped class 'triangle': 0.0% vs 20.0%, drop 100.0%",
+                "beyond tolerance 0.8",
             ),
+        ),
+        "no-classified-detections-is-inconclusive": Row(
+            canary=replace(samples(), class_counts=()),
+            outcome=Outcome.INCONCLUSIVE,
+            reason=("class_share: canary has 0 classified detections",),
+        ),
+    },
+    Check.CLASS_MIX: {
+        "opt-in-bound-passes-the-same-mix": Row(
+            canary=samples(),
+            thresholds=replace(THRESHOLDS, class_mix_distance=0.2),
+            outcome=Outcome.PASS,
+        ),
+        "opt-in-bound-fails-a-large-shift": Row(
+            canary=samples(mix={"circle": 0.9, "square": 0.05, "triangle": 0.05}),
+            thresholds=replace(THRESHOLDS, class_mix_distance=0.2),
+            outcome=Outcome.FAIL,
+            reason=("class_mix: total variation distance 0.400", "beyond tolerance 0.2"),
         ),
         "unseen-class-fails": Row(
             canary=samples(mix={"star": 1.0}),
+            thresholds=replace(THRESHOLDS, class_mix_distance=0.5),
             outcome=Outcome.FAIL,
-            reason=("distance 1.000", "'star' 100.0% vs 0.0%"),
-        ),
-        "bound-of-one-never-fails": Row(
-            canary=samples(mix={"star": 1.0}),
-            thresholds=replace(THRESHOLDS, class_mix_distance=1.0),
-            outcome=Outcome.PASS,
+            reason=("distance 1.000",),
         ),
         "few-classified-detections-is-inconclusive": Row(
             canary=replace(samples(), class_counts=(("circle", 40),)),
+            thresholds=replace(THRESHOLDS, class_mix_distance=0.2),
             outcome=Outcome.INCONCLUSIVE,
             reason=("class_mix: canary has 40 classified detections",),
         ),
@@ -174,32 +229,62 @@ def test_check(check: Check, row: Row) -> None:
     for fragment in row.reason:
         assert fragment in result.reason
     assert (result.canary_n, result.baseline_n) != (0, 0)
-    if row.outcome is Outcome.INCONCLUSIVE:
-        assert result.score is None
-    else:
-        assert result.score is not None
-        assert (result.score > result.threshold) is (row.outcome is Outcome.FAIL)
+    assert result.score is not None
+    if row.outcome is Outcome.PASS:
+        assert result.score <= result.threshold
+    if row.outcome is Outcome.FAIL:
+        assert result.score > result.threshold
 
 
 def test_every_check_passing_is_a_pass() -> None:
     verdict = assess(samples(), samples(), THRESHOLDS)
 
     assert verdict.outcome is Outcome.PASS
-    assert [c.name for c in verdict.checks] == list(Check)
+    assert [c.name for c in verdict.checks] == [c for c in Check if c is not Check.CLASS_MIX]
     assert verdict.reason.startswith("all 5 checks passed: error_rate: canary 0.0000")
 
 
+@pytest.mark.parametrize(
+    ("thresholds", "checks"),
+    [
+        pytest.param(THRESHOLDS, 5, id="defaults-leave-class-mix-off"),
+        pytest.param(replace(THRESHOLDS, class_mix_distance=0.3), 6, id="class-mix-opted-in"),
+        pytest.param(replace(THRESHOLDS, class_share_drop=1.0), 4, id="class-share-off"),
+    ],
+)
+def test_checks_that_are_off_are_not_run(thresholds: Thresholds, checks: int) -> None:
+    verdict = assess(samples(), samples(), thresholds)
+
+    assert len(verdict.checks) == checks
+
+
+def test_alpha_is_split_over_the_checks_that_are_on_by_weight() -> None:
+    five = assess(samples(errors=30), samples(errors=1), THRESHOLDS)
+    six = assess(samples(errors=30), samples(errors=1), replace(THRESHOLDS, class_mix_distance=0.3))
+
+    assert "fails at 350)" in five.reason  # 1 / (0.01 * 2 / 7): weights 2, 2, 1, 1, 1
+    assert "fails at 400)" in six.reason  # 1 / (0.01 * 2 / 8): and class mix's 1
+
+
+def test_a_retrained_model_passes_the_default_guardrails() -> None:
+    canary = samples(per_image=2.34, confidence=0.76, mix=RETRAINED)
+
+    verdict = assess(canary, samples(), THRESHOLDS)
+
+    assert verdict.outcome is Outcome.PASS, verdict.reason
+
+
 def test_one_failing_check_fails_the_verdict_and_names_it() -> None:
-    verdict = assess(samples(errors=30), samples(errors=1), THRESHOLDS)
+    verdict = assess(samples(errors=60), samples(errors=1), THRESHOLDS)
 
     assert verdict.outcome is Outcome.FAIL
-    assert verdict.reason.startswith("error_rate: canary 0.0300 vs baseline 0.0010")
-    assert "over threshold 0.01" in verdict.reason
+    assert verdict.reason.startswith("error_rate: canary 0.0600 vs baseline 0.0010")
+    assert "beyond tolerance 0.01" in verdict.reason
     assert "p99_latency" not in verdict.reason
 
 
 def test_fail_wins_over_inconclusive() -> None:
-    canary = replace(samples(errors=30), class_counts=())
+    canary = replace(samples(errors=60), class_counts=())
 
     verdict = assess(canary, samples(errors=1), THRESHOLDS)
 

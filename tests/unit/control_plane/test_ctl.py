@@ -577,6 +577,13 @@ def test_unreachable_control_plane_exits_4(capsys: pytest.CaptureFixture[str]) -
             ["--max-p99-ratio", "nan"], "--max-p99-ratio: must be a finite", id="nan-bound"
         ),
         pytest.param(["--failures", "0"], "--failures: must be a whole number", id="zero-failures"),
+        pytest.param(["--alpha", "0"], "--alpha: must be a number between 0 and 1", id="alpha-0"),
+        pytest.param(["--alpha", "1"], "--alpha: must be a number between 0 and 1", id="alpha-1"),
+        pytest.param(
+            ["--max-class-mix-distance", "1.5"],
+            "--max-class-mix-distance: must be a number from 0 to 1",
+            id="class-mix-over-1",
+        ),
         pytest.param(
             ["--min-samples", "2.5"], "--min-samples: must be a whole number", id="frac-samples"
         ),

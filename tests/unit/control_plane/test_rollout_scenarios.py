@@ -45,8 +45,8 @@ def test_error_regression_rolls_back_during_the_first_hold() -> None:
 
     assert sim.phases() == [P, H, Phase.ROLLED_BACK]
     reason = sim.log[-1][1]
-    assert "analysis failed at step 1/3 (10%): error_rate: canary 0.0500 vs baseline" in reason
-    assert "increase +0.0500, over threshold 0.01 (n=100/900)" in reason
+    assert "analysis failed at step 1/3 (10%): error_rate: canary 0.05" in reason
+    assert "beyond tolerance 0.01 (n=300/2700)" in reason
     assert reason.endswith(f"rolled back to {OLD}")
     assert sim.now < 60  # before the hold was over
     sim.tick()  # the canary node reloads the stable model
@@ -61,7 +61,7 @@ def test_latency_regression_rolls_back_with_the_ratio_and_threshold() -> None:
 
     assert sim.phases()[-1] is Phase.ROLLED_BACK
     assert "p99_latency: canary" in sim.log[-1][1]
-    assert "over threshold 1.5" in sim.log[-1][1]
+    assert "beyond tolerance 1.5" in sim.log[-1][1]
 
 
 def test_output_drift_rolls_back() -> None:
@@ -73,7 +73,7 @@ def test_output_drift_rolls_back() -> None:
     reason = sim.log[-1][1]
     assert sim.phases()[-1] is Phase.ROLLED_BACK
     assert "detections_per_image: canary 0.500 vs baseline 2.000 per image, drift 75.0%" in reason
-    assert "over threshold 0.25" in reason
+    assert "beyond tolerance 0.5" in reason
 
 
 def test_canary_that_fails_to_load_rolls_back_at_once() -> None:

@@ -70,8 +70,20 @@ def test_build_spec_steps(
 def test_default_thresholds() -> None:
     thresholds = Thresholds()
 
+    assert thresholds.alpha == 0.01
     assert thresholds.error_rate_increase == 0.01
     assert thresholds.p99_latency_ratio == 1.5
+
+
+def test_default_output_bounds_are_guardrails_that_let_a_retrained_model_through() -> None:
+    """A comparable retrained model moved detections per image by ~17% and the class mix by
+    ~26% total variation; the old bounds (0.25, 0.20) rolled the latter back."""
+    thresholds = Thresholds()
+
+    assert thresholds.detections_drift > 0.17
+    assert thresholds.class_mix_distance == 1.0  # off: stricter drift bounds are opt-in
+    assert thresholds.confidence_drift == 0.25
+    assert thresholds.class_share_drop == 0.8
 
 
 @pytest.mark.parametrize(
@@ -102,6 +114,26 @@ def test_default_thresholds() -> None:
             {"thresholds": replace(Thresholds(), p99_latency_ratio=0.9)},
             "below 1 would fail a canary exactly as fast",
             id="ratio-below-1",
+        ),
+        pytest.param(
+            {"thresholds": replace(Thresholds(), alpha=0.0)},
+            "alpha=0.0 must be between 0 and 1",
+            id="alpha-zero",
+        ),
+        pytest.param(
+            {"thresholds": replace(Thresholds(), alpha=1.0)},
+            "alpha=1.0 must be between 0 and 1",
+            id="alpha-one",
+        ),
+        pytest.param(
+            {"thresholds": replace(Thresholds(), class_share_drop=1.5)},
+            "class_share_drop=1.5 must be 0 to 1",
+            id="class-share-drop-over-1",
+        ),
+        pytest.param(
+            {"thresholds": replace(Thresholds(), class_mix_distance=2.0)},
+            "class_mix_distance=2.0 must be 0 to 1",
+            id="class-mix-over-1",
         ),
         pytest.param(
             {"thresholds": replace(Thresholds(), min_samples=0)},

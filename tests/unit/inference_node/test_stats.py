@@ -1,17 +1,26 @@
 from __future__ import annotations
 
+import grpc
 import pytest
 
 from inference_node.errors import (
     Draining,
     InvalidImage,
     InvalidParameter,
+    ModelNotAllowed,
     ModelNotFound,
     NoModelLoaded,
     Overloaded,
 )
 from inference_node.model import Detection
-from inference_node.stats import ModelId, ModelStats, Outcome, StatsRecorder, outcome_of
+from inference_node.stats import (
+    ModelId,
+    ModelStats,
+    Outcome,
+    StatsRecorder,
+    counts_as_model_error,
+    outcome_of,
+)
 from tests.fakes import make_ref
 
 V1 = ModelId.of(make_ref("shapes", "1"))
@@ -74,10 +83,10 @@ def test_latency_falls_in_bucket_at_or_below_its_bound(latency_s: float, bucket:
     assert counts == tuple(1 if i == bucket else 0 for i in range(len(BOUNDS) + 1))
 
 
-def test_server_error_counts_request_and_error_but_no_image() -> None:
+def test_model_error_counts_request_and_error_but_no_image() -> None:
     stats = recorder()
 
-    stats.record(V1, at=T0, latency_s=0.2, outcome=Outcome.SERVER_ERROR)
+    stats.record(V1, at=T0, latency_s=0.2, outcome=Outcome.MODEL_ERROR)
     ok(stats, T0)
 
     model = only(stats.window(T0, T0 + 1).models)
@@ -85,10 +94,10 @@ def test_server_error_counts_request_and_error_but_no_image() -> None:
     assert sum(model.latency_counts) == model.requests
 
 
-def test_caller_error_is_not_counted() -> None:
+def test_a_failure_that_is_not_the_models_is_not_counted() -> None:
     stats = recorder()
 
-    stats.record(V1, at=T0, latency_s=0.001, outcome=Outcome.CALLER_ERROR)
+    stats.record(V1, at=T0, latency_s=0.001, outcome=Outcome.NOT_COUNTED)
 
     assert stats.window(T0, T0 + 1).models == ()
 
@@ -96,19 +105,39 @@ def test_caller_error_is_not_counted() -> None:
 @pytest.mark.parametrize(
     ("exc", "outcome"),
     [
-        pytest.param(InvalidImage("bad bytes"), Outcome.CALLER_ERROR, id="invalid-image"),
-        pytest.param(InvalidParameter("conf"), Outcome.CALLER_ERROR, id="invalid-parameter"),
-        pytest.param(ModelNotFound("nope"), Outcome.CALLER_ERROR, id="model-not-found"),
-        pytest.param(NoModelLoaded("empty"), Outcome.SERVER_ERROR, id="no-model"),
-        pytest.param(Draining("stopping"), Outcome.SERVER_ERROR, id="draining"),
-        pytest.param(Overloaded("full"), Outcome.SERVER_ERROR, id="overloaded"),
-        pytest.param(RuntimeError("cuda"), Outcome.SERVER_ERROR, id="unexpected"),
+        pytest.param(InvalidImage("bad bytes"), Outcome.NOT_COUNTED, id="invalid-image"),
+        pytest.param(InvalidParameter("conf"), Outcome.NOT_COUNTED, id="invalid-parameter"),
+        pytest.param(ModelNotFound("nope"), Outcome.NOT_COUNTED, id="model-not-found"),
+        pytest.param(ModelNotAllowed("no"), Outcome.NOT_COUNTED, id="model-not-allowed"),
+        pytest.param(NoModelLoaded("empty"), Outcome.NOT_COUNTED, id="no-model"),
+        pytest.param(Draining("stopping"), Outcome.NOT_COUNTED, id="draining"),
+        pytest.param(Overloaded("full"), Outcome.NOT_COUNTED, id="overloaded"),
+        pytest.param(RuntimeError("cuda"), Outcome.MODEL_ERROR, id="failure-running-the-model"),
     ],
 )
-def test_outcome_of_tells_caller_errors_from_server_errors(
-    exc: Exception, outcome: Outcome
-) -> None:
+def test_outcome_of_counts_only_the_models_own_failures(exc: Exception, outcome: Outcome) -> None:
     assert outcome_of(exc) is outcome
+
+
+@pytest.mark.parametrize(
+    ("code", "counts"),
+    [
+        pytest.param(grpc.StatusCode.INTERNAL, True, id="internal"),
+        pytest.param(grpc.StatusCode.UNKNOWN, True, id="unknown"),
+        pytest.param(grpc.StatusCode.RESOURCE_EXHAUSTED, False, id="overloaded"),
+        pytest.param(grpc.StatusCode.UNAVAILABLE, False, id="draining-or-no-model"),
+        pytest.param(grpc.StatusCode.INVALID_ARGUMENT, False, id="bad-input"),
+        pytest.param(grpc.StatusCode.NOT_FOUND, False, id="unknown-model"),
+        pytest.param(grpc.StatusCode.PERMISSION_DENIED, False, id="disallowed-model"),
+        pytest.param(grpc.StatusCode.FAILED_PRECONDITION, False, id="model-too-large"),
+        pytest.param(grpc.StatusCode.CANCELLED, False, id="caller-cancelled"),
+        pytest.param(grpc.StatusCode.DEADLINE_EXCEEDED, False, id="caller-deadline"),
+    ],
+)
+def test_only_failures_running_the_model_count_as_model_errors(
+    code: grpc.StatusCode, counts: bool
+) -> None:
+    assert counts_as_model_error(code) is counts
 
 
 def test_models_are_kept_apart() -> None:
@@ -117,7 +146,7 @@ def test_models_are_kept_apart() -> None:
     ok(stats, T0, model=V1)
     ok(stats, T0, model=V2)
     ok(stats, T0 + 1, model=V2)
-    stats.record(V2, at=T0 + 1, latency_s=0.5, outcome=Outcome.SERVER_ERROR)
+    stats.record(V2, at=T0 + 1, latency_s=0.5, outcome=Outcome.MODEL_ERROR)
 
     v1, v2 = stats.window(T0, T0 + 2).models
     assert (v1.model, v1.requests, v1.errors) == (V1, 1, 0)
