@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 import zipfile
 import zlib
@@ -59,8 +60,13 @@ class ModelLoader:
         self._fetch_limits = fetch_limits or FetchLimits()
         cache_dir.mkdir(parents=True, exist_ok=True)
 
-    def load(self, ref: ModelRef) -> tuple[Detector, LoadReport]:
-        """Fetch, verify, build and warm up ``ref``; raises a ``SwapError`` subclass on failure."""
+    def load(
+        self, ref: ModelRef, *, cancel: threading.Event | None = None
+    ) -> tuple[Detector, LoadReport]:
+        """Fetch, verify, build and warm up ``ref``; raises a ``SwapError`` subclass on failure.
+
+        ``cancel`` is not watched yet: the caller closes the result of a cancelled load.
+        """
         started = time.perf_counter()
         artifact = self.fetch_verified(ref)
         fetched = time.perf_counter()
