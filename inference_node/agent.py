@@ -2,13 +2,13 @@
 
 What to do next and what a refusal means are decided by ``policy`` (pure); this module does
 what they call for. A change: fetch, verify, build and warm up the candidate on the loader
-thread, run its trial (the gates, each inference its own job on the device thread between
-served batches, see ``trial``), swap, then retire the old model once its last batch has
-finished (closed and its memory released on the loader thread, never on the device thread or
-the event loop). Any failure keeps the old model serving and is reported. A newer request
-cancels the load in progress at once: its cancel event stops the fetch, the build or the trial
-at the next step, the candidate is closed, and the newer model starts. Two loads never run at
-once. Time is read only through the injected ``clock`` and ``sleep``.
+thread, run its trial (the gates; each inference its own job, the latency rounds on the device
+thread between served batches, see ``trial``), swap, then retire the old model once its last
+batch has finished (closed and its memory released on the loader thread, never on the device
+thread or the event loop). Any failure keeps the old model serving and is reported. A newer
+request cancels the load in progress at once: its cancel event stops the fetch, the build or
+the trial at the next step, the candidate is closed, and the newer model starts. Two loads
+never run at once. Time is read only through the injected ``clock`` and ``sleep``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from inference_node.policy import (
     same_model,
 )
 from inference_node.slot import Active, ModelSlot
-from inference_node.trial import DeviceJobs, run_trial
+from inference_node.trial import Jobs, run_trial
 
 logger = logging.getLogger(__name__)
 
@@ -233,14 +233,19 @@ class SwapAgent:
 
     async def _try_out(self, ref: ModelRef, detector: Detector, cancel: threading.Event) -> None:
         """The gates; the serving model stays leased for the latency comparison."""
-        jobs = DeviceJobs(self._device_executor, ref=ref, cancel=cancel)
+        trial = functools.partial(
+            run_trial,
+            ref,
+            detector,
+            background=Jobs(self._loader_executor, ref=ref, cancel=cancel),
+            device=Jobs(self._device_executor, ref=ref, cancel=cancel),
+            policy=self._policy,
+        )
         if self._slot.active is None:
-            report = await run_trial(ref, detector, incumbent=None, jobs=jobs, policy=self._policy)
+            report = await trial(incumbent=None)
         else:
             with self._slot.lease() as incumbent:
-                report = await run_trial(
-                    ref, detector, incumbent=incumbent.detector, jobs=jobs, policy=self._policy
-                )
+                report = await trial(incumbent=incumbent.detector)
         for gate in report.gates:
             logger.info("model=%s gate %s passed: %s", ref, gate.gate, gate.detail)
 

@@ -1,11 +1,12 @@
-"""A candidate's trial beside live traffic: the validation gates, measured on the device thread.
+"""A candidate's trial beside live traffic: the validation gates and the figures they judge.
 
-Every inference of the trial (a calibration image, one latency round of either model) is its
-own job on the device executor, submitted only once the previous one has returned. The device
-thread runs jobs in the order they arrive, and the batcher submits its next batch while a
-trial job runs, so a served batch waits behind at most one trial inference, never behind the
-whole trial. Before each job the trial checks its cancel event: a newer desired model stops it
-at the next inference, not at the end.
+Every inference of the trial is its own job, submitted only once the previous one has
+returned, and before each job the trial checks its cancel event: a newer desired model stops
+it at the next inference, not at the end. Calibration images run on the loader thread (at a
+lower CPU priority, beside serving, like the loader's warm-up); the latency rounds must run
+where served batches run, on the device thread. That thread takes jobs in the order they
+arrive and the batcher submits its next batch while a round runs, so a served batch waits
+behind at most one probe inference, never behind the whole probe.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from inference_node.model import Detector, DetectParams, Image, ModelRef
 T = TypeVar("T")
 
 
-class DeviceJobs:
-    """Runs a candidate's inferences on the device thread, one job at a time, until cancelled."""
+class Jobs:
+    """Runs a candidate's inferences on one executor, one job at a time, until cancelled."""
 
     def __init__(self, executor: Executor, *, ref: ModelRef, cancel: threading.Event) -> None:
         self._executor = executor
@@ -49,33 +50,37 @@ async def run_trial(
     candidate: Detector,
     *,
     incumbent: Detector | None,
-    jobs: DeviceJobs,
+    background: Jobs,
+    device: Jobs,
     policy: validate.ValidationPolicy,
 ) -> validate.ValidationReport:
-    """Run the gates in order; raises ``ValidationFailed`` (or ``Superseded``) on the first miss."""
+    """Run the gates in order; raises ``ValidationFailed`` (or ``Superseded``) on the first miss.
+
+    ``background`` runs calibration images (the loader thread), ``device`` the latency rounds.
+    """
     spec = incumbent.spec if incumbent is not None else None
     gates = [
         validate.check_classes(ref, candidate.spec, incumbent=spec, policy=policy),
         validate.check_compat(ref, candidate.spec, incumbent=spec, policy=policy),
     ]
     found = [
-        await jobs.run(_counter(candidate, case.image, policy.calibration_conf))
+        await background.run(_counter(candidate, case.image, policy.calibration_conf))
         for case in policy.calibration
     ]
     gates.append(validate.check_calibration(ref, found, policy))
     if incumbent is not None and policy.latency_factor is not None:
-        candidate_ms, incumbent_ms = await _probe_latency(candidate, incumbent, jobs, policy)
+        candidate_ms, incumbent_ms = await _probe_latency(candidate, incumbent, device, policy)
         gates.append(
             validate.check_latency(
                 ref, candidate_ms=candidate_ms, incumbent_ms=incumbent_ms, policy=policy
             )
         )
-    jobs.check()
+    device.check()
     return validate.ValidationReport(ref=ref, gates=tuple(gates))
 
 
 async def _probe_latency(
-    candidate: Detector, incumbent: Detector, jobs: DeviceJobs, policy: validate.ValidationPolicy
+    candidate: Detector, incumbent: Detector, jobs: Jobs, policy: validate.ValidationPolicy
 ) -> tuple[list[float], list[float]]:
     """Single-image rounds of both models, alternating, each round its own device job."""
     image = _probe_image(policy, candidate.spec.input_size)
