@@ -1,4 +1,8 @@
-"""Swapping models repeatedly under concurrent load loses no request and mixes no models."""
+"""Swapping models repeatedly under concurrent load loses no request and mixes no models.
+
+With every gate on, each swap's calibration images and latency rounds run beside the load
+(the rounds on the device thread, between served batches).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,11 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 
+from inference_node.config import GateConfig
 from inference_node.errors import ValidationFailed
 from inference_node.model import ModelRef
 from tests.integration.harness import RunningNode, encode
+from yolofleet.demo_models import DemoModels
 from yolofleet.synthetic import render_image
 from yolofleet.v1 import inference_pb2 as pb
 
@@ -39,10 +45,19 @@ def _client(node: RunningNode, image: bytes, stop: threading.Event, seen: Observ
         seen.replies.append((sent, reply.model.sha256, reply.generation))
 
 
+@pytest.mark.parametrize(
+    "every_gate", [pytest.param(False, id="default-gates"), pytest.param(True, id="every-gate")]
+)
 def test_swaps_under_load_drop_nothing_and_never_mix_models(
-    start_node: Callable[..., RunningNode], refs: dict[str, ModelRef]
+    start_node: Callable[..., RunningNode],
+    refs: dict[str, ModelRef],
+    models: DemoModels,
+    every_gate: bool,
 ) -> None:
-    node = start_node()
+    gates = GateConfig(latency_factor=None)
+    if every_gate:  # a loose latency bound: the rounds run under this test's own load
+        gates = GateConfig(calibration_dir=models.calibration_dir, latency_factor=5.0)
+    node = start_node(gates=gates)
     node.swap_to(refs["v1"])
     image = encode(render_image(5).image)
     stop = threading.Event()

@@ -22,7 +22,9 @@ from inference_node.policy import (
     on_refusal,
     phase_of,
 )
+from inference_node.status import node_phase
 from tests.fakes import make_ref
+from yolofleet.records import NodePhase
 
 A, B, C = make_ref("a", "1"), make_ref("b", "2"), make_ref("c", "3")
 A_RELABELLED = replace(A, version="v7")  # same name and digest: the same model
@@ -184,3 +186,19 @@ def test_transient_refusal_backs_off_from_5_to_300_s(attempts: int, delay_s: flo
 )
 def test_phase_of(state: SwapState, draining: bool, phase: SlotPhase) -> None:
     assert phase_of(state, draining=draining) is phase
+
+
+@pytest.mark.parametrize(
+    ("phase", "reported"),
+    [
+        pytest.param(SlotPhase.EMPTY, NodePhase.WAITING, id="empty-waits"),
+        pytest.param(SlotPhase.LOADING, NodePhase.LOADING, id="loading"),
+        pytest.param(SlotPhase.SERVING, NodePhase.SERVING, id="serving"),
+        pytest.param(SlotPhase.FAILED, NodePhase.FAILED, id="failed"),
+        pytest.param(SlotPhase.DRAINING, NodePhase.DRAINING, id="draining"),
+    ],
+)
+def test_every_slot_phase_has_the_node_phase_reported_in_consul(
+    phase: SlotPhase, reported: NodePhase
+) -> None:
+    assert node_phase(phase) is reported
