@@ -43,6 +43,7 @@ from inference_node.policy import (
 )
 from inference_node.slot import Active, ModelSlot
 from inference_node.trial import Jobs, run_trial
+from inference_node.waiters import Waiters
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class SwapAgent:
         self._cancel: threading.Event | None = None
         """Set to stop the load in progress (there is one while ``_state.loading`` is set)."""
         self._last_error = ""
-        self._waiters: list[tuple[ModelRef, asyncio.Future[Active]]] = []
+        self._waiters = Waiters()
         self._wake = asyncio.Event()
         self._retiring: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -137,20 +138,16 @@ class SwapAgent:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._retiring is not None:
             await self._retiring
-        for _, future in self._waiters:
-            if not future.done():
-                future.set_exception(Superseded("node stopped before the swap happened"))
+        self._waiters.fail_all(Superseded("node stopped before the swap happened"))
 
     def request(self, ref: ModelRef) -> asyncio.Future[Active]:
         """Ask for ``ref`` to go live; the future gets the new ``Active`` or the refusal."""
-        future: asyncio.Future[Active] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_consume_outcome)
-        self._supersede_all_but(ref)
-        self._waiters.append((ref, future))
+        self._waiters.supersede_all_but(ref)
+        future = self._waiters.add(ref)
         self._state = replace(self._state, desired=ref, failed=None, retry_at=None, attempts=0)
         active = self._slot.active
         if active is not None and same_model(active.ref, ref):
-            self._settle(ref, result=active)
+            self._waiters.went_live(active)
         action = next_action(self._view(), now=self._clock(), min_interval_s=self._min_interval_s)
         if action.move is Move.CANCEL and self._cancel is not None:
             logger.info("model=%s load cancelled: %s", action.ref, action.reason)
@@ -193,13 +190,15 @@ class SwapAgent:
                 wait.cancel()
 
     async def _apply(self, ref: ModelRef) -> None:
-        if self._retiring is not None:
-            await self._retiring
         started = self._clock()
         cancel = self._cancel = threading.Event()
         self._state = replace(self._state, loading=ref)
         logger.info("model=%s loading", ref)
         try:
+            if self._retiring is not None:  # the last swap's old model is still being closed
+                await self._retiring
+            if cancel.is_set():
+                raise self._superseded(ref)
             detector, report = await self._load(ref, cancel)
             try:
                 await self._try_out(ref, detector, cancel)
@@ -275,14 +274,14 @@ class SwapAgent:
         )
         for listener in self._listeners:
             listener(active)
-        self._settle(ref, result=active)
+        self._waiters.went_live(active)
         if old is not None:
             self._retiring = asyncio.get_running_loop().create_task(self._retire(old))
 
     def _refuse(self, ref: ModelRef, exc: SwapError) -> None:
         if isinstance(exc, Superseded):
             logger.info("model=%s superseded", ref)
-            self._settle(ref, error=exc)
+            self._waiters.refused(ref, exc)
             return
         state = self._state
         attempts = state.attempts + 1 if same_model(state.failed, ref) else 1
@@ -298,7 +297,7 @@ class SwapAgent:
         logger.warning(
             "model=%s refused (%s), old model keeps serving: %s", ref, refusal.kind, message
         )
-        self._settle(ref, error=exc)
+        self._waiters.refused(ref, exc)
 
     async def _retire(self, old: Active) -> None:
         await self._slot.drained(old)
@@ -308,29 +307,6 @@ class SwapAgent:
     async def _close(self, detector: Detector) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._loader_executor, _close_and_release, detector)
-
-    def _supersede_all_but(self, ref: ModelRef) -> None:
-        for wanted, future in self._waiters:
-            if not same_model(wanted, ref) and not future.done():
-                future.set_exception(Superseded(f"model {wanted} was superseded by {ref}"))
-        self._waiters = [(w, f) for w, f in self._waiters if not f.done()]
-
-    def _settle(
-        self, ref: ModelRef, *, result: Active | None = None, error: Exception | None = None
-    ) -> None:
-        for wanted, future in self._waiters:
-            if same_model(wanted, ref) and not future.done():
-                if error is not None:
-                    future.set_exception(error)
-                else:
-                    future.set_result(result)  # type: ignore[arg-type]
-        self._waiters = [(w, f) for w, f in self._waiters if not f.done()]
-
-
-def _consume_outcome(future: asyncio.Future[Active]) -> None:
-    """Callers may ignore the outcome; mark a refusal as seen so asyncio does not log it."""
-    if not future.cancelled():
-        future.exception()
 
 
 def _close_and_release(detector: Detector) -> None:

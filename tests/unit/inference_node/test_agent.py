@@ -206,6 +206,23 @@ async def test_old_model_closed_only_after_swap() -> None:
         pool.shutdown()
 
 
+async def test_a_request_while_the_old_model_retires_loads_only_the_newest(rig: Rig) -> None:
+    d = make_ref("d", "4")
+    rig.loader.detectors["d"] = FakeDetector()
+    rig.loader.honours_cancel = False  # the agent itself must not start a cancelled load
+    await rig.agent.request(A)
+    with rig.slot.lease():  # a batch still on A: A's retirement waits for it
+        await rig.agent.request(B)
+        stale = rig.agent.request(C)
+        await until(lambda: rig.agent.status.loading == C, what="C waiting for A to close")
+        newest = rig.agent.request(d)
+
+    with pytest.raises(Superseded):
+        await asyncio.wait_for(stale, 5)
+    assert (await asyncio.wait_for(newest, 5)).ref == d
+    assert rig.loader.loads == ["a", "b", "d"]  # C was never fetched
+
+
 async def test_min_interval_holds_new_model_but_not_a_return_to_previous(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
