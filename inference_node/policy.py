@@ -149,14 +149,15 @@ def next_action(state: SwapState, *, now: float, min_interval_s: float) -> Actio
 def is_transient(exc: SwapError) -> bool:
     """Whether trying the same model again later may work.
 
-    A refusal's class says so with a ``transient`` class attribute where it has one; a
-    validation gate is transient only when its verdict depends on the moment (latency on a
-    busy device). Without the attribute, a fetch that failed (``ArtifactError``: the artifact
-    server restarting, a network blip) is transient and everything else is not.
+    A refusal says so with a ``transient`` attribute (of its class, or of the error itself)
+    where it has one; a validation gate is transient only when its verdict depends on the
+    moment (latency on a busy device). Without the attribute, a fetch that failed
+    (``ArtifactError``: the artifact server restarting, a network blip) is transient and
+    everything else is not.
     """
     if isinstance(exc, ValidationFailed):
         return exc.gate in TRANSIENT_GATES
-    flag = getattr(type(exc), "transient", None)
+    flag = getattr(exc, "transient", None)
     if isinstance(flag, bool):
         return flag
     return isinstance(exc, ArtifactError)

@@ -115,6 +115,11 @@ class Permanent(ArtifactError):
     transient = False
 
 
+def _marked(exc: SwapError, *, transient: bool) -> SwapError:
+    exc.transient = transient  # type: ignore[attr-defined]
+    return exc
+
+
 @pytest.mark.parametrize(
     ("exc", "kind"),
     [
@@ -134,6 +139,11 @@ class Permanent(ArtifactError):
         ),
         pytest.param(Transient("timeout"), RefusalKind.TRANSIENT, id="class-says-transient"),
         pytest.param(Permanent("bad scheme"), RefusalKind.PERMANENT, id="class-says-permanent"),
+        pytest.param(
+            _marked(ArtifactError("HTTP 404"), transient=False),
+            RefusalKind.PERMANENT,
+            id="error-says-permanent",
+        ),
     ],
 )
 def test_refusal_kind(exc: SwapError, kind: RefusalKind) -> None:
