@@ -12,16 +12,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Protocol
 
-from inference_node.agent import SwapAgent
 from inference_node.model import ModelRef
 from yolofleet.digests import file_sha256
 
 logger = logging.getLogger(__name__)
 
 
+class SwapRequester(Protocol):
+    """Where a changed file's model is asked for (``SwapAgent`` in production)."""
+
+    def request(self, ref: ModelRef) -> object: ...
+
+
 class FileWatcher:
-    def __init__(self, path: Path, agent: SwapAgent, *, name: str, interval_s: float) -> None:
+    def __init__(self, path: Path, agent: SwapRequester, *, name: str, interval_s: float) -> None:
         self._path = path
         self._agent = agent
         self._name = name
