@@ -249,7 +249,9 @@ class SwapAgent:
             logger.info("model=%s gate %s passed: %s", ref, gate.gate, gate.detail)
 
     def _superseded(self, ref: ModelRef) -> Superseded:
-        return Superseded(f"model {ref} was superseded by {self._state.desired} while loading")
+        return Superseded(
+            f"model {ref} was superseded by {self._state.desired} before it went live"
+        )
 
     def _go_live(
         self, ref: ModelRef, detector: Detector, report: LoadReport, started: float
@@ -295,7 +297,7 @@ class SwapAgent:
             exc.gate if isinstance(exc, ValidationFailed) else type(exc).__name__
         )
         logger.warning(
-            "model=%s refused (%s), old model keeps serving: %s", ref, refusal.kind, message
+            "model=%s refused kind=%s, old model keeps serving: %s", ref, refusal.kind, message
         )
         self._waiters.refused(ref, exc)
 
