@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -26,6 +27,10 @@ async def serve(config: NodeConfig) -> None:
         catalog = ConsulCatalog(client, KeyLayout(config.fleet.key_prefix))
     node = InferenceNode(config, catalog=catalog)
     await node.start()
+    # Everything alive now lives as long as the process: keep it out of every later garbage
+    # collection, so the one that frees a swapped-out model (and each automatic one) scans
+    # only what was made since, ~2 ms instead of ~160 ms holding the GIL against serving.
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

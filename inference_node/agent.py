@@ -1,70 +1,75 @@
 """``SwapAgent``: brings the slot to the desired model, one change at a time.
 
-For each change: wait out the minimum swap interval (never for a return to the previous
-model), load and warm up the candidate on the loader thread, run the validation gates, probe
-its latency against the serving model on the device thread, swap, then close the old model
-once its last batch has finished. Any failure keeps the old model serving and is reported.
-A newer request supersedes an older one at every step; two loads never run at once.
+What to do next and what a refusal means are decided by ``policy`` (pure); this module does
+what they call for. A change: fetch, verify, build and warm up the candidate on the loader
+thread, run its trial (the gates; each inference its own job, the latency rounds on the device
+thread between served batches, see ``trial``), swap, then retire the old model once its last
+batch has finished (closed and its memory released on the loader thread, never on the device
+thread or the event loop). Any failure keeps the old model serving and is reported. A newer
+request cancels the load in progress at once: its cancel event stops the fetch, the build or
+the trial at the next step, the candidate is closed, and the newer model starts. Two loads
+never run at once. Time is read only through the injected ``clock`` and ``sleep``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
-from enum import StrEnum
+from dataclasses import dataclass, replace
 from typing import Protocol
-
-import numpy as np
 
 from inference_node import validate
 from inference_node.device import release_device_memory
-from inference_node.errors import (
-    ArtifactError,
-    LoadError,
-    Superseded,
-    SwapError,
-    ValidationFailed,
-)
+from inference_node.errors import LoadError, Superseded, SwapError, ValidationFailed
 from inference_node.loader import LoadReport
 from inference_node.metrics import NodeMetrics
-from inference_node.model import Detector, DetectParams, ModelRef
+from inference_node.model import Detector, ModelRef
+from inference_node.policy import (
+    RETRY_FIRST_S,
+    RETRY_MAX_S,
+    Backoff,
+    Move,
+    SlotPhase,
+    SwapState,
+    next_action,
+    on_refusal,
+    phase_of,
+    same_model,
+)
 from inference_node.slot import Active, ModelSlot
+from inference_node.trial import Jobs, run_trial
+from inference_node.waiters import Waiters
 
 logger = logging.getLogger(__name__)
-
-RETRY_FIRST_S = 5.0
-RETRY_MAX_S = 300.0
-TRANSIENT_GATES = frozenset({"latency"})
-"""Gates whose verdict depends on the moment (a busy device), not on the model file."""
-
-
-class AgentPhase(StrEnum):
-    EMPTY = "empty"
-    LOADING = "loading"
-    SERVING = "serving"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AgentStatus:
-    phase: AgentPhase
+    phase: SlotPhase
     loading: ModelRef | None
     last_error: str
     retry_at: float | None = None
-    """``time.monotonic()`` at which a transiently refused model is tried again, if it will be."""
+    """Clock time at which a transiently refused model is tried again, if it will be."""
 
 
 SwapListener = Callable[[Active], None]
 
 
 class Loader(Protocol):
-    """Fetches, verifies, builds and warms up a model (``loader.ModelLoader`` in production)."""
+    """Fetches, verifies, builds and warms up a model (``loader.ModelLoader`` in production).
 
-    def load(self, ref: ModelRef) -> tuple[Detector, LoadReport]: ...
+    Once ``cancel`` is set it should stop early and raise a ``SwapError``; a loader that
+    ignores it still works, its result is closed when it returns.
+    """
+
+    def load(
+        self, ref: ModelRef, *, cancel: threading.Event | None = None
+    ) -> tuple[Detector, LoadReport]: ...
 
 
 class SwapAgent:
@@ -82,6 +87,7 @@ class SwapAgent:
         metrics: NodeMetrics,
         listeners: tuple[SwapListener, ...] = (),
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         retry_first_s: float = RETRY_FIRST_S,
         retry_max_s: float = RETRY_MAX_S,
     ) -> None:
@@ -94,29 +100,25 @@ class SwapAgent:
         self._metrics = metrics
         self._listeners = list(listeners)
         self._clock = clock
-        self._desired: ModelRef | None = None
-        self._failed: ModelRef | None = None
-        self._previous: ModelRef | None = None
-        self._last_swap_at = float("-inf")
-        self._waiters: list[tuple[ModelRef, asyncio.Future[Active]]] = []
-        self._wake = asyncio.Event()
-        self._phase = AgentPhase.EMPTY
-        self._loading: ModelRef | None = None
+        self._sleep = sleep
+        self._backoff = Backoff(first_s=retry_first_s, max_s=retry_max_s)
+        self._state = SwapState()
+        self._cancel: threading.Event | None = None
+        """Set to stop the load in progress (there is one while ``_state.loading`` is set)."""
         self._last_error = ""
+        self._waiters = Waiters()
+        self._wake = asyncio.Event()
         self._retiring: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._retry_first_s, self._retry_max_s = retry_first_s, retry_max_s
-        self._retries = 0
-        self._retry_at: float | None = None
-        self._retry_timer: asyncio.TimerHandle | None = None
 
     @property
     def status(self) -> AgentStatus:
+        state = self._view()
         return AgentStatus(
-            phase=self._phase,
-            loading=self._loading,
+            phase=phase_of(state, draining=False),
+            loading=state.loading,
             last_error=self._last_error,
-            retry_at=self._retry_at,
+            retry_at=state.retry_at,
         )
 
     def start(self) -> None:
@@ -129,78 +131,77 @@ class SwapAgent:
         self._listeners.append(listener)
 
     async def stop(self) -> None:
-        self._cancel_retry()
+        if self._cancel is not None:
+            self._cancel.set()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._retiring is not None:
             await self._retiring
-        for _, future in self._waiters:
-            if not future.done():
-                future.set_exception(Superseded("node stopped before the swap happened"))
+        self._waiters.fail_all(Superseded("node stopped before the swap happened"))
 
     def request(self, ref: ModelRef) -> asyncio.Future[Active]:
         """Ask for ``ref`` to go live; the future gets the new ``Active`` or the refusal."""
-        future: asyncio.Future[Active] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_consume_outcome)
-        self._supersede_all_but(ref)
-        self._waiters.append((ref, future))
-        self._desired = ref
-        self._failed = None
-        self._retries = 0
-        self._cancel_retry()
+        self._waiters.supersede_all_but(ref)
+        future = self._waiters.add(ref)
+        self._state = replace(self._state, desired=ref, failed=None, retry_at=None, attempts=0)
         active = self._slot.active
-        if active is not None and _same_model(active.ref, ref):
-            self._settle(ref, result=active)
+        if active is not None and same_model(active.ref, ref):
+            self._waiters.went_live(active)
+        action = next_action(self._view(), now=self._clock(), min_interval_s=self._min_interval_s)
+        if action.move is Move.CANCEL and self._cancel is not None:
+            logger.info("model=%s load cancelled: %s", action.ref, action.reason)
+            self._cancel.set()
         self._wake.set()
         return future
 
+    def _view(self) -> SwapState:
+        """The state with the slot's live model: the slot is the one record of what is live."""
+        active = self._slot.active
+        return replace(self._state, active=active.ref if active is not None else None)
+
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while (ref := self._next_change()) is not None:
-                if await self._held_by_interval(ref):
-                    continue
-                await self._apply(ref)
+            self._wake.clear()  # before deciding: a request from now on wakes the wait below
+            action = next_action(
+                self._view(), now=self._clock(), min_interval_s=self._min_interval_s
+            )
+            match action.move:
+                case Move.LOAD:
+                    assert action.ref is not None
+                    await self._apply(action.ref)
+                case Move.HOLD:
+                    logger.info("model=%s %s", action.ref, action.reason)
+                    await self._wait(until=action.at)
+                case Move.RETRY:
+                    await self._wait(until=action.at)
+                case Move.NOTHING | Move.CANCEL:  # CANCEL: only while loading, never here
+                    await self._wait(until=None)
 
-    def _next_change(self) -> ModelRef | None:
-        ref = self._desired
-        active = self._slot.active
-        if ref is None:
-            return None
-        if ref == self._failed and (self._retry_at is None or time.monotonic() < self._retry_at):
-            return None
-        if active is not None and _same_model(active.ref, ref):
-            return None
-        return ref
-
-    async def _held_by_interval(self, ref: ModelRef) -> bool:
-        """Wait out the minimum swap interval; True when a newer request arrived meanwhile."""
-        if self._previous is not None and _same_model(self._previous, ref):
-            return False
-        remaining = self._last_swap_at + self._min_interval_s - self._clock()
-        if remaining <= 0:
-            return False
-        logger.info("model=%s held %.1fs by the minimum swap interval", ref, remaining)
-        self._wake.clear()
+    async def _wait(self, *, until: float | None) -> None:
+        """Until a request wakes the agent, or the clock reaches ``until``."""
+        waits: list[asyncio.Future[object]] = [asyncio.ensure_future(self._wake.wait())]
+        if until is not None:
+            waits.append(asyncio.ensure_future(self._sleep(max(0.0, until - self._clock()))))
         try:
-            await asyncio.wait_for(self._wake.wait(), remaining)
-        except TimeoutError:
-            return False
-        return self._desired != ref
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     async def _apply(self, ref: ModelRef) -> None:
-        if self._retiring is not None:
-            await self._retiring
-        started = time.monotonic()
-        self._phase, self._loading = AgentPhase.LOADING, ref
+        started = self._clock()
+        cancel = self._cancel = threading.Event()
+        self._state = replace(self._state, loading=ref)
         logger.info("model=%s loading", ref)
         try:
-            detector, report = await self._load(ref)
+            if self._retiring is not None:  # the last swap's old model is still being closed
+                await self._retiring
+            if cancel.is_set():
+                raise self._superseded(ref)
+            detector, report = await self._load(ref, cancel)
             try:
-                await self._validate(ref, detector)
-                self._check_current(ref)
+                await self._try_out(ref, detector, cancel)
             except BaseException:
                 await self._close(detector)
                 raise
@@ -211,62 +212,63 @@ class SwapAgent:
             logger.error("model=%s swap crashed", ref, exc_info=True)
             self._refuse(ref, LoadError(f"model {ref} could not be swapped in: {exc}"))
         finally:
-            self._loading = None
+            self._state = replace(self._state, loading=None)
+            self._cancel = None
 
-    async def _load(self, ref: ModelRef) -> tuple[Detector, LoadReport]:
-        loop = asyncio.get_running_loop()
-        detector, report = await loop.run_in_executor(self._loader_executor, self._loader.load, ref)
-        if self._desired != ref:
+    async def _load(self, ref: ModelRef, cancel: threading.Event) -> tuple[Detector, LoadReport]:
+        load = functools.partial(self._loader.load, ref, cancel=cancel)
+        try:
+            detector, report = await asyncio.get_running_loop().run_in_executor(
+                self._loader_executor, load
+            )
+        except SwapError as exc:
+            if cancel.is_set():  # the loader stopped because it was told to
+                raise self._superseded(ref) from exc
+            raise
+        if cancel.is_set():  # a loader that does not watch ``cancel`` finished anyway
             await self._close(detector)
-            raise Superseded(f"model {ref} was superseded by {self._desired} while loading")
+            raise self._superseded(ref)
         return detector, report
 
-    async def _validate(self, ref: ModelRef, detector: Detector) -> None:
-        loop = asyncio.get_running_loop()
-        incumbent = self._slot.active
-        spec = incumbent.detector.spec if incumbent else None
-        validate.check_classes(ref, detector.spec, incumbent=spec, policy=self._policy)
-        validate.check_compat(ref, detector.spec, incumbent=spec, policy=self._policy)
-        await loop.run_in_executor(
-            self._loader_executor, validate.check_calibration, ref, detector, self._policy
+    async def _try_out(self, ref: ModelRef, detector: Detector, cancel: threading.Event) -> None:
+        """The gates; the serving model stays leased for the latency comparison."""
+        trial = functools.partial(
+            run_trial,
+            ref,
+            detector,
+            background=Jobs(self._loader_executor, ref=ref, cancel=cancel),
+            device=Jobs(self._device_executor, ref=ref, cancel=cancel),
+            policy=self._policy,
         )
-        if incumbent is not None and self._policy.latency_factor is not None:
-            candidate_ms, incumbent_ms = await self._probe_latency(detector)
-            result = validate.check_latency(
-                ref, candidate_ms=candidate_ms, incumbent_ms=incumbent_ms, policy=self._policy
-            )
-            logger.info("model=%s latency gate passed: %s", ref, result.detail)
+        if self._slot.active is None:
+            report = await trial(incumbent=None)
+        else:
+            with self._slot.lease() as incumbent:
+                report = await trial(incumbent=incumbent.detector)
+        for gate in report.gates:
+            logger.info("model=%s gate %s passed: %s", ref, gate.gate, gate.detail)
 
-    async def _probe_latency(self, candidate: Detector) -> tuple[list[float], list[float]]:
-        """Time candidate and serving model on the device thread, interleaved between batches."""
-        loop = asyncio.get_running_loop()
-        probe = _probe_image(self._policy, candidate.spec.input_size)
-        candidate_ms: list[float] = []
-        incumbent_ms: list[float] = []
-        with self._slot.lease() as incumbent:
-            for _ in range(self._policy.latency_rounds):
-                pair = await loop.run_in_executor(
-                    self._device_executor, _time_pair, incumbent.detector, candidate, probe
-                )
-                incumbent_ms.append(pair[0])
-                candidate_ms.append(pair[1])
-        return candidate_ms, incumbent_ms
-
-    def _check_current(self, ref: ModelRef) -> None:
-        if self._desired != ref:
-            raise Superseded(f"model {ref} was superseded by {self._desired} before going live")
+    def _superseded(self, ref: ModelRef) -> Superseded:
+        return Superseded(
+            f"model {ref} was superseded by {self._state.desired} before it went live"
+        )
 
     def _go_live(
         self, ref: ModelRef, detector: Detector, report: LoadReport, started: float
     ) -> None:
-        old = self._slot.swap(ref, detector, load=report, started_at=started)
+        now = self._clock()
+        old = self._slot.swap(ref, detector, load=report, started_at=started, finished_at=now)
         active = self._slot.active
         assert active is not None
-        self._previous = old.ref if old else None
-        self._last_swap_at = self._clock()
-        self._phase, self._last_error = AgentPhase.SERVING, ""
-        self._failed, self._retries = None, 0
-        self._cancel_retry()
+        self._state = replace(
+            self._state,
+            previous=old.ref if old else None,
+            last_swap_at=now,
+            failed=None,
+            retry_at=None,
+            attempts=0,
+        )
+        self._last_error = ""
         self._metrics.went_live(
             ref,
             old=old.ref if old else None,
@@ -274,37 +276,30 @@ class SwapAgent:
         )
         for listener in self._listeners:
             listener(active)
-        self._settle(ref, result=active)
+        self._waiters.went_live(active)
         if old is not None:
             self._retiring = asyncio.get_running_loop().create_task(self._retire(old))
 
     def _refuse(self, ref: ModelRef, exc: SwapError) -> None:
         if isinstance(exc, Superseded):
             logger.info("model=%s superseded", ref)
-            self._phase = AgentPhase.SERVING if self._slot.active else AgentPhase.EMPTY
-        else:
-            self._failed = ref
-            message = str(exc)
-            if _transient(exc):
-                delay = min(self._retry_max_s, self._retry_first_s * 2**self._retries)
-                self._retries += 1
-                self._schedule_retry(delay)
-                message += f"; trying again in {delay:g}s"
-            self._phase, self._last_error = AgentPhase.FAILED, message
-            stage = exc.gate if isinstance(exc, ValidationFailed) else type(exc).__name__
-            self._metrics.swap_failed(stage)
-            logger.warning("model=%s refused, old model keeps serving: %s", ref, message)
-        self._settle(ref, error=exc)
-
-    def _schedule_retry(self, delay_s: float) -> None:
-        self._cancel_retry()
-        self._retry_at = time.monotonic() + delay_s
-        self._retry_timer = asyncio.get_running_loop().call_later(delay_s, self._wake.set)
-
-    def _cancel_retry(self) -> None:
-        if self._retry_timer is not None:
-            self._retry_timer.cancel()
-        self._retry_timer, self._retry_at = None, None
+            self._waiters.refused(ref, exc)
+            return
+        state = self._state
+        attempts = state.attempts + 1 if same_model(state.failed, ref) else 1
+        refusal = on_refusal(exc, attempts=attempts, now=self._clock(), backoff=self._backoff)
+        message = str(exc)
+        if refusal.delay_s is not None:
+            message += f"; trying again in {refusal.delay_s:g}s"
+        self._state = replace(state, failed=ref, retry_at=refusal.retry_at, attempts=attempts)
+        self._last_error = message
+        self._metrics.swap_failed(
+            exc.gate if isinstance(exc, ValidationFailed) else type(exc).__name__
+        )
+        logger.warning(
+            "model=%s refused kind=%s, old model keeps serving: %s", ref, refusal.kind, message
+        )
+        self._waiters.refused(ref, exc)
 
     async def _retire(self, old: Active) -> None:
         await self._slot.drained(old)
@@ -315,60 +310,8 @@ class SwapAgent:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._loader_executor, _close_and_release, detector)
 
-    def _supersede_all_but(self, ref: ModelRef) -> None:
-        for wanted, future in self._waiters:
-            if wanted != ref and not future.done():
-                future.set_exception(Superseded(f"model {wanted} was superseded by {ref}"))
-        self._waiters = [(w, f) for w, f in self._waiters if not f.done()]
-
-    def _settle(
-        self, ref: ModelRef, *, result: Active | None = None, error: Exception | None = None
-    ) -> None:
-        for wanted, future in self._waiters:
-            if wanted == ref and not future.done():
-                if error is not None:
-                    future.set_exception(error)
-                else:
-                    future.set_result(result)  # type: ignore[arg-type]
-        self._waiters = [(w, f) for w, f in self._waiters if not f.done()]
-
-
-def _consume_outcome(future: asyncio.Future[Active]) -> None:
-    """Callers may ignore the outcome; mark a refusal as seen so asyncio does not log it."""
-    if not future.cancelled():
-        future.exception()
-
-
-def _same_model(a: ModelRef, b: ModelRef) -> bool:
-    return a.name == b.name and a.sha256 == b.sha256
-
-
-def _probe_image(policy: validate.ValidationPolicy, size: int) -> np.ndarray:
-    if policy.calibration:
-        return policy.calibration[0].image
-    return np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
-
-
-def _time_pair(incumbent: Detector, candidate: Detector, image: np.ndarray) -> tuple[float, float]:
-    params = [DetectParams()]
-    started = time.perf_counter()
-    incumbent.detect([image], params)
-    middle = time.perf_counter()
-    candidate.detect([image], params)
-    return (middle - started) * 1000, (time.perf_counter() - middle) * 1000
-
 
 def _close_and_release(detector: Detector) -> None:
     device = detector.device
     detector.close()
     release_device_memory(device)
-
-
-def _transient(exc: SwapError) -> bool:
-    """Whether trying the same model again later may work: a fetch that failed (the artifact
-    server restarting, a network blip) or a latency probe on a busy device. A digest mismatch,
-    a broken file or a failed class/compat/calibration gate fails the same way every time.
-    """
-    if isinstance(exc, ArtifactError):
-        return True
-    return isinstance(exc, ValidationFailed) and exc.gate in TRANSIENT_GATES

@@ -3,7 +3,8 @@
 A change is noticed by size/mtime, but acted on only when the file has stayed the same for
 one more poll (so a file still being written is not read half-way) and its sha256 differs
 from the last one requested. The loader then verifies that digest again before unpickling,
-so a file rewritten between the two reads is refused, never loaded half-way.
+so a file rewritten between the two reads is refused, never loaded half-way. Every look at the
+file (stat and hashing) runs on a worker thread, never on the event loop that serves requests.
 """
 
 from __future__ import annotations
@@ -11,16 +12,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Protocol
 
-from inference_node.agent import SwapAgent
 from inference_node.model import ModelRef
 from yolofleet.digests import file_sha256
 
 logger = logging.getLogger(__name__)
 
 
+class SwapRequester(Protocol):
+    """Where a changed file's model is asked for (``SwapAgent`` in production)."""
+
+    def request(self, ref: ModelRef) -> object: ...
+
+
 class FileWatcher:
-    def __init__(self, path: Path, agent: SwapAgent, *, name: str, interval_s: float) -> None:
+    def __init__(self, path: Path, agent: SwapRequester, *, name: str, interval_s: float) -> None:
         self._path = path
         self._agent = agent
         self._name = name
@@ -37,24 +44,27 @@ class FileWatcher:
         while True:
             await asyncio.sleep(self._interval_s)
             try:
-                self._poll()
+                ref = await asyncio.to_thread(self._poll)
             except OSError as exc:
                 logger.warning("path=%s cannot be read, keeping current model: %s", self._path, exc)
+                continue
+            if ref is not None:
+                logger.info("path=%s content changed, requesting model=%s", self._path, ref)
+                self._agent.request(ref)
 
-    def _poll(self) -> None:
+    def _poll(self) -> ModelRef | None:
+        """On a worker thread (one poll at a time): the model to request, if the file changed."""
         seen = self._stat()
         if seen is None or seen != self._last_seen:
             self._last_seen = seen  # changed since the last poll: wait for it to settle
-            return
+            return None
         digest = file_sha256(self._path)
         if digest == self._last_digest:
-            return
+            return None
         self._last_digest = digest
-        ref = ModelRef(
+        return ModelRef(
             name=self._name, version=digest[:12], uri=self._path.resolve().as_uri(), sha256=digest
         )
-        logger.info("path=%s content changed, requesting model=%s", self._path, ref)
-        self._agent.request(ref)
 
     def _stat(self) -> tuple[int, int] | None:
         try:

@@ -64,18 +64,28 @@ class ModelSlot:
             self._release(active.generation)
 
     def swap(
-        self, ref: ModelRef, detector: Detector, *, load: LoadReport, started_at: float
+        self,
+        ref: ModelRef,
+        detector: Detector,
+        *,
+        load: LoadReport,
+        started_at: float,
+        finished_at: float | None = None,
     ) -> Active | None:
-        """Make ``detector`` live in one assignment; returns the model it replaced."""
+        """Make ``detector`` live in one assignment; returns the model it replaced.
+
+        ``started_at`` and ``finished_at`` (default: ``time.monotonic()`` now) come from the
+        caller's clock and give the swap's duration; ``live_since`` is wall-clock time.
+        """
         self._generation += 1
-        now = time.time()
+        finished = time.monotonic() if finished_at is None else finished_at
         new = Active(
             ref=ref,
             detector=detector,
             generation=self._generation,
             load=load,
-            live_since=now,
-            swap_duration_s=time.monotonic() - started_at,
+            live_since=time.time(),
+            swap_duration_s=finished - started_at,
         )
         old, self._active = self._active, new
         if old is not None and self._leases[old.generation]:

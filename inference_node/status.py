@@ -1,23 +1,21 @@
-"""``NodeSnapshot``: what a node reports about itself, gathered from slot, agent and device."""
+"""``NodeSnapshot``: what a node reports about itself, gathered from slot, agent and device.
+
+The phase is the one ``SlotPhase`` of ``policy`` (the agent's, or DRAINING at shutdown);
+``node_phase`` maps it to the ``NodePhase`` a fleet node reports in Consul.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
+from typing import assert_never
 
-from inference_node.agent import AgentPhase, SwapAgent
+from inference_node.agent import SwapAgent
 from inference_node.device import DeviceMemory, GpuTelemetry
 from inference_node.model import ModelRef
+from inference_node.policy import SlotPhase as SlotPhase
 from inference_node.slot import ModelSlot
-
-
-class SlotPhase(StrEnum):
-    EMPTY = "empty"
-    LOADING = "loading"
-    SERVING = "serving"
-    FAILED = "failed"
-    DRAINING = "draining"
+from yolofleet.records import NodePhase
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,7 +56,7 @@ class StatusSource:
         agent = self._agent.status
         return NodeSnapshot(
             active=active.ref if active else None,
-            phase=SlotPhase.DRAINING if self.draining else SlotPhase(agent.phase.value),
+            phase=SlotPhase.DRAINING if self.draining else agent.phase,
             generation=active.generation if active else 0,
             device=self._device,
             last_swap_unix=active.live_since if active else 0.0,
@@ -70,4 +68,18 @@ class StatusSource:
         )
 
 
-assert {phase.value for phase in AgentPhase} <= {phase.value for phase in SlotPhase}
+def node_phase(phase: SlotPhase) -> NodePhase:
+    """The phase a fleet node reports in Consul for its slot's ``phase``."""
+    match phase:
+        case SlotPhase.EMPTY:
+            return NodePhase.WAITING
+        case SlotPhase.LOADING:
+            return NodePhase.LOADING
+        case SlotPhase.SERVING:
+            return NodePhase.SERVING
+        case SlotPhase.FAILED:
+            return NodePhase.FAILED
+        case SlotPhase.DRAINING:
+            return NodePhase.DRAINING
+        case _:
+            assert_never(phase)

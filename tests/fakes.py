@@ -1,13 +1,14 @@
-"""Fakes for pure-logic unit tests: a detector and a loader that never touch torch."""
+"""Fakes for pure-logic unit tests: a detector and a loader that never touch torch, a clock."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from inference_node.errors import ArtifactError, LoadError
+from inference_node.errors import ArtifactError, LoadError, Superseded
 from inference_node.loader import LoadReport
 from inference_node.model import Detection, DetectParams, Image, ModelRef, ModelSpec
 
@@ -30,11 +31,16 @@ class FakeDetector:
         delay_s: float = 0.0,
         detections_per_image: int = 1,
         gate: threading.Event | None = None,
+        on_detect: Callable[[], object] | None = None,
     ) -> None:
         self._spec = spec or ModelSpec(class_names=SHAPES, input_size=160, task="detect")
         self.delay_s = delay_s
         self.detections_per_image = detections_per_image
         self.gate = gate
+        self.on_detect = on_detect
+        """Called as each batch ends (on the thread that ran it)."""
+        self.started = 0
+        """Batches begun, counted before waiting on ``gate``."""
         self.batches: list[int] = []
         self.closed = False
 
@@ -51,11 +57,14 @@ class FakeDetector:
     ) -> list[list[Detection]]:
         if self.closed:
             raise RuntimeError("detector used after close")
+        self.started += 1
         if self.gate is not None:
             self.gate.wait(10)
         if self.delay_s:
             time.sleep(self.delay_s)
         self.batches.append(len(images))
+        if self.on_detect is not None:
+            self.on_detect()
         box = Detection(x1=1, y1=2, x2=3, y2=4, confidence=0.9, class_id=0, class_name="circle")
         return [[box] * self.detections_per_image for _ in images]
 
@@ -75,7 +84,12 @@ class FakeLoader:
     fetch_failures: dict[str, int] = field(default_factory=dict)
     """Model name -> how many more loads fail to fetch it (``ArtifactError``) before one works."""
     gate: threading.Event | None = None
+    blocked: set[str] = field(default_factory=set)
+    """Model names whose load hangs (like a stalled artifact server) until it is cancelled."""
+    honours_cancel: bool = True
+    """False: a loader that ignores ``cancel`` (its result comes back and must be closed)."""
     loads: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
     running: int = 0
     most_at_once: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -87,8 +101,7 @@ class FakeLoader:
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
         try:
-            if self.gate is not None:
-                self.gate.wait(10)
+            self._wait(ref, cancel)
             self.loads.append(ref.name)
             if ref.name in self.fail:
                 raise LoadError(self.fail[ref.name])
@@ -101,3 +114,42 @@ class FakeLoader:
         finally:
             with self.lock:
                 self.running -= 1
+
+    def _wait(self, ref: ModelRef, cancel: threading.Event | None) -> None:
+        """Wait on ``gate`` (and hang on ``blocked`` names), stopping early when cancelled."""
+        watched = cancel if self.honours_cancel else None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if watched is not None and watched.is_set():
+                self.cancelled.append(ref.name)
+                raise Superseded(f"load of {ref} cancelled")
+            opened = self.gate is None or self.gate.is_set()
+            if opened and ref.name not in self.blocked:
+                return
+            time.sleep(0.002)
+
+
+class FakeClock:
+    """A clock that moves only when told to; ``sleep`` returns once it has moved far enough."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move on (call it on the event loop's thread); wakes the sleepers whose time came."""
+        self.now += seconds
+        for until, future in self._sleepers:
+            if until <= self.now and not future.done():
+                future.set_result(None)
+        self._sleepers = [(u, f) for u, f in self._sleepers if not f.done()]
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sleepers.append((self.now + seconds, future))
+        await future

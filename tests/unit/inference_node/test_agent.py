@@ -7,15 +7,17 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
-from inference_node.agent import AgentPhase, SwapAgent
+from inference_node.agent import SwapAgent
 from inference_node.errors import ArtifactError, LoadError, Superseded, ValidationFailed
 from inference_node.metrics import NodeMetrics
 from inference_node.model import ModelSpec
+from inference_node.policy import SlotPhase
 from inference_node.slot import ModelSlot
-from inference_node.validate import ValidationPolicy
-from tests.fakes import FakeDetector, FakeLoader, make_ref
+from inference_node.validate import CalibrationCase, ValidationPolicy
+from tests.fakes import FakeClock, FakeDetector, FakeLoader, make_ref
 from tests.waits import until
 
 A, B, C = make_ref("a", "1"), make_ref("b", "2"), make_ref("c", "3")
@@ -26,14 +28,7 @@ class Rig:
     slot: ModelSlot
     loader: FakeLoader
     agent: SwapAgent
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+    clock: FakeClock
 
 
 async def _rig(
@@ -46,6 +41,7 @@ async def _rig(
 ) -> tuple[Rig, list[ThreadPoolExecutor]]:
     pools = [ThreadPoolExecutor(1), ThreadPoolExecutor(1)]
     slot = ModelSlot()
+    clock = clock or FakeClock()
     agent = SwapAgent(
         slot,
         loader,
@@ -54,11 +50,12 @@ async def _rig(
         policy=policy or ValidationPolicy(latency_factor=None),
         min_swap_interval_s=interval_s,
         metrics=NodeMetrics(),
-        clock=clock or FakeClock(),
+        clock=clock,
+        sleep=clock.sleep,
         retry_first_s=retry_first_s,
     )
     agent.start()
-    return Rig(slot, loader, agent), pools
+    return Rig(slot, loader, agent, clock), pools
 
 
 @pytest.fixture
@@ -76,11 +73,29 @@ async def test_first_request_goes_live(rig: Rig) -> None:
 
     assert active.ref == A
     assert active.generation == 1
-    assert rig.agent.status.phase is AgentPhase.SERVING
+    assert rig.agent.status.phase is SlotPhase.SERVING
 
 
-async def test_newest_request_wins_and_loads_never_overlap(rig: Rig) -> None:
+async def test_newer_request_cancels_a_hung_load_and_starts_at_once(rig: Rig) -> None:
     await rig.agent.request(A)
+    rig.loader.blocked.add("b")  # an artifact server that never answers
+    first = rig.agent.request(B)
+    await until(lambda: rig.loader.running == 1)
+
+    second = rig.agent.request(C)
+
+    with pytest.raises(Superseded):
+        await asyncio.wait_for(first, 5)
+    active = await asyncio.wait_for(second, 5)
+    assert active.ref == C
+    assert rig.loader.cancelled == ["b"]
+    assert rig.loader.loads == ["a", "c"]
+    assert rig.loader.most_at_once == 1
+
+
+async def test_newer_request_supersedes_a_load_that_ignores_cancel(rig: Rig) -> None:
+    await rig.agent.request(A)
+    rig.loader.honours_cancel = False
     rig.loader.gate = threading.Event()
     first = rig.agent.request(B)
     await until(lambda: rig.loader.running == 1)
@@ -93,7 +108,57 @@ async def test_newest_request_wins_and_loads_never_overlap(rig: Rig) -> None:
     active = await asyncio.wait_for(second, 5)
     assert active.ref == C
     assert rig.loader.most_at_once == 1
-    assert rig.loader.detectors["b"].closed
+    assert rig.loader.detectors["b"].closed  # the unwanted result was closed, never served
+    assert rig.agent.status.phase is SlotPhase.SERVING
+
+
+async def test_newer_request_stops_the_trial_at_its_next_inference() -> None:
+    held = threading.Event()
+    candidate = FakeDetector(gate=held)
+    loader = FakeLoader({"a": FakeDetector(), "b": candidate, "c": FakeDetector()})
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    cases = tuple(CalibrationCase(name=f"{i}.png", image=image, min_detections=1) for i in range(3))
+    policy = ValidationPolicy(calibration=cases, latency_factor=None)
+    made, pools = await _rig(loader, policy=policy)
+    await made.agent.request(A)
+    first = made.agent.request(B)
+    await until(lambda: candidate.started == 1, what="the first calibration image")
+
+    second = made.agent.request(C)
+    held.set()
+
+    with pytest.raises(Superseded):
+        await asyncio.wait_for(first, 5)
+    assert (await asyncio.wait_for(second, 5)).ref == C
+    assert candidate.batches == [1]  # the calibration image running when C came, no more
+    assert candidate.closed
+    await made.agent.stop()
+    for pool in pools:
+        pool.shutdown()
+
+
+async def test_trial_inferences_let_served_batches_run_in_between() -> None:
+    order: list[str] = []
+    first_probe = threading.Event()
+    incumbent = FakeDetector(delay_s=0.002, on_detect=lambda: order.append("incumbent"))
+    candidate = FakeDetector(delay_s=0.002, on_detect=lambda: order.append("candidate"))
+    loader = FakeLoader({"a": incumbent, "b": candidate})
+    made, pools = await _rig(loader, policy=ValidationPolicy(latency_factor=10.0, latency_rounds=3))
+    await made.agent.request(A)
+    incumbent.gate = first_probe
+    swap = made.agent.request(B)
+    await until(lambda: incumbent.started == 1, what="the first probe on the device thread")
+    served = [pools[1].submit(order.append, "served") for _ in range(2)]  # batches queued meanwhile
+
+    first_probe.set()
+    await asyncio.wait_for(swap, 5)
+
+    assert all(batch.done() for batch in served)
+    assert order[:4] == ["incumbent", "served", "served", "candidate"]
+    assert order.count("candidate") == order.count("incumbent") == 3
+    await made.agent.stop()
+    for pool in pools:
+        pool.shutdown()
 
 
 async def test_failed_load_keeps_old_model_and_reports_reason(rig: Rig) -> None:
@@ -106,7 +171,7 @@ async def test_failed_load_keeps_old_model_and_reports_reason(rig: Rig) -> None:
     assert rig.slot.active is not None
     assert rig.slot.active.ref == A
     status = rig.agent.status
-    assert status.phase is AgentPhase.FAILED
+    assert status.phase is SlotPhase.FAILED
     assert "bad pickle" in status.last_error
 
 
@@ -141,6 +206,23 @@ async def test_old_model_closed_only_after_swap() -> None:
         pool.shutdown()
 
 
+async def test_a_request_while_the_old_model_retires_loads_only_the_newest(rig: Rig) -> None:
+    d = make_ref("d", "4")
+    rig.loader.detectors["d"] = FakeDetector()
+    rig.loader.honours_cancel = False  # the agent itself must not start a cancelled load
+    await rig.agent.request(A)
+    with rig.slot.lease():  # a batch still on A: A's retirement waits for it
+        await rig.agent.request(B)
+        stale = rig.agent.request(C)
+        await until(lambda: rig.agent.status.loading == C, what="C waiting for A to close")
+        newest = rig.agent.request(d)
+
+    with pytest.raises(Superseded):
+        await asyncio.wait_for(stale, 5)
+    assert (await asyncio.wait_for(newest, 5)).ref == d
+    assert rig.loader.loads == ["a", "b", "d"]  # C was never fetched
+
+
 async def test_min_interval_holds_new_model_but_not_a_return_to_previous(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -149,7 +231,7 @@ async def test_min_interval_holds_new_model_but_not_a_return_to_previous(
     clock = FakeClock()
     made, pools = await _rig(loader, interval_s=30.0, clock=clock)
     await made.agent.request(A)
-    clock.now += 31
+    clock.advance(31)
     await made.agent.request(B)
 
     held = made.agent.request(C)
@@ -187,22 +269,27 @@ async def test_latency_gate_refuses_clearly_slower_candidate() -> None:
 
 async def test_a_failed_fetch_is_tried_again_with_backoff_until_it_works() -> None:
     loader = FakeLoader({"a": FakeDetector(), "b": FakeDetector()}, fetch_failures={"b": 2})
-    made, pools = await _rig(loader, retry_first_s=0.05)
+    made, pools = await _rig(loader, retry_first_s=5.0)
     await made.agent.request(A)
     seen: list[str] = []
     made.agent.add_listener(lambda active: seen.append(active.ref.name))
+    refused_at = made.clock.now
 
     with pytest.raises(ArtifactError, match="HTTP 503"):
         await asyncio.wait_for(made.agent.request(B), 5)
-    refused = made.agent.status
-    await until(lambda: made.slot.active is not None and made.slot.active.ref == B, timeout_s=5)
+    first = made.agent.status
+    made.clock.advance(5.0)  # only the agent's clock moves: it alone decides when to retry
+    await until(lambda: made.agent.status.retry_at == made.clock.now + 10.0, what="the 2nd refusal")
+    second = made.agent.status
+    made.clock.advance(10.0)
+    await until(lambda: made.slot.active is not None and made.slot.active.ref == B)
 
-    assert refused.phase is AgentPhase.FAILED
-    assert refused.retry_at is not None
-    assert refused.last_error.endswith("; trying again in 0.05s")
+    assert (first.phase, first.retry_at) == (SlotPhase.FAILED, refused_at + 5.0)
+    assert first.last_error.endswith("; trying again in 5s")
+    assert second.last_error.endswith("; trying again in 10s")  # the backoff doubles
     assert loader.loads == ["a", "b", "b", "b"]  # two failed fetches, then the one that worked
     assert seen == ["b"]  # the retry's swap reaches listeners: nobody is awaiting it
-    assert made.agent.status.phase is AgentPhase.SERVING
+    assert made.agent.status.phase is SlotPhase.SERVING
     assert made.agent.status.retry_at is None
     await made.agent.stop()
     for pool in pools:
@@ -213,16 +300,17 @@ async def test_a_latency_refusal_is_tried_again_once_the_device_is_quieter() -> 
     slow = FakeDetector(delay_s=0.03)
     loader = FakeLoader({"a": FakeDetector(delay_s=0.002), "b": slow})
     policy = ValidationPolicy(latency_factor=1.5, latency_rounds=3)
-    made, pools = await _rig(loader, policy=policy, retry_first_s=0.05)
+    made, pools = await _rig(loader, policy=policy, retry_first_s=5.0)
     await made.agent.request(A)
 
     with pytest.raises(ValidationFailed, match="too slow"):
         await asyncio.wait_for(made.agent.request(B), 5)
-    assert made.agent.status.retry_at is not None
+    assert made.agent.status.retry_at == made.clock.now + 5.0
     slow.delay_s = 0.002  # whatever made it slow has passed
-    await until(lambda: made.slot.active is not None and made.slot.active.ref == B, timeout_s=5)
+    made.clock.advance(5.0)
+    await until(lambda: made.slot.active is not None and made.slot.active.ref == B)
 
-    assert made.agent.status.phase is AgentPhase.SERVING
+    assert made.agent.status.phase is SlotPhase.SERVING
     await made.agent.stop()
     for pool in pools:
         pool.shutdown()
@@ -236,7 +324,7 @@ async def test_a_refusal_that_would_repeat_is_not_tried_again(rig: Rig) -> None:
         await asyncio.wait_for(rig.agent.request(B), 5)
 
     status = rig.agent.status
-    assert (status.phase, status.retry_at) == (AgentPhase.FAILED, None)
+    assert (status.phase, status.retry_at) == (SlotPhase.FAILED, None)
     assert "trying again" not in status.last_error
 
 

@@ -6,7 +6,7 @@ import pytest
 from inference_node import validate
 from inference_node.errors import ValidationFailed
 from inference_node.model import ModelSpec
-from tests.fakes import SHAPES, FakeDetector, make_ref
+from tests.fakes import SHAPES, make_ref
 
 REF = make_ref("cand")
 SPEC = ModelSpec(class_names=SHAPES, input_size=160, task="detect")
@@ -70,16 +70,28 @@ def test_compat_gate_refuses(
 
 def test_calibration_gate_counts_detections_per_image() -> None:
     image = np.zeros((8, 8, 3), dtype=np.uint8)
-    cases = (validate.CalibrationCase(name="three.png", image=image, min_detections=3),)
+    cases = (
+        validate.CalibrationCase(name="one.png", image=image, min_detections=1),
+        validate.CalibrationCase(name="three.png", image=image, min_detections=3),
+    )
     policy = validate.ValidationPolicy(calibration=cases)
 
-    passed = validate.check_calibration(REF, FakeDetector(detections_per_image=3), policy)
+    passed = validate.check_calibration(REF, [1, 3], policy)
     with pytest.raises(
         ValidationFailed, match=r"2 detections on calibration/three.png \(expected >= 3\)"
-    ):
-        validate.check_calibration(REF, FakeDetector(detections_per_image=2), policy)
+    ) as refused:
+        validate.check_calibration(REF, [5, 2], policy)
 
     assert passed.passed
+    assert passed.detail == "4 detections over 2 calibration images"
+    assert refused.value.gate == "calibration"
+
+
+def test_calibration_gate_without_a_set_is_skipped() -> None:
+    skipped = validate.check_calibration(REF, [], validate.ValidationPolicy())
+
+    assert skipped.passed
+    assert skipped.detail.startswith("skipped")
 
 
 @pytest.mark.parametrize(
