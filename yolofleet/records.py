@@ -43,16 +43,44 @@ class ModelRecord:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ModelPin:
+    """One model resolved once from the registry, when a rollout is requested: what a node
+    fetches (``uri``), the digest it must have, and its format and size. Targets carry pins, so
+    nodes act on them without reading the registry, and a later registry change moves nothing.
+    """
+
+    name: str
+    sha256: str
+    uri: str
+    format: str = "pt"
+    size: int = 0
+
+    @classmethod
+    def of(cls, record: ModelRecord) -> ModelPin:
+        return cls(
+            name=record.name,
+            sha256=record.sha256,
+            uri=record.uri,
+            format=record.format,
+            size=record.size,
+        )
+
+    @property
+    def version(self) -> str:
+        return self.sha256[:12]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GroupTarget:
     """What a node group should serve; nodes listed in ``canary_nodes`` serve ``canary``."""
 
-    stable: str | None = None
-    canary: str | None = None
+    stable: ModelPin | None = None
+    canary: ModelPin | None = None
     canary_nodes: tuple[str, ...] = ()
     generation: int = 0
 
-    def model_for(self, node_id: str) -> str | None:
-        """The model name this node should serve."""
+    def model_for(self, node_id: str) -> ModelPin | None:
+        """The model this node should serve."""
         if self.canary is not None and node_id in self.canary_nodes:
             return self.canary
         return self.stable
@@ -94,8 +122,51 @@ def model_from_json(data: bytes) -> ModelRecord:
 
 
 def target_from_json(data: bytes) -> GroupTarget:
+    """A target whose ``stable``/``canary`` are pins. A target written before pins (model names)
+    is refused with a reason: nodes keep their model until the control plane rewrites it.
+    """
     raw = _object(data, "group target")
+    for name in ("stable", "canary"):
+        raw[name] = _pin(raw.get(name), f"group target field {name!r}")
     return _build(GroupTarget, raw, tuples=("canary_nodes",), what="group target")
+
+
+def target_generation(data: bytes) -> int:
+    """The ``generation`` of any stored target, even one ``target_from_json`` refuses (0 when
+    there is none), so a rewrite of an unreadable target never moves the generation back.
+    """
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return 0
+    value = raw.get("generation") if isinstance(raw, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def pin_from_json(raw: object, where: str) -> ModelPin:
+    """A pin from its JSON object; raises ``RecordInvalid`` naming ``where``."""
+    pin = _pin(raw, where)
+    if pin is None:
+        raise RecordInvalid(f"{where} must be a model pin, got null")
+    return pin
+
+
+def _pin(raw: object, where: str) -> ModelPin | None:
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        raise RecordInvalid(
+            f"{where} names model {raw!r} without a pin (written before targets carried pins); "
+            "waiting for the control plane to rewrite it"
+        )
+    if not isinstance(raw, dict):
+        raise RecordInvalid(f"{where} must be a model pin object, got {type(raw).__name__}")
+    expected = {"name": str, "sha256": str, "uri": str, "format": str, "size": int}
+    for name, kind in expected.items():
+        value = raw.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool) or value == "":
+            raise RecordInvalid(f"{where} field {name!r} must be a non-empty {kind.__name__}")
+    return ModelPin(**{name: raw[name] for name in expected})
 
 
 def node_state_from_json(data: bytes) -> NodeState:
@@ -143,7 +214,7 @@ def _check_types(record: object, what: str) -> None:
     if isinstance(record, GroupTarget):
         for name in ("stable", "canary"):
             value = getattr(record, name)
-            if value is not None and not isinstance(value, str):
-                raise RecordInvalid(f"{what} field {name!r} must be a model name or null")
+            if value is not None and not isinstance(value, ModelPin):
+                raise RecordInvalid(f"{what} field {name!r} must be a model pin or null")
         if not isinstance(record.generation, int):
             raise RecordInvalid(f"{what} field 'generation' must be an integer")

@@ -57,7 +57,8 @@ class SimNode:
         )
         async for pair in watch:
             target = target_from_json(pair.value) if pair is not None else GroupTarget()
-            want = target.model_for(self.node_id)
+            pinned = target.model_for(self.node_id)
+            want = pinned.name if pinned is not None else None
             if want is None or want == self.serving:
                 continue
             await self._report(NodePhase.LOADING, desired=want)

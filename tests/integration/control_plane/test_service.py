@@ -19,8 +19,15 @@ from control_plane.errors import NodeUnreachable
 from control_plane.fleet import FleetView, NodeView
 from control_plane.nodes import GrpcMetricSource
 from control_plane.service import ControlPlaneService
+from control_plane.state import Phase
 from control_plane.store import ConsulStore
-from tests.integration.control_plane.simnodes import FakeMetricSource, SimFleet, SimNode, register
+from tests.integration.control_plane.simnodes import (
+    FakeMetricSource,
+    SimFleet,
+    SimNode,
+    digest,
+    register,
+)
 from tests.unit.control_plane.builders import NEW, OLD, samples
 from tests.waits import eventually
 from yolofleet.artifact_server import ArtifactServer
@@ -159,10 +166,9 @@ async def test_refused_rollout_requests_write_nothing(
 ) -> None:
     register(client, layout, OLD, NEW)
     report(client, layout, "n0", "n1")
-    first = await plane.stub.StartRollout(
-        pb.StartRolloutRequest(group=GROUP, model=OLD, steps=[100])
-    )
-    assert first.phase == "deploying"  # nodes never report it, so the rollout keeps running
+    await plane.stub.StartRollout(pb.StartRolloutRequest(group=GROUP, model=OLD, steps=[100]))
+    first = await plane.controller.tick(GROUP)  # the leader's tick applies the start
+    assert first.phase is Phase.DEPLOYING  # nodes never report it, so the rollout keeps running
     before = snapshot(client, layout)
 
     with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -235,6 +241,8 @@ async def test_rollout_runs_to_completion_seen_through_get_and_watch(
             )
         )
         done = await _settled(plane, stable=NEW)
+        assert started.intent_id
+        assert not started.checks  # the reply is the recorded intent, not yet applied
 
         async def watched_completion() -> bool:
             return bool(seen) and seen[-1].revision == done.revision
@@ -253,13 +261,19 @@ async def test_rollout_runs_to_completion_seen_through_get_and_watch(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    assert started.phase == "progressing"
-    assert list(started.steps) == [25, 50, 100]
-    assert started.thresholds.confidence_drift == 0.3
-    assert started.thresholds.consecutive_failures == 3
-    assert started.thresholds.p99_latency_ratio == 1.5  # unset: the default
-    assert done.thresholds == started.thresholds  # stored with the spec
-    assert len(started.canary_nodes) == 1
+    begun = next(r for r in seen if any(o.id == started.intent_id for o in r.intents))
+    assert [(o.result, o.intent) for o in begun.intents if o.id == started.intent_id] == [
+        ("applied", "start")
+    ]
+    assert begun.phase == "progressing"
+    assert list(begun.steps) == [25, 50, 100]
+    assert begun.thresholds.confidence_drift == 0.3
+    assert begun.thresholds.consecutive_failures == 3
+    assert begun.thresholds.p99_latency_ratio == 1.5  # unset: the default
+    assert done.thresholds == begun.thresholds  # stored with the spec
+    assert len(begun.canary_nodes) == 1
+    assert begun.canary_sha256 == digest(NEW)
+    assert done.stable_sha256 == digest(NEW)
     assert done.phase == "completed"
     assert {c.outcome for c in done.checks} == {"pass"}
     phases = [rollout.phase for rollout in seen]

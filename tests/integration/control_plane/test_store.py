@@ -8,12 +8,12 @@ import pytest
 
 from control_plane.analysis import assess
 from control_plane.errors import ModelUnknown, RecordCorrupt, StoreConflict
-from control_plane.state import GroupState, HistoryEntry, Intent, Phase
+from control_plane.state import GroupState, HistoryEntry, Intent, IntentRequest, Phase
 from control_plane.store import ConsulStore, RolloutDoc
-from tests.unit.control_plane.builders import GROUP, NEW, OLD, SPEC, THRESHOLDS, samples
+from tests.unit.control_plane.builders import GROUP, NEW, OLD, SPEC, THRESHOLDS, pin, samples
 from yolofleet.consul import ConsulClient
 from yolofleet.keys import KeyLayout
-from yolofleet.records import ModelRecord, NodePhase, NodeState, to_json
+from yolofleet.records import GroupTarget, ModelRecord, NodePhase, NodeState, to_json
 
 VERDICTS = (
     assess(samples(1000, errors=50), samples(1000), THRESHOLDS).checks
@@ -47,12 +47,14 @@ def state_in(phase: Phase) -> GroupState:
         reason=f"in {phase}",
         verdicts=VERDICTS,
         history=HISTORY,
+        pins=(pin(OLD), pin(NEW), pin("shapes-v0")),
     )
 
 
 @pytest.mark.parametrize("phase", list(Phase), ids=[str(p) for p in Phase])
 async def test_every_phase_round_trips(store: ConsulStore, phase: Phase) -> None:
-    doc = RolloutDoc(spec=SPEC, state=state_in(phase), intent=Intent.PROMOTE_FULL)
+    pending = IntentRequest(id="i-1", intent=Intent.PROMOTE_FULL, requested_at=3.0)
+    doc = RolloutDoc(spec=SPEC, state=state_in(phase), pending=pending)
 
     revision = await store.write_rollout(doc)
     read = await store.read_rollout(GROUP)
@@ -89,38 +91,68 @@ async def test_corrupt_document_is_reported(
         await store.read_rollout(GROUP)
 
 
+async def commit_target(store: ConsulStore, state: GroupState) -> object:
+    return (
+        await store.commit(RolloutDoc(spec=SPEC, state=state), changed=False, fence=None)
+    ).target
+
+
 async def test_target_is_written_only_when_the_assignment_changes(
     store: ConsulStore, client: ConsulClient, layout: KeyLayout
 ) -> None:
     canary = state_in(Phase.PROGRESSING)
 
-    first = await store.write_target(canary)
+    first = await commit_target(store, canary)
     index = client.get(layout.group_target(GROUP)).modify_index  # type: ignore[union-attr]
-    again = await store.write_target(replace(canary, reason="other", phase=Phase.HOLDING))
+    again = await commit_target(store, replace(canary, reason="other", phase=Phase.HOLDING))
     unchanged = client.get(layout.group_target(GROUP)).modify_index  # type: ignore[union-attr]
-    wider = await store.write_target(replace(canary, canary_nodes=("n0", "n1", "n3")))
-    settled = await store.write_target(replace(canary, canary=None, canary_nodes=()))
+    wider = await commit_target(store, replace(canary, canary_nodes=("n0", "n1", "n3")))
+    settled = await commit_target(store, replace(canary, canary=None, canary_nodes=()))
 
-    assert first is not None
+    assert isinstance(first, GroupTarget)
     assert (first.stable, first.canary, first.canary_nodes, first.generation) == (
-        OLD,
-        NEW,
+        pin(OLD),
+        pin(NEW),
         ("n0", "n3"),
         1,
     )
     assert again is None
     assert unchanged == index
-    assert wider is not None
+    assert isinstance(wider, GroupTarget)
     assert wider.generation == 2
-    assert settled is not None
+    assert isinstance(settled, GroupTarget)
     assert (settled.canary, settled.canary_nodes, settled.generation) == (None, (), 3)
     assert await store.read_target(GROUP) == settled
 
 
 async def test_nothing_to_serve_leaves_the_target_absent(store: ConsulStore) -> None:
-    written = await store.write_target(GroupState(group=GROUP))
+    written = await commit_target(store, GroupState(group=GROUP))
 
     assert written is None
+    assert await store.read_target(GROUP) is None
+
+
+async def test_a_target_without_pins_is_rewritten_with_its_generation_moving_on(
+    store: ConsulStore, client: ConsulClient, layout: KeyLayout
+) -> None:
+    old = b'{"stable": "shapes-v1", "canary": null, "canary_nodes": [], "generation": 7}'
+    client.put(layout.group_target(GROUP), old)
+
+    written = await commit_target(store, state_in(Phase.COMPLETED))
+
+    assert isinstance(written, GroupTarget)
+    assert (written.stable, written.generation) == (pin(OLD), 8)
+    assert await store.read_target(GROUP) == written
+
+
+async def test_a_state_naming_a_model_without_its_pin_writes_nothing(
+    store: ConsulStore,
+) -> None:
+    unpinned = replace(state_in(Phase.COMPLETED), pins=())
+
+    with pytest.raises(RecordCorrupt, match="holds no pin"):
+        await commit_target(store, unpinned)
+
     assert await store.read_target(GROUP) is None
 
 
@@ -144,7 +176,7 @@ async def test_list_groups_and_models(
     store: ConsulStore, client: ConsulClient, layout: KeyLayout
 ) -> None:
     await store.write_rollout(RolloutDoc(spec=None, state=GroupState(group="a")))
-    await store.write_target(GroupState(group="b", stable=OLD))
+    await commit_target(store, GroupState(group="b", stable=OLD, pins=(pin(OLD),)))
     client.put(layout.node("c", "n0"), b"{}")
     record = ModelRecord(
         name=OLD,
