@@ -1,7 +1,10 @@
 """Typed records stored in Consul, and their JSON. Consul JSON is read and written only here.
 
-Every ``from_json`` raises ``RecordInvalid`` with a sentence naming the key's problem, so a
-malformed value is reported, never half-used.
+Every ``from_json`` checks every field's type (:mod:`yolofleet.strictjson`: ``true`` is not an
+integer, every list item is checked, ``NaN`` is refused, nested records too) and raises
+``RecordInvalid`` with a sentence naming the field, so a malformed value is reported, never
+half-used. Readers of many records skip the invalid ones and keep them as :class:`InvalidRecord`
+(key and reason) to show, so one bad record never fails a tick or a listing.
 """
 
 from __future__ import annotations
@@ -12,11 +15,21 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from yolofleet import strictjson
+
 R = TypeVar("R")
 
 
 class RecordInvalid(ValueError):
     """A stored value is not valid JSON for the record it should hold."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvalidRecord:
+    """A stored value that was skipped because it is not a valid record, and why."""
+
+    key: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,6 +68,11 @@ class ModelPin:
     format: str = "pt"
     size: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("name", "sha256", "uri"):
+            if not getattr(self, name):
+                raise ValueError(f"a model pin needs a non-empty {name}")
+
     @classmethod
     def of(cls, record: ModelRecord) -> ModelPin:
         return cls(
@@ -72,7 +90,7 @@ class ModelPin:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GroupTarget:
-    """What a node group should serve; nodes listed in ``canary_nodes`` serve ``canary``."""
+    """What a node group should serve: pins; nodes listed in ``canary_nodes`` serve ``canary``."""
 
     stable: ModelPin | None = None
     canary: ModelPin | None = None
@@ -117,18 +135,20 @@ def to_json(record: ModelRecord | GroupTarget | NodeState) -> bytes:
 
 
 def model_from_json(data: bytes) -> ModelRecord:
-    raw = _object(data, "model record")
-    return _build(ModelRecord, raw, tuples=("class_names",), what="model record")
+    return _decode(ModelRecord, data, what="model record")
 
 
 def target_from_json(data: bytes) -> GroupTarget:
     """A target whose ``stable``/``canary`` are pins. A target written before pins (model names)
     is refused with a reason: nodes keep their model until the control plane rewrites it.
     """
-    raw = _object(data, "group target")
-    for name in ("stable", "canary"):
-        raw[name] = _pin(raw.get(name), f"group target field {name!r}")
-    return _build(GroupTarget, raw, tuples=("canary_nodes",), what="group target")
+    try:
+        raw = strictjson.load_object(data, what="group target")
+        for name in ("stable", "canary"):
+            _refuse_name(raw.get(name), f"group target field {name!r}")
+        return strictjson.build(GroupTarget, raw, what="group target")
+    except strictjson.ShapeError as exc:
+        raise RecordInvalid(str(exc)) from exc
 
 
 def target_generation(data: bytes) -> int:
@@ -137,84 +157,39 @@ def target_generation(data: bytes) -> int:
     """
     try:
         raw = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except ValueError:
         return 0
     value = raw.get("generation") if isinstance(raw, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def pin_from_json(raw: object, where: str) -> ModelPin:
-    """A pin from its JSON object; raises ``RecordInvalid`` naming ``where``."""
-    pin = _pin(raw, where)
-    if pin is None:
-        raise RecordInvalid(f"{where} must be a model pin, got null")
-    return pin
+    """A pin from its JSON object (e.g. inside a rollout document); ``RecordInvalid`` names
+    ``where`` and the field."""
+    _refuse_name(raw, where)
+    if not isinstance(raw, dict):
+        raise RecordInvalid(f"{where} must be a model pin object, got {raw!r}")
+    try:
+        return strictjson.build(ModelPin, raw, what=where)
+    except strictjson.ShapeError as exc:
+        raise RecordInvalid(str(exc)) from exc
 
 
-def _pin(raw: object, where: str) -> ModelPin | None:
-    if raw is None:
-        return None
+def _refuse_name(raw: object, where: str) -> None:
     if isinstance(raw, str):
         raise RecordInvalid(
             f"{where} names model {raw!r} without a pin (written before targets carried pins); "
             "waiting for the control plane to rewrite it"
         )
-    if not isinstance(raw, dict):
-        raise RecordInvalid(f"{where} must be a model pin object, got {type(raw).__name__}")
-    expected = {"name": str, "sha256": str, "uri": str, "format": str, "size": int}
-    for name, kind in expected.items():
-        value = raw.get(name)
-        if not isinstance(value, kind) or isinstance(value, bool) or value == "":
-            raise RecordInvalid(f"{where} field {name!r} must be a non-empty {kind.__name__}")
-    return ModelPin(**{name: raw[name] for name in expected})
 
 
 def node_state_from_json(data: bytes) -> NodeState:
-    raw = _object(data, "node state")
+    return _decode(NodeState, data, what="node state")
+
+
+def _decode(kind: type[R], data: bytes, *, what: str) -> R:
+    """``data`` as a ``kind``, every field type-checked; ``RecordInvalid`` names what is wrong."""
     try:
-        raw["phase"] = NodePhase(str(raw.get("phase")))
-    except ValueError as exc:
-        raise RecordInvalid(f"node state has an unknown phase {raw.get('phase')!r}") from exc
-    return _build(NodeState, raw, tuples=(), what="node state")
-
-
-def _object(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RecordInvalid(f"{what} is not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise RecordInvalid(f"{what} must be a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _build(kind: type[R], raw: dict[str, Any], *, tuples: tuple[str, ...], what: str) -> R:
-    known = set(kind.__dataclass_fields__)  # type: ignore[attr-defined]
-    values = {key: value for key, value in raw.items() if key in known}  # newer fields: ignored
-    for name in tuples:
-        if name in values:
-            if not isinstance(values[name], list):
-                raise RecordInvalid(f"{what} field {name!r} must be a list")
-            values[name] = tuple(values[name])
-    try:
-        record = kind(**values)
-    except TypeError as exc:
-        raise RecordInvalid(f"{what} is missing or has wrong fields: {exc}") from exc
-    _check_types(record, what)
-    return record
-
-
-def _check_types(record: object, what: str) -> None:
-    if isinstance(record, ModelRecord):
-        expected = {"name": str, "uri": str, "sha256": str, "size": int, "input_size": int}
-        for name, kind in expected.items():
-            value = getattr(record, name)
-            if not isinstance(value, kind):
-                raise RecordInvalid(f"{what} field {name!r} must be {kind.__name__}, got {value!r}")
-    if isinstance(record, GroupTarget):
-        for name in ("stable", "canary"):
-            value = getattr(record, name)
-            if value is not None and not isinstance(value, ModelPin):
-                raise RecordInvalid(f"{what} field {name!r} must be a model pin or null")
-        if not isinstance(record.generation, int):
-            raise RecordInvalid(f"{what} field 'generation' must be an integer")
+        return strictjson.build(kind, strictjson.load_object(data, what=what), what=what)
+    except strictjson.ShapeError as exc:
+        raise RecordInvalid(str(exc)) from exc

@@ -4,7 +4,9 @@
 (:func:`describe_model`) and writes the record create-only, so a registered name always means
 the same artifact: registering it again with the same digest returns the stored record (the
 first registration's notes and metadata stay), with another digest is refused.
-:func:`get_model` reads one record, :func:`list_models` all of them.
+:func:`get_model` reads one record; :func:`scan_models` reads all of them, keeping the records
+it cannot use apart as :class:`~yolofleet.records.InvalidRecord` (key and reason) so one bad
+record never fails a listing; :func:`list_models` is its valid half.
 
 Every function blocks (Consul over HTTP, hashing, loading a model); asyncio callers run them
 with ``asyncio.to_thread``. Consul errors surface as the :mod:`yolofleet.consul.errors` tree.
@@ -30,7 +32,13 @@ from yolofleet.consul import ConsulClient, KVPair
 from yolofleet.digests import file_digest
 from yolofleet.keys import KeyLayout
 from yolofleet.offline import ensure_offline
-from yolofleet.records import ModelRecord, RecordInvalid, model_from_json, to_json
+from yolofleet.records import (
+    InvalidRecord,
+    ModelRecord,
+    RecordInvalid,
+    model_from_json,
+    to_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +64,14 @@ class ModelUnknown(RegistryError):
 
 class MalformedRecord(RegistryError):
     """A stored model record is not valid; someone wrote it by hand or with another version."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelListing:
+    """Every model record under the registry's prefix: the usable ones and the skipped ones."""
+
+    records: tuple[ModelRecord, ...] = ()
+    invalid: tuple[InvalidRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,9 +162,10 @@ def get_model(client: ConsulClient, layout: KeyLayout, name: str) -> ModelRecord
     return record
 
 
-def list_models(client: ConsulClient, layout: KeyLayout) -> list[ModelRecord]:
-    """Every readable record, sorted by name; malformed ones are logged and skipped."""
+def scan_models(client: ConsulClient, layout: KeyLayout) -> ModelListing:
+    """Every record by key; invalid ones are logged and returned apart with their reason."""
     records: list[ModelRecord] = []
+    invalid: list[InvalidRecord] = []
     for pair in client.list(layout.models):
         if pair.key == layout.models:
             continue  # the folder key some tools create
@@ -156,7 +173,13 @@ def list_models(client: ConsulClient, layout: KeyLayout) -> list[ModelRecord]:
             records.append(_listed(pair, layout))
         except MalformedRecord as exc:
             logger.warning("model record skipped key=%s reason=%s", pair.key, exc)
-    return records
+            invalid.append(InvalidRecord(key=pair.key, reason=str(exc)))
+    return ModelListing(records=tuple(records), invalid=tuple(invalid))
+
+
+def list_models(client: ConsulClient, layout: KeyLayout) -> list[ModelRecord]:
+    """Every valid record, sorted by name; invalid ones are logged and skipped."""
+    return list(scan_models(client, layout).records)
 
 
 def _new_record(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from yolofleet.registry import (
     get_model,
     list_models,
     register_model,
+    scan_models,
 )
 
 NOW = 1_700_000_000.0
@@ -151,6 +153,24 @@ def test_list_skips_and_logs_malformed_records(
     messages = " ".join(record.getMessage() for record in caplog.records)
     for name in ("broken", "empty", "renamed"):
         assert f"key={layout.model(name)} " in messages
+
+
+def test_scan_returns_invalid_records_apart_with_their_reasons(
+    client: ConsulClient, layout: KeyLayout, models: DemoModels
+) -> None:
+    v1 = register_model(client, layout, path=models.v1, name="a-v1", now=NOW)
+    bad = json.loads(to_json(v1)) | {"name": "ints", "class_names": [1, 2]}
+    client.put(layout.model("ints"), json.dumps(bad).encode())
+    client.put(layout.model("list"), b'["x"]')
+
+    listing = scan_models(client, layout)
+
+    assert listing.records == (v1,)
+    reasons = {entry.key: entry.reason for entry in listing.invalid}
+    assert set(reasons) == {layout.model("ints"), layout.model("list")}
+    assert "field 'class_names[0]' must be a string, got 1" in reasons[layout.model("ints")]
+    assert "must be a JSON object" in reasons[layout.model("list")]
+    assert list_models(client, layout) == [v1]
 
 
 def test_list_of_an_empty_registry_is_empty(client: ConsulClient, layout: KeyLayout) -> None:

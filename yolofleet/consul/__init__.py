@@ -6,6 +6,8 @@ Client side (py-consul underneath, our own types and errors on top):
   environment or a ``HOST:PORT`` string; py-consul clients whose requests always time out.
 - :class:`ConsulClient` (``client.py``): KV and session calls returning :class:`KVPair`,
   :class:`KVRead` and :class:`SessionInfo`, raising the :mod:`yolofleet.consul.errors` tree.
+- :class:`TxnOp`, :class:`TxnResult`, :class:`TxnError` (``txn.py``): typed KV transactions for
+  :meth:`ConsulClient.txn` (``/v1/txn``, all or nothing; a rollback is ``ok=False``).
 - :class:`KeyWatch` (``watch.py``): an async iterator over one key's changes (blocking queries).
 - :func:`update_key` (``cas.py``): read-modify-write with check-and-set and bounded retries.
 - :class:`SessionKeeper` (``session.py``): one TTL session kept alive and re-created when lost.
@@ -29,6 +31,7 @@ from yolofleet.consul.errors import (
 from yolofleet.consul.model import KVPair, KVRead, SessionBehavior, SessionInfo
 from yolofleet.consul.session import SessionKeeper
 from yolofleet.consul.settings import ConsulSettings, make_consul
+from yolofleet.consul.txn import TxnError, TxnOp, TxnResult, TxnVerb
 from yolofleet.consul.watch import KeyWatch
 
 __all__ = [
@@ -46,6 +49,10 @@ __all__ = [
     "SessionInfo",
     "SessionKeeper",
     "SessionNotFound",
+    "TxnError",
+    "TxnOp",
+    "TxnResult",
+    "TxnVerb",
     "make_consul",
     "update_key",
 ]

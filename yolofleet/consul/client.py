@@ -11,22 +11,31 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import consul
 import requests
+from consul.base import Response
 from consul.callback import CB
 
 from yolofleet.consul.durations import format_duration, parse_duration
 from yolofleet.consul.errors import ConsulRejected, ConsulUnavailable, SessionNotFound
 from yolofleet.consul.model import KVPair, KVRead, SessionBehavior, SessionInfo
 from yolofleet.consul.settings import ConsulSettings, make_consul
+from yolofleet.consul.txn import TxnOp, TxnResult, ops_json, result_from_json
 
 logger = logging.getLogger(__name__)
 
-_REFUSALS = ("Session TTL", "Invalid Behavior", "Lock delay", "Missing node registration")
+_REFUSALS = (
+    "Session TTL",
+    "Invalid Behavior",
+    "Lock delay",
+    "Missing node registration",
+    "Missing check",
+    "critical state",
+)
 """Messages of requests Consul answers with a 500 but will never accept as they are."""
 
 
@@ -97,6 +106,28 @@ class ConsulClient:
         """Delete ``key`` (or everything under it); ``False`` only on a CAS mismatch."""
         with self._translated(f"delete key {key}"):
             return bool(self._consul.kv.delete(key, recurse=recurse or None, cas=cas))
+
+    def txn(self, ops: Sequence[TxnOp]) -> TxnResult:
+        """Apply ``ops`` atomically. A rolled-back transaction is ``ok=False``, not an error.
+
+        Raises :class:`ConsulRejected` when Consul refuses the request as sent (400, 413: a
+        malformed body, too many operations) and :class:`ConsulUnavailable` when it cannot be
+        reached or fails.
+        """
+        action = f"apply a transaction of {len(ops)} operations"
+        with self._translated(action):
+            status, doc = self._consul.http.put(
+                _txn_reply,
+                "/v1/txn",
+                data=json.dumps(ops_json(ops)),
+                headers=self._consul.prepare_headers(),
+            )
+        try:
+            return result_from_json(doc, applied=status == 200)
+        except ValueError as exc:
+            raise ConsulUnavailable(
+                f"Consul at {self._settings.url} answered unreadably ({exc}); could not {action}"
+            ) from exc
 
     # ---- sessions ----------------------------------------------------------------------
 
@@ -179,6 +210,18 @@ def _classify(exc: consul.ConsulException, *, action: str, where: str) -> Except
     return ConsulRejected(f"Consul at {where} rejected the request ({text.strip()}): {action}")
 
 
+def _txn_reply(response: Response) -> tuple[int, Any]:
+    """py-consul callback for ``/v1/txn``: 200 and 409 both carry a result body."""
+    if response.code in (200, 409):
+        try:
+            return response.code, json.loads(response.body)
+        except ValueError as exc:
+            raise consul.ConsulException(f"500 unreadable transaction reply: {exc}") from exc
+    if response.code in (401, 403):
+        raise consul.ACLPermissionDenied(response.body)
+    raise consul.ConsulException(f"{response.code} {response.body}")
+
+
 def _reason(exc: requests.exceptions.RequestException) -> str:
     """A short, stable description of a transport failure (no object addresses)."""
     cause: BaseException | None = exc
@@ -226,6 +269,9 @@ def _session(data: Mapping[str, Any]) -> SessionInfo:
         behavior=SessionBehavior(data.get("Behavior") or SessionBehavior.RELEASE.value),
         ttl=(parse_duration(ttl_text) or None) if ttl_text else None,
         lock_delay=float(data.get("LockDelay") or 0) / 1e9,
+        node_checks=tuple(str(check) for check in data.get("NodeChecks") or ()),
+        service_checks=tuple(str(check.get("ID", "")) for check in data.get("ServiceChecks") or ()),
+        checks=tuple(str(check) for check in data.get("Checks") or ()),
         create_index=int(data.get("CreateIndex") or 0),
         modify_index=int(data.get("ModifyIndex") or 0),
     )

@@ -6,7 +6,12 @@ parameter parsing, Consul's status codes and JSON shapes:
 - ``/v1/kv/<key>``: GET (``recurse``, ``keys``, ``separator``, ``raw``, ``index`` + ``wait``),
   PUT (``cas``, ``acquire``, ``release``, ``flags``; answers ``true``/``false``), DELETE
   (``recurse``, ``cas``). A missing key is a 404 with an empty body and ``X-Consul-Index``.
-- ``/v1/session/create|renew/<id>|destroy/<id>|info/<id>|list`` and ``/v1/status/leader|peers``.
+- ``/v1/txn``: PUT, KV operations only (see :mod:`yolofleet.consul.devtxn` and
+  :mod:`yolofleet.consul.kvtxn`): 200 when applied, 409 with the failed operations when rolled
+  back, 400/413 for bodies Consul refuses before running them.
+- ``/v1/session/create|renew/<id>|destroy/<id>|info/<id>|list|node/<node>`` and
+  ``/v1/status/leader|peers``. Sessions default to the dev node and its ``serfHealth`` check;
+  ``Checks``/``NodeChecks``/``ServiceChecks`` follow Consul's rules for defaults and legacy use.
 - Malformed requests get 400 with a text body; refusals from the store (an unknown session on
   acquire, a TTL out of range) get 500 with Consul's message, as Consul's RPC errors do.
 - ``wait`` defaults to 5 minutes, is capped at 10, and gets up to ``wait/16`` of random jitter.
@@ -22,17 +27,20 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from yolofleet.consul.catalog import DEV_NODE
+from yolofleet.consul.devsession import SessionRequestError, parse_session_create
+from yolofleet.consul.devtxn import TxnBodyError, parse_txn
 from yolofleet.consul.durations import format_duration, parse_duration
 from yolofleet.consul.kvstore import KVStore, StoreError
-from yolofleet.consul.model import KVPair, SessionBehavior, SessionInfo
+from yolofleet.consul.kvtxn import TxnOutcome
+from yolofleet.consul.model import KVPair, SessionInfo
 
 DEFAULT_WAIT = 300.0
 MAX_WAIT = 600.0
 MAX_VALUE_SIZE = 512 * 1024
 DATACENTER = "dc1"
-NODE_NAME = "yolofleet-dev"
+NODE_NAME = DEV_NODE
 LEADER = "127.0.0.1:8300"
-_LOCK_DELAY_SECONDS_BELOW = 1000  # Consul reads lock delays under 1000 (ns) as seconds
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,20 +97,29 @@ def entry_json(entry: KVPair) -> dict[str, Any]:
     return doc
 
 
+def txn_json(outcome: TxnOutcome) -> dict[str, Any]:
+    """A transaction's reply body as Consul renders it (``null`` for the list that is absent)."""
+    if not outcome.ok:
+        errors = [{"OpIndex": position, "What": what} for position, what in outcome.errors]
+        return {"Results": None, "Errors": errors}
+    return {"Results": [{"KV": entry_json(entry)} for entry in outcome.results], "Errors": None}
+
+
 def session_json(info: SessionInfo) -> dict[str, Any]:
     """A session as Consul renders it (``LockDelay`` in nanoseconds, ``TTL`` as a duration)."""
-    return {
+    doc: dict[str, Any] = {
         "ID": info.id,
         "Name": info.name,
         "Node": info.node,
         "LockDelay": round(info.lock_delay * 1e9),
         "Behavior": info.behavior.value,
         "TTL": format_duration(info.ttl) if info.ttl else "",
-        "NodeChecks": ["serfHealth"],
-        "ServiceChecks": None,
-        "CreateIndex": info.create_index,
-        "ModifyIndex": info.modify_index,
+        "NodeChecks": list(info.node_checks),
+        "ServiceChecks": [{"ID": check, "Namespace": ""} for check in info.service_checks] or None,
     }
+    if info.checks:
+        doc["Checks"] = list(info.checks)
+    return doc | {"CreateIndex": info.create_index, "ModifyIndex": info.modify_index}
 
 
 class ConsulApi:
@@ -115,11 +132,13 @@ class ConsulApi:
             ("GET", "/v1/kv/"): self._kv_get,
             ("PUT", "/v1/kv/"): self._kv_put,
             ("DELETE", "/v1/kv/"): self._kv_delete,
+            ("PUT", "/v1/txn"): self._txn,
             ("PUT", "/v1/session/create"): self._session_create,
             ("PUT", "/v1/session/renew/"): self._session_renew,
             ("PUT", "/v1/session/destroy/"): self._session_destroy,
             ("GET", "/v1/session/info/"): self._session_info,
             ("GET", "/v1/session/list"): self._session_list,
+            ("GET", "/v1/session/node/"): self._session_node,
             ("GET", "/v1/status/leader"): lambda _rest, _req: _json(LEADER),
             ("GET", "/v1/status/peers"): lambda _rest, _req: _json([LEADER]),
         }
@@ -220,32 +239,24 @@ class ConsulApi:
             return _json(self._store.delete_cas(key, index=_uint(query, "cas")))
         return _json(self._store.delete(key))
 
+    # ---- transactions ------------------------------------------------------------------
+
+    def _txn(self, _rest: str, request: ApiRequest) -> ApiReply:
+        try:
+            ops = parse_txn(request.body)
+        except TxnBodyError as exc:
+            return _text(exc.status, str(exc))
+        outcome = self._store.txn(ops)
+        return _json(txn_json(outcome), status=200 if outcome.ok else 409)
+
     # ---- sessions ----------------------------------------------------------------------
 
     def _session_create(self, _rest: str, request: ApiRequest) -> ApiReply:
         try:
-            raw = json.loads(request.body) if request.body else {}
-            if not isinstance(raw, dict):
-                raise ValueError("expected a JSON object")
-        except ValueError as exc:
-            raise _BadRequest(f"Request decode failed: {exc}") from None
-        fields = {str(name).lower(): value for name, value in raw.items()}
-        behavior_text = str(fields.get("behavior") or SessionBehavior.RELEASE.value)
-        if behavior_text not in {b.value for b in SessionBehavior}:
-            raise StoreError(f"Invalid Behavior setting '{behavior_text}'")
-        ttl_text = str(fields.get("ttl") or "")
-        try:
-            ttl = parse_duration(ttl_text) if ttl_text else None
-        except ValueError as exc:
-            raise StoreError(f"Session TTL '{ttl_text}' invalid: {exc}") from None
-        info = self._store.create_session(
-            name=str(fields.get("name") or ""),
-            node=str(fields.get("node") or NODE_NAME),
-            behavior=SessionBehavior(behavior_text),
-            ttl=ttl or None,
-            lock_delay=_lock_delay(fields.get("lockdelay", "15s")),
-        )
-        return _json({"ID": info.id})
+            wanted = parse_session_create(request.body, default_node=NODE_NAME)
+        except SessionRequestError as exc:
+            return _text(exc.status, str(exc))
+        return _json({"ID": self._store.create_session(wanted).id})
 
     def _session_renew(self, session_id: str, _request: ApiRequest) -> ApiReply:
         if not session_id:
@@ -273,21 +284,14 @@ class ConsulApi:
         index, infos = self._store.list_sessions(min_index=min_index, timeout=timeout)
         return _json([session_json(info) for info in infos], index=index)
 
+    def _session_node(self, node: str, request: ApiRequest) -> ApiReply:
+        if not node:
+            raise _BadRequest("Missing node name")
+        min_index, timeout = self._blocking(request.query)
+        index, infos = self._store.node_sessions(node, min_index=min_index, timeout=timeout)
+        return _json([session_json(info) for info in infos], index=index)
+
 
 def _refuse_together(query: Mapping[str, str], *names: str) -> None:
     if sum(name in query for name in names) > 1:
         raise _BadRequest(f"Conflicting flags: {urlencode(sorted(query.items()))}\n")
-
-
-def _lock_delay(value: object) -> float:
-    """Consul's LockDelay: a duration string or nanoseconds; values under 1000 mean seconds."""
-    if isinstance(value, str):
-        try:
-            seconds = parse_duration(value)
-        except ValueError as exc:
-            raise _BadRequest(f"Request decode failed: {exc}") from None
-        return seconds * 1e9 if seconds * 1e9 < _LOCK_DELAY_SECONDS_BELOW else seconds
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        nanos = float(value)
-        return nanos if nanos < _LOCK_DELAY_SECONDS_BELOW else nanos / 1e9
-    raise _BadRequest(f"Request decode failed: LockDelay {value!r} is not a duration")

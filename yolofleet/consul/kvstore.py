@@ -9,11 +9,9 @@ Blocking reads follow Consul's loop: answer at once when the reported index alre
 deleted and answer if the index now exceeds ``min_index``, or answer as things stand when the
 timeout runs out. Reported indexes are never below 1.
 
-Sessions: a TTL session is invalidated at TTL plus a grace of TTL/10 (at most 1 s) after its last
-renew. Consul promises only "not before TTL" and may take up to 2x TTL; the short grace keeps
-tests quick while a client renewing at TTL/2 never loses its session. Invalidation (expiry or
-destroy) releases or deletes the session's keys at one new index and arms each key's lock-delay,
-during which acquires of that key are refused.
+Sessions live in a :class:`~yolofleet.consul.sessiontable.SessionTable` (TTLs, refusals, lock
+delays). Invalidation (expiry or destroy) releases or deletes the session's keys at one new index
+and arms each key's lock-delay, during which acquires of that key are refused.
 """
 
 from __future__ import annotations
@@ -21,20 +19,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from yolofleet.consul.catalog import Catalog
+from yolofleet.consul.devsession import SessionRequest
 from yolofleet.consul.kvtable import KVTable
+from yolofleet.consul.kvtxn import KVOp, TxnContext, TxnOutcome, run_txn
 from yolofleet.consul.model import KVPair, SessionBehavior, SessionInfo
+from yolofleet.consul.sessiontable import SessionTable
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-MAX_SESSION_TTL = 86400.0
-MAX_LOCK_DELAY = 60.0
 FIRST_INDEX = 1
 """The index of a fresh store; its first write takes 2 (Consul never hands out index 1)."""
 
@@ -55,11 +54,6 @@ class StoreImage:
     sessions: tuple[SessionInfo, ...]
 
 
-def ttl_grace(ttl: float) -> float:
-    """How long past its TTL an unrenewed session lives on."""
-    return min(ttl / 10, 1.0)
-
-
 class KVStore:
     """Consul's KV and session state for one dev server process; safe to share across threads."""
 
@@ -67,6 +61,7 @@ class KVStore:
         self,
         *,
         image: StoreImage | None = None,
+        catalog: Catalog | None = None,
         min_session_ttl: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[], None] | None = None,
@@ -74,7 +69,6 @@ class KVStore:
         self._cond = threading.Condition(threading.Lock())
         self._clock = clock
         self._on_change = on_change
-        self._min_ttl = min_session_ttl
         self._closed = False
         self._index = max(image.index, FIRST_INDEX) if image else FIRST_INDEX
         self._kv = KVTable(
@@ -83,14 +77,13 @@ class KVStore:
             tombstones=image.tombstones if image else (),
             index=image.kv_index if image else 0,
         )
-        self._session_index = image.session_index if image else 0
-        self._sessions: dict[str, SessionInfo] = {}
-        self._deadlines: dict[str, float] = {}
-        self._lock_delays: dict[str, float] = {}
-        for info in image.sessions if image else ():
-            # Like a newly elected Consul leader, give every restored session a full TTL.
-            self._sessions[info.id] = info
-            self._arm(info)
+        self._sessions = SessionTable(
+            clock=clock,
+            catalog=catalog or Catalog(),
+            min_ttl=min_session_ttl,
+            sessions=image.sessions if image else (),
+            index=image.session_index if image else 0,
+        )
 
     def dump(self) -> StoreImage:
         """A consistent copy of the persistent state (lock delays and TTL timers are not)."""
@@ -99,10 +92,10 @@ class KVStore:
             return StoreImage(
                 index=self._index,
                 kv_index=self._kv.index,
-                session_index=self._session_index,
+                session_index=self._sessions.index,
                 entries=entries,
                 tombstones=tombstones,
-                sessions=tuple(self._sessions.values()),
+                sessions=self._sessions.values(),
             )
 
     def close(self) -> None:
@@ -192,7 +185,7 @@ class KVStore:
         """Lock and write a key for ``session``; ``False`` if held by another or lock-delayed."""
         with self._cond:
             self._expire_due()
-            if self._lock_delays.get(key, 0.0) > self._clock():
+            if self._sessions.lock_delayed(key):
                 logger.debug("acquire refused key=%s reason=lock-delay", key)
                 return False
             if not session:
@@ -241,6 +234,25 @@ class KVStore:
             self._delete(tuple(entry.key for entry in self._kv.under(prefix)))
             return True
 
+    def txn(self, ops: Sequence[KVOp]) -> TxnOutcome:
+        """Apply ``ops`` all or nothing (see :mod:`yolofleet.consul.kvtxn`), at one new index."""
+        with self._cond:
+            self._expire_due()
+            index = self._index + 1
+            outcome = run_txn(
+                ops,
+                TxnContext(
+                    table=self._kv,
+                    index=index,
+                    session_exists=self._sessions.__contains__,
+                    lock_delayed=self._sessions.lock_delayed,
+                ),
+            )
+            if outcome.ok and self._kv.index == index:
+                self._index = index
+                self._wrote(True)
+            return outcome
+
     def _delete(self, keys: tuple[str, ...]) -> None:
         if any(self._kv.get(key) for key in keys):
             self._wrote(self._kv.remove(keys, self._next_index()))
@@ -257,38 +269,13 @@ class KVStore:
 
     # ---- sessions ----------------------------------------------------------------------
 
-    def create_session(
-        self,
-        *,
-        name: str,
-        node: str,
-        behavior: SessionBehavior,
-        ttl: float | None,
-        lock_delay: float,
-    ) -> SessionInfo:
-        """Create a session; refuse a TTL outside [min_session_ttl, 24h] or a bad lock delay."""
-        if ttl is not None and not self._min_ttl <= ttl <= MAX_SESSION_TTL:
-            raise StoreError(
-                f"Invalid Session TTL '{ttl:g}s', must be between "
-                f"[{self._min_ttl:g}s={MAX_SESSION_TTL:g}s]"
-            )
-        if not 0 <= lock_delay <= MAX_LOCK_DELAY:
-            raise StoreError(f"Lock delay must be between 0s and {MAX_LOCK_DELAY:g}s")
+    def create_session(self, request: SessionRequest) -> SessionInfo:
+        """Create a session; refuse a TTL, lock delay, node or check as Consul would."""
         with self._cond:
-            index = self._next_index()
-            info = SessionInfo(
-                id=str(uuid.uuid4()),
-                name=name,
-                node=node,
-                behavior=behavior,
-                ttl=ttl,
-                lock_delay=lock_delay,
-                create_index=index,
-                modify_index=index,
-            )
-            self._sessions[info.id] = info
-            self._session_index = index
-            self._arm(info)
+            refusal = self._sessions.refusal(request)
+            if refusal is not None:
+                raise StoreError(refusal)
+            info = self._sessions.add(request, index=self._next_index())
             self._wrote(True)
             return info
 
@@ -296,10 +283,7 @@ class KVStore:
         """Restart a session's TTL; ``None`` when the session does not exist (any more)."""
         with self._cond:
             self._expire_due()
-            info = self._sessions.get(session_id)
-            if info is not None:
-                self._arm(info)
-            return info
+            return self._sessions.renew(session_id)
 
     def destroy_session(self, session_id: str) -> None:
         """Invalidate a session now; destroying an unknown session is not an error."""
@@ -313,8 +297,8 @@ class KVStore:
     ) -> tuple[int, SessionInfo | None]:
         """One session (``None`` if unknown), blocking on the sessions table's index."""
         return self._blocking(
-            lambda: (self._session_index, self._sessions.get(session_id)),
-            lambda: self._session_index,
+            lambda: (self._sessions.index, self._sessions.get(session_id)),
+            lambda: self._sessions.index,
             min_index=min_index,
             timeout=timeout,
         )
@@ -324,42 +308,39 @@ class KVStore:
     ) -> tuple[int, tuple[SessionInfo, ...]]:
         """Every live session, oldest first, blocking on the sessions table's index."""
         return self._blocking(
-            lambda: (self._session_index, tuple(self._sessions.values())),
-            lambda: self._session_index,
+            lambda: (self._sessions.index, self._sessions.values()),
+            lambda: self._sessions.index,
             min_index=min_index,
             timeout=timeout,
         )
+
+    def node_sessions(
+        self, node: str, *, min_index: int = 0, timeout: float = 0.0
+    ) -> tuple[int, tuple[SessionInfo, ...]]:
+        """The live sessions of ``node``, oldest first, blocking like :meth:`list_sessions`."""
+        index, infos = self.list_sessions(min_index=min_index, timeout=timeout)
+        return index, tuple(info for info in infos if info.node == node)
 
     def expire_sessions(self) -> int:
         """Invalidate every session whose TTL has run out; returns how many."""
         with self._cond:
             return self._expire_due()
 
-    def _arm(self, info: SessionInfo) -> None:
-        if info.ttl:
-            self._deadlines[info.id] = self._clock() + info.ttl + ttl_grace(info.ttl)
-
     def _expire_due(self) -> int:
-        now = self._clock()
-        expired = [sid for sid, deadline in self._deadlines.items() if deadline <= now]
+        expired = self._sessions.due()
         for session_id in expired:
             self._invalidate(session_id, reason="ttl expired")
-        for key in [key for key, until in self._lock_delays.items() if until <= now]:
-            del self._lock_delays[key]
         return len(expired)
 
     def _invalidate(self, session_id: str, *, reason: str) -> None:
-        info = self._sessions.pop(session_id)
-        self._deadlines.pop(session_id, None)
         index = self._next_index()
-        self._session_index = index
+        info = self._sessions.remove(session_id, index=index)
         held = self._kv.held_by(session_id)
         if info.behavior is SessionBehavior.DELETE:
             self._kv.remove(held, index)
         else:
             self._kv.unlock(held, index)
-        if info.lock_delay > 0:
-            self._lock_delays.update(dict.fromkeys(held, self._clock() + info.lock_delay))
+        self._sessions.delay(held, info.lock_delay)
         logger.info(
             "session id=%s name=%s invalidated reason=%s behavior=%s keys=%d",
             session_id,

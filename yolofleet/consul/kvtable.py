@@ -8,6 +8,8 @@ hands it the function that takes the next global index.
 - A prefix read reports the highest ModifyIndex or tombstone under the prefix, else the table index.
 - Deletes leave tombstones, so a deleted key's index never slides backwards.
 - A write that changes nothing (same value, flags, session and lock index) takes no index.
+- A transaction writes every key at one index it passes in (``at``), and undoes its writes with
+  :meth:`KVTable.checkpoint` / :meth:`KVTable.rollback` when one of its operations fails.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from dataclasses import replace
 from yolofleet.consul.model import KVPair
 
 _KEEP = object()
+
+Checkpoint = tuple[dict[str, KVPair], dict[str, int], int]
+"""What :meth:`KVTable.rollback` restores: entries, tombstones and the table index."""
 
 
 class KVTable:
@@ -41,6 +46,15 @@ class KVTable:
         """Entries and tombstones, sorted by key."""
         entries = tuple(self._entries[key] for key in sorted(self._entries))
         return entries, tuple(sorted(self._tombstones.items()))
+
+    def checkpoint(self) -> Checkpoint:
+        """The table as it stands, for :meth:`rollback` (cheap: entries are immutable)."""
+        return dict(self._entries), dict(self._tombstones), self.index
+
+    def rollback(self, checkpoint: Checkpoint) -> None:
+        """Put the table back as it was at ``checkpoint``."""
+        entries, tombstones, index = checkpoint
+        self._entries, self._tombstones, self.index = dict(entries), dict(tombstones), index
 
     # ---- reads -------------------------------------------------------------------------
 
@@ -88,8 +102,12 @@ class KVTable:
         flags: int,
         session: str | object | None = _KEEP,
         lock_index: int | None = None,
+        at: int | None = None,
     ) -> bool:
-        """Write a key, keeping its lock holder and lock index unless given; ``True`` if changed."""
+        """Write a key, keeping its lock holder and lock index unless given; ``True`` if changed.
+
+        The write takes the next global index, or ``at`` when given (a transaction's one index).
+        """
         existing = self._entries.get(key)
         if session is _KEEP:
             session = existing.session if existing else None
@@ -103,7 +121,7 @@ class KVTable:
             existing.lock_index,
         ) == (value, flags, session, lock_index):
             return False
-        index = self._next_index()
+        index = self._next_index() if at is None else at
         self._entries[key] = KVPair(
             key=key,
             value=value,

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+SERF_HEALTH = "serfHealth"
+"""The node check every Consul agent registers, and the one sessions are tied to by default."""
+
 
 class SessionBehavior(StrEnum):
     """What Consul does with a session's locked keys when the session is invalidated."""
@@ -40,7 +43,11 @@ class KVRead:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionInfo:
-    """A session as Consul reports it; ``ttl`` (``None``: none) and ``lock_delay`` in seconds."""
+    """A session as Consul reports it; ``ttl`` (``None``: none) and ``lock_delay`` in seconds.
+
+    ``node_checks`` and ``service_checks`` are the check ids the session is tied to (invalidated
+    when one goes critical); ``checks`` is Consul's older field for the same, kept as sent.
+    """
 
     id: str
     name: str = ""
@@ -48,5 +55,8 @@ class SessionInfo:
     behavior: SessionBehavior = SessionBehavior.RELEASE
     ttl: float | None = None
     lock_delay: float = 15.0
+    node_checks: tuple[str, ...] = (SERF_HEALTH,)
+    service_checks: tuple[str, ...] = ()
+    checks: tuple[str, ...] = ()
     create_index: int = 0
     modify_index: int = 0

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from yolofleet.consul.kvstore import StoreImage
-from yolofleet.consul.model import KVPair, SessionBehavior, SessionInfo
+from yolofleet.consul.model import SERF_HEALTH, KVPair, SessionBehavior, SessionInfo
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,9 @@ def image_to_json(image: StoreImage) -> dict[str, Any]:
                 "behavior": s.behavior.value,
                 "ttl": s.ttl,
                 "lock_delay": s.lock_delay,
+                "node_checks": list(s.node_checks),
+                "service_checks": list(s.service_checks),
+                "checks": list(s.checks),
                 "create_index": s.create_index,
                 "modify_index": s.modify_index,
             }
@@ -90,6 +93,10 @@ def image_from_json(doc: dict[str, Any]) -> StoreImage:
                 behavior=SessionBehavior(s["behavior"]),
                 ttl=s["ttl"],
                 lock_delay=s["lock_delay"],
+                # Snapshots written before sessions kept their checks had only the default.
+                node_checks=tuple(s.get("node_checks", [SERF_HEALTH])),
+                service_checks=tuple(s.get("service_checks", [])),
+                checks=tuple(s.get("checks", [])),
                 create_index=s["create_index"],
                 modify_index=s["modify_index"],
             )

@@ -100,7 +100,7 @@ def test_a_document_from_before_a_threshold_existed_takes_its_default() -> None:
         (("state", "phase"), "sideways", "'phase' has unknown value 'sideways'"),
         (("pending", "intent"), "launch", "'intent' has unknown value 'launch'"),
         (("outcomes", 0, "result"), "maybe", "'result' has unknown value 'maybe'"),
-        (("state", "pins", 0, "sha256"), 7, "'sha256' must be a non-empty str"),
+        (("state", "pins", 0, "sha256"), 7, "'sha256' must be a string, got 7"),
         (("pending", "pin"), "shapes-v2", "without a pin"),
     ],
 )
