@@ -7,10 +7,16 @@ Keys (from ``yolofleet.keys.KeyLayout``)::
     nodes/<group>/<id>      NodeState, read into a FleetView               (each node)
     models/<name>           ModelRecord                                    (registry)
 
-The rollout document is written with check-and-set on its ModifyIndex, which is the state's
-``revision``: a write that lost to another writer raises ``StoreConflict``. The group target
-is written only when what nodes read from it (stable, canary, canary_nodes) changes, and each
-such write bumps its ``generation``. Consul errors leave as ``StoreUnavailable``.
+The rollout document's ModifyIndex is the state's ``revision``. Intents are recorded with
+check-and-set on it (``write_rollout``, any replica). The tick writes through ``commit``: ONE
+Consul transaction that checks the leader lock is still held by the tick's session
+(``check-session``, the fence), writes the document with ``cas`` on the revision it read (or
+``check-index`` when only the target changes), and writes the target with ``cas`` on the index
+it read. All or nothing: a deposed leader raises ``Deposed``, a lost race ``StoreConflict``, and
+neither lands a byte. The target is written only when what nodes read from it (the stable and
+canary pins, canary_nodes) changes; each such write bumps its ``generation``, which is read from
+the stored target even when that is unreadable, so it never goes backwards. Consul errors leave
+as ``StoreUnavailable``.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from control_plane.fleet import FleetView, NodeView
 from control_plane.leader import Fence
 from control_plane.state import GroupState
 from yolofleet import registry
-from yolofleet.consul import ConsulClient, ConsulError
+from yolofleet.consul import ConsulClient, ConsulError, TxnOp
 from yolofleet.consul.aiothread import run_blocking
 from yolofleet.keys import KeyLayout
 from yolofleet.records import (
@@ -197,23 +203,34 @@ class ConsulStore:
         target_index: int,
         fence: Fence | None,
     ) -> int:
-        if fence is not None:
-            await self._check_fence(fence)
-        revision = state.revision
+        """One transaction: [leader lock held by the fence's session], the document written
+        (cas) or left as read (check-index), [the target written (cas on the index read)].
+        """
+        rollout_key = self._layout.rollout(state.group)
+        ops = [TxnOp.check_session(fence.key, session=fence.session)] if fence else []
         if doc is not None:
-            revision = await self.write_rollout(doc)
+            ops.append(TxnOp.cas(rollout_key, encode_doc(doc), index=state.revision))
+        elif state.revision:
+            ops.append(TxnOp.check_index(rollout_key, index=state.revision))
+        else:
+            ops.append(TxnOp.check_not_exists(rollout_key))
         if target is not None:
-            key = self._layout.group_target(state.group)
-            put = functools.partial(self._client.put, key, to_json(target), cas=target_index)
-            if not await self._call(f"write {key}", put):
-                raise StoreConflict(f"group target {key} changed while it was being written")
-        return revision
-
-    async def _check_fence(self, fence: Fence) -> None:
-        read = functools.partial(self._client.get, fence.key)
-        pair = await self._call(f"read {fence.key}", read)
-        if pair is None or pair.session != fence.session:
-            raise Deposed(f"session {fence.session} no longer holds the leader lock {fence.key}")
+            target_key = self._layout.group_target(state.group)
+            ops.append(TxnOp.cas(target_key, to_json(target), index=target_index))
+        txn = functools.partial(self._client.txn, ops)
+        result = await self._call(f"commit the rollout of {state.group}", txn)
+        if not result.ok:
+            if fence is not None and any(e.op_index == 0 for e in result.errors):
+                raise Deposed(
+                    f"session {fence.session} no longer holds the leader lock {fence.key}; "
+                    f"nothing written ({result.describe()})"
+                )
+            raise StoreConflict(
+                f"rollout of group {state.group} changed since revision {state.revision} was "
+                f"read; nothing written ({result.describe()})"
+            )
+        written = result.pair(rollout_key) if doc is not None else None
+        return written.modify_index if written is not None else state.revision
 
     async def list_nodes(self, group: str) -> tuple[NodeState, ...]:
         """The group's node reports by node id; unreadable reports are logged and skipped."""

@@ -7,7 +7,8 @@ from dataclasses import replace
 import pytest
 
 from control_plane.analysis import assess
-from control_plane.errors import ModelUnknown, RecordCorrupt, StoreConflict
+from control_plane.errors import Deposed, ModelUnknown, RecordCorrupt, StoreConflict
+from control_plane.leader import Fence
 from control_plane.state import GroupState, HistoryEntry, Intent, IntentRequest, Phase
 from control_plane.store import ConsulStore, RolloutDoc
 from tests.unit.control_plane.builders import GROUP, NEW, OLD, SPEC, THRESHOLDS, pin, samples
@@ -195,3 +196,63 @@ async def test_list_groups_and_models(
     assert model.sha256 == "f" * 64
     with pytest.raises(ModelUnknown, match="not registered"):
         await store.get_model(NEW)
+
+
+# --- the tick's one fenced transaction ----------------------------------------------------
+
+
+def lock(client: ConsulClient, layout: KeyLayout, holder: str) -> Fence:
+    session = client.create_session(name=holder, ttl=None, lock_delay=0.0)
+    assert client.put(layout.leader, holder.encode(), acquire=session)
+    return Fence(key=layout.leader, session=session)
+
+
+async def test_commit_writes_document_and_target_together_under_the_fence(
+    store: ConsulStore, client: ConsulClient, layout: KeyLayout
+) -> None:
+    fence = lock(client, layout, "cp-a")
+    doc = RolloutDoc(spec=SPEC, state=state_in(Phase.PROGRESSING))
+
+    committed = await store.commit(doc, changed=True, fence=fence)
+
+    read = await store.read_rollout(GROUP)
+    assert read.state == replace(doc.state, revision=committed.revision)
+    assert committed.target is not None
+    assert await store.read_target(GROUP) == committed.target
+
+
+async def test_a_deposed_leader_lands_no_write(
+    store: ConsulStore, client: ConsulClient, layout: KeyLayout
+) -> None:
+    old = lock(client, layout, "cp-a")
+    revision = await store.write_rollout(RolloutDoc(spec=SPEC, state=state_in(Phase.HOLDING)))
+    client.destroy_session(old.session)  # its lock is released: cp-a is deposed
+    lock(client, layout, "cp-b")
+    before = snapshot(client, layout)
+    stale = RolloutDoc(spec=SPEC, state=replace(state_in(Phase.PROGRESSING), revision=revision))
+
+    with pytest.raises(Deposed, match="no longer holds the leader lock"):
+        await store.commit(stale, changed=True, fence=old)
+
+    assert snapshot(client, layout) == before
+
+
+async def test_a_stale_document_lands_neither_document_nor_target(
+    store: ConsulStore, client: ConsulClient, layout: KeyLayout
+) -> None:
+    fence = lock(client, layout, "cp-a")
+    first = await store.write_rollout(RolloutDoc(spec=SPEC, state=state_in(Phase.HOLDING)))
+    newer = replace(state_in(Phase.ANALYZING), revision=first)
+    second = await store.write_rollout(RolloutDoc(spec=SPEC, state=newer))
+    assert second > first
+    before = snapshot(client, layout)
+    stale = RolloutDoc(spec=SPEC, state=replace(state_in(Phase.PROGRESSING), revision=first))
+
+    with pytest.raises(StoreConflict, match="nothing written"):
+        await store.commit(stale, changed=True, fence=fence)
+
+    assert snapshot(client, layout) == before
+
+
+def snapshot(client: ConsulClient, layout: KeyLayout) -> dict[str, tuple[bytes, int]]:
+    return {pair.key: (pair.value, pair.modify_index) for pair in client.list(layout.prefix)}
