@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Protocol
 
-from control_plane import intents, rollout
+from control_plane import intents, lost, rollout
 from control_plane.analysis import Verdict, assess
 from control_plane.decide import decide
 from control_plane.errors import Deposed, StoreConflict
@@ -158,6 +158,19 @@ class Controller:
         )
         return await self._record(group, request, check=False)
 
+    async def adopt(self, group: str) -> tuple[RolloutDoc, str]:
+        """After lost state: records an ADOPT of the model most of the group's nodes serve
+        (pinned now). Raises ``NothingToDo`` when the state explains every node, and
+        ``ModelUnknown`` when that model is not registered.
+        """
+        doc = await self._store.read_rollout(group)
+        model = lost.adoptable(doc.state, await self._store.observe(group))
+        pin = ModelPin.of(await self._store.get_model(model))
+        request = IntentRequest(
+            id=new_intent_id(), intent=Intent.ADOPT, requested_at=self._clock.now(), pin=pin
+        )
+        return await self._record(group, request, check=False)
+
     async def _record(
         self, group: str, request: IntentRequest, *, check: bool
     ) -> tuple[RolloutDoc, str]:
@@ -166,6 +179,7 @@ class Controller:
             if check and request.spec is not None:
                 fleet = await self._store.observe(group)
                 rollout.begin(doc.state, request.spec, fleet, request.requested_at, pin=request.pin)
+                lost.check_explained(doc.state, fleet)
             pending, outcomes = intents.admit(doc.state, doc.pending, request, self._clock.now())
             recorded = replace(
                 doc, pending=pending, outcomes=(*doc.outcomes, *outcomes)[-OUTCOME_LIMIT:]

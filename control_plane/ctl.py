@@ -168,6 +168,11 @@ def cmd_undo(stub: Stub, args: argparse.Namespace) -> int:
     return _applied(stub, r, args, action=f"undo of {r.group} to {target}")
 
 
+def cmd_adopt(stub: Stub, args: argparse.Namespace) -> int:
+    r = stub.Adopt(pb.GroupRequest(group=args.group), timeout=RPC_TIMEOUT_S)
+    return _applied(stub, r, args, action=f"adoption of {r.group}")
+
+
 def _applied(
     stub: Stub,
     recorded: pb.Rollout,
@@ -400,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("undo", cmd_undo, "go back to an earlier model", intent=True)
     p.add_argument("group", metavar="GROUP")
     p.add_argument("--to", metavar="MODEL", help="model to go back to (default: previous stable)")
+    add(
+        "adopt", cmd_adopt, "after lost state: take what the nodes serve as stable", intent=True
+    ).add_argument("group", metavar="GROUP")
     add("history", cmd_history, "list a group's past rollouts", read=True).add_argument(
         "group", metavar="GROUP"
     )

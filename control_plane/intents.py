@@ -134,6 +134,8 @@ def check_intent(state: GroupState, intent: Intent, *, undo_to: str | None = Non
         case Intent.RESUME:
             if phase is not Phase.PAUSED:
                 raise NothingToDo(f"group {group} is not paused (phase {phase})")
+        case Intent.ADOPT:
+            pass  # lost.adoptable checks it against the fleet
         case Intent.START:
             if phase.running:
                 raise RolloutConflict(f"group {group} is already rolling out (phase {phase})")
@@ -175,7 +177,7 @@ def obey(
                 reason=why,
                 now=now,
             )
-        case Intent.UNDO | Intent.START:
+        case Intent.UNDO | Intent.START | Intent.ADOPT:
             return None
         case _:
             assert_never(intent)

@@ -109,6 +109,8 @@ def rollout_pb(doc: RolloutDoc, *, intent_id: str = "") -> control_pb2.Rollout:
 
 def pending_pb(request: IntentRequest) -> control_pb2.PendingIntent:
     model = request.spec.target if request.spec is not None else request.undo_to
+    if model is None and request.pin is not None:
+        model = request.pin.name
     return control_pb2.PendingIntent(
         id=request.id,
         intent=request.intent.value,

@@ -191,6 +191,12 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
         undo_to = request.to_model or None
         return await self._intent(request.group, Intent.UNDO, context, undo_to=undo_to)
 
+    async def Adopt(self, request: control_pb2.GroupRequest, context: Any) -> control_pb2.Rollout:
+        async with _refusals(context, "Adopt"):
+            doc, intent_id = await self._controller.adopt(_segment(request.group, "group name"))
+            return rollout_pb(doc, intent_id=intent_id)
+        raise AssertionError("unreachable")
+
     async def GetRollout(
         self, request: control_pb2.GroupRequest, context: Any
     ) -> control_pb2.Rollout:

@@ -101,6 +101,8 @@ class Intent(StrEnum):
     """With no rollout running: make the previous stable model stable again."""
     START = "start"
     """Begin the rollout the request carries (its spec and the target's pin)."""
+    ADOPT = "adopt"
+    """After lost state: make what the nodes serve (the request's pin) stable (``lost.py``)."""
 
 
 class Result(StrEnum):

@@ -109,6 +109,9 @@ class FakeControlPlane(pb_grpc.ControlPlaneServicer):
     def Undo(self, request, context):  # type: ignore[no-untyped-def]
         return self._rollout_rpc("Undo", request, context)
 
+    def Adopt(self, request, context):  # type: ignore[no-untyped-def]
+        return self._rollout_rpc("Adopt", request, context)
+
     def GetRollout(self, request, context):  # type: ignore[no-untyped-def]
         self._answer("GetRollout", request, context)
         return pb.Rollout(**{**_fields(self.rollout), "group": request.group})
@@ -116,7 +119,7 @@ class FakeControlPlane(pb_grpc.ControlPlaneServicer):
     def WatchRollout(self, request, context):  # type: ignore[no-untyped-def]
         self._answer("WatchRollout", request, context)
         yield from self.watch_script
-        mutations = {"StartRollout", "Pause", "Resume", "Promote", "Abort", "Undo"}
+        mutations = {"StartRollout", "Pause", "Resume", "Promote", "Abort", "Undo", "Adopt"}
         if self.applied is not None and mutations & set(self.calls):
             outcome = pb.IntentOutcome(id="i-1", result=self.result, detail=self.detail)
             fields = {**_fields(self.applied), "group": request.group, "intent_id": ""}
@@ -400,6 +403,16 @@ def test_an_outcome_already_in_the_reply_is_printed_without_waiting(cp: Harness)
     assert code == 0
     assert cp.fake.calls == ["Abort"]
     assert "applied" in out
+
+
+def test_adopt_waits_for_its_outcome(cp: Harness) -> None:
+    cp.fake.applied = _rollout("completed", canary="", canary_nodes=[], revision=43)
+
+    code, out, _ = cp.run("adopt", "zone-a")
+
+    assert code == 0
+    assert out.startswith("adoption of zone-a applied: zone-a: completed")
+    assert cp.fake.calls == ["Adopt", "WatchRollout"]
 
 
 def test_promote_full_and_undo_to_reach_the_request(cp: Harness) -> None:

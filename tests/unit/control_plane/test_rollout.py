@@ -624,8 +624,8 @@ QUIET = {
 """A state of each phase where nothing happens on a tick without an intent."""
 
 
-STEPPED = [intent for intent in Intent if intent is not Intent.START]
-"""Intents ``step`` applies; START goes through ``begin`` (``decide``, test_rollout_intents)."""
+STEPPED = [intent for intent in Intent if intent not in (Intent.START, Intent.ADOPT)]
+"""Intents ``step`` applies; START and ADOPT go through ``decide`` (test_rollout_intents)."""
 
 
 @pytest.mark.parametrize(
