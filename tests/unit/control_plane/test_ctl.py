@@ -728,3 +728,19 @@ def test_nodes_table_shows_what_a_loading_node_was_told_to_serve() -> None:
     assert rows[1].split()[:4] == ["zone-a", "n2", "loading", "shapes-v2"]
     assert rows[1].split()[4] == "shapes-v1"
     assert rows[2].split()[:4] == ["zone-a", "n3", "serving", "shapes-v2"]
+
+
+def test_status_shows_pins_the_pending_intent_and_the_last_outcome(cp: Harness) -> None:
+    cp.fake.rollout = _rollout(
+        stable_sha256="ab" * 32,
+        canary_sha256="cd" * 32,
+        pending=pb.PendingIntent(id="i-9", intent="promote"),
+        intents=[pb.IntentOutcome(id="i-8", intent="pause", result="refused", detail="why")],
+    )
+
+    code, out, _ = cp.run("status", "zone-a")
+
+    assert code == 0
+    assert "pinned       shapes-v1 abababababab, shapes-v2 cdcdcdcdcdcd" in out
+    assert "pending      promote (id i-9), waiting for the leader's tick" in out
+    assert "last intent  pause (id i-8) refused: why" in out
