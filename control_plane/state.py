@@ -11,9 +11,11 @@ Phases, and the moves ``rollout.begin`` / ``rollout.step`` make between them::
       └──────────────────────────────────────────────────────────────┘
 
     from                         on                                   to
-    settled (IDLE, COMPLETED,    begin, no stable model yet           DEPLOYING
-      ROLLED_BACK, ABORTED)      begin                                PROGRESSING, step 1
+    settled (IDLE, COMPLETED,    START (begin), no stable model yet   DEPLOYING
+      ROLLED_BACK, ABORTED)      START (begin)                        PROGRESSING, step 1
                                  UNDO                                 ROLLED_BACK to the previous
+    IDLE, state lost             ADOPT (lost.py)                      COMPLETED, stable = what
+      (nodes serve models)                                              most nodes serve
     DEPLOYING                    every live node serves the target    COMPLETED
                                  a node failed to load it / deadline  ROLLED_BACK to no model
     PROGRESSING                  every canary serves the target       HOLDING; analysis window opens
