@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--interval", type=float, default=2.0, help="controller tick, seconds")
     parser.add_argument("--key-prefix", default=DEFAULT_PREFIX, help="Consul key prefix")
     parser.add_argument(
+        "--leader-ttl",
+        type=float,
+        default=10.0,
+        help="leader session TTL and lock-delay, seconds (Consul's minimum is 10)",
+    )
+    parser.add_argument(
         "--prometheus-url",
         type=_base_url,
         default=None,
@@ -104,6 +110,8 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
     args = parser.parse_args(argv)
     if args.interval <= 0:
         parser.error(f"--interval {args.interval} must be above 0 seconds")
+    if args.leader_ttl <= 0:
+        parser.error(f"--leader-ttl {args.leader_ttl} must be above 0 seconds")
     if problem := node_label_problem(args.prometheus_node_label):
         parser.error(f"--prometheus-node-label: {problem}")
     if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
@@ -131,6 +139,7 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
         max_watch_streams=args.max_watch_streams,
         blocking_threads=args.blocking_threads,
         poll_threads=args.poll_threads,
+        leader_ttl_s=args.leader_ttl,
     )
 
 

@@ -72,6 +72,8 @@ class AppConfig:
     """Threads blocking calls (Consul, registry, hashing) share in this process."""
     poll_threads: int = aiothread.DEFAULT_MAX_POLLS
     """Threads Consul blocking queries (one per watched group) share in this process."""
+    leader_ttl_s: float = 10.0
+    """TTL (and lock-delay) of the leader session; Consul's minimum is 10 s."""
 
 
 class PublishedArtifacts:
@@ -117,7 +119,12 @@ class ControlPlane:
         self.controller = Controller(self.store, self.metrics, observer=self.telemetry)
         holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.leader = LeaderLock(
-            self.client, self.store.layout, holder=holder, observer=self.telemetry
+            self.client,
+            self.store.layout,
+            holder=holder,
+            ttl=config.leader_ttl_s,
+            check_s=min(1.0, config.leader_ttl_s / 4),
+            observer=self.telemetry,
         )
         self.watches: GroupWatches[RolloutDoc] = GroupWatches(
             self.client,

@@ -5,6 +5,11 @@ so Consul JSON still appears at one edge. ``decode_doc`` checks every field's ty
 ``RecordCorrupt`` with a sentence naming the first bad field, so a malformed document is reported,
 never half-used. Enums travel as their values, tuples as lists; ``GroupState.revision`` is not
 stored (it is the key's ModifyIndex).
+
+Documents written before intents had ids and before pins still decode: a lone ``intent`` (and
+``undo_to``) becomes a pending ``IntentRequest`` with id ``legacy-<revision>``, and a state
+without ``pins`` has none; the controller resolves the missing pins once from the registry on
+its next tick and writes them back (``Controller`` ``_migrate``).
 """
 
 from __future__ import annotations
@@ -16,24 +21,36 @@ from typing import Any, TypeVar
 from control_plane.analysis import Check, CheckResult, Outcome
 from control_plane.errors import RecordCorrupt
 from control_plane.spec import RolloutSpec, Step, Thresholds
-from control_plane.state import GroupState, HistoryEntry, Intent, Phase
+from control_plane.state import (
+    GroupState,
+    HistoryEntry,
+    Intent,
+    IntentOutcome,
+    IntentRequest,
+    Phase,
+    Result,
+)
+from yolofleet.records import ModelPin, RecordInvalid, pin_from_json
 
-FORMAT = 1
+FORMAT = 2
 
-E = TypeVar("E", Phase, Intent, Check, Outcome)
+E = TypeVar("E", Phase, Intent, Check, Outcome, Result)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RolloutDoc:
     """What ``rollouts/<group>`` holds: the spec (None before the first rollout), the state
-    (its ``revision`` is the key's ModifyIndex, 0 when absent) and the operator's pending intent.
+    (its ``revision`` is the key's ModifyIndex, 0 when absent), the operator's pending intent
+    and the outcomes of the latest intents (newest last).
     """
 
     spec: RolloutSpec | None
     state: GroupState
-    intent: Intent | None = None
-    undo_to: str | None = None
-    """With ``Intent.UNDO``: the earlier stable model to go back to (None: the previous one)."""
+    pending: IntentRequest | None = None
+    outcomes: tuple[IntentOutcome, ...] = ()
+
+    def outcome(self, intent_id: str) -> IntentOutcome | None:
+        return next((o for o in self.outcomes if o.id == intent_id), None)
 
 
 def encode_doc(doc: RolloutDoc) -> bytes:
@@ -43,8 +60,8 @@ def encode_doc(doc: RolloutDoc) -> bytes:
         "format": FORMAT,
         "spec": asdict(doc.spec) if doc.spec is not None else None,
         "state": state,
-        "intent": doc.intent.value if doc.intent is not None else None,
-        "undo_to": doc.undo_to,
+        "pending": asdict(doc.pending) if doc.pending is not None else None,
+        "outcomes": [asdict(outcome) for outcome in doc.outcomes],
     }
     return json.dumps(body, sort_keys=True).encode()
 
@@ -56,13 +73,57 @@ def decode_doc(data: bytes, *, revision: int) -> RolloutDoc:
         raise RecordCorrupt(f"rollout document is not valid JSON: {exc}") from exc
     body = _Fields(raw, "rollout document")
     spec = body.obj("spec", optional=True)
-    intent = body.opt_text("intent")
+    pending = body.obj("pending", optional=True)
     return RolloutDoc(
         spec=_spec(spec) if spec is not None else None,
         state=_state(body.require_obj("state"), revision=revision),
-        intent=body.enum(Intent, intent, "intent") if intent is not None else None,
+        pending=_request(pending) if pending is not None else _legacy_intent(body, revision),
+        outcomes=tuple(_outcome(o) for o in body.objs("outcomes", missing=True)),
+    )
+
+
+def _legacy_intent(body: _Fields, revision: int) -> IntentRequest | None:
+    """A format-1 document's lone ``intent`` (and ``undo_to``), as a pending request."""
+    intent = body.opt_text("intent")
+    if intent is None:
+        return None
+    return IntentRequest(
+        id=f"legacy-{revision}",
+        intent=body.enum(Intent, intent, "intent"),
+        requested_at=0.0,
         undo_to=body.opt_text("undo_to"),
     )
+
+
+def _request(raw: _Fields) -> IntentRequest:
+    spec = raw.obj("spec", optional=True)
+    pin = raw.raw("pin")
+    return IntentRequest(
+        id=raw.text("id"),
+        intent=raw.enum(Intent, raw.text("intent"), "intent"),
+        requested_at=raw.real("requested_at"),
+        undo_to=raw.opt_text("undo_to"),
+        spec=_spec(spec) if spec is not None else None,
+        pin=_pin(pin, f"{raw.where} pin") if pin is not None else None,
+    )
+
+
+def _outcome(raw: _Fields) -> IntentOutcome:
+    return IntentOutcome(
+        id=raw.text("id"),
+        intent=raw.enum(Intent, raw.text("intent"), "intent"),
+        result=raw.enum(Result, raw.text("result"), "result"),
+        detail=raw.text("detail"),
+        at=raw.real("at"),
+        by=raw.opt_text("by"),
+    )
+
+
+def _pin(raw: object, where: str) -> ModelPin:
+    try:
+        return pin_from_json(raw, where)
+    except RecordInvalid as exc:
+        raise RecordCorrupt(str(exc)) from exc
 
 
 def _spec(raw: _Fields) -> RolloutSpec:
@@ -103,6 +164,9 @@ def _state(raw: _Fields, *, revision: int) -> GroupState:
         verdicts=tuple(_check(c) for c in raw.objs("verdicts")),
         failing_assessments=raw.whole("failing_assessments", missing=0),
         history=tuple(_history(h) for h in raw.objs("history")),
+        pins=tuple(
+            _pin(p, f"{raw.where} pins[{i}]") for i, p in enumerate(raw.array("pins", missing=True))
+        ),
     )
 
 
@@ -143,6 +207,23 @@ class _Fields:
 
     def has(self, name: str) -> bool:
         return name in self._raw
+
+    @property
+    def where(self) -> str:
+        return self._where
+
+    def raw(self, name: str) -> object:
+        """The field's JSON value as it is (None when absent), for a decoder of its own."""
+        return self._raw.get(name)
+
+    def array(self, name: str, *, missing: bool = False) -> list[object]:
+        """The field as a JSON list; an absent field is an empty list when ``missing``."""
+        if missing and name not in self._raw:
+            return []
+        value = self._get(name)
+        if not isinstance(value, list):
+            raise self._bad(name, "a list")
+        return value
 
     def _get(self, name: str) -> Any:
         if name not in self._raw:
@@ -198,10 +279,8 @@ class _Fields:
     def require_obj(self, name: str) -> _Fields:
         return _Fields(self._get(name), f"{self._where} {name}")
 
-    def objs(self, name: str) -> tuple[_Fields, ...]:
-        value = self._get(name)
-        if not isinstance(value, list):
-            raise self._bad(name, "a list")
+    def objs(self, name: str, *, missing: bool = False) -> tuple[_Fields, ...]:
+        value = self.array(name, missing=missing)
         return tuple(_Fields(item, f"{self._where} {name}[{i}]") for i, item in enumerate(value))
 
     def enum(self, kind: type[E], value: str, name: str) -> E:

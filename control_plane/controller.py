@@ -1,9 +1,11 @@
-"""The controller loop: per group, read, observe, sample, assess, step, write only on change.
+"""The controller loop: per group, read, observe, sample, assess, decide, commit on change.
 
 ``tick(group)`` is one pass; ``run(groups, interval_s)`` repeats it while this replica leads.
-The controller is the only writer of ``GroupState`` and of the group target nodes read; the
-operator's commands go through ``start_rollout`` and ``record_intent``, which write the rollout
-document with check-and-set, and the next tick acts on them.
+The tick is the only writer of ``GroupState`` and of the group target nodes read, and it writes
+both in one ``Store.commit`` fenced by the leader's session. The operator's requests
+(``start_rollout``, ``record_intent``) only validate and record an intent in the rollout
+document (check-and-set, any replica); the leader's next tick applies it and records what became
+of it (``decide``).
 """
 
 from __future__ import annotations
@@ -11,25 +13,38 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Protocol
 
-from control_plane import rollout
+from control_plane import intents, lost, rollout
 from control_plane.analysis import Verdict, assess
-from control_plane.errors import StoreConflict
+from control_plane.decide import decide
+from control_plane.errors import Deposed, StoreConflict
 from control_plane.fleet import FleetView
-from control_plane.intents import check_intent
+from control_plane.leader import Fence
 from control_plane.metrics import MetricSource, sides
 from control_plane.observer import NULL_OBSERVER, Observer
 from control_plane.spec import RolloutSpec, Thresholds, build_spec
-from control_plane.state import GroupState, Intent, Phase
+from control_plane.state import (
+    OUTCOME_LIMIT,
+    GroupState,
+    Intent,
+    IntentOutcome,
+    IntentRequest,
+    Phase,
+)
 from control_plane.store import RolloutDoc, Store
+from yolofleet.records import ModelPin
 
 logger = logging.getLogger(__name__)
 
 ANALYSED = frozenset({Phase.HOLDING, Phase.ANALYZING, Phase.PAUSED})
 """Phases whose tick samples metrics: the analysis window is open."""
+
+RECORD_ATTEMPTS = 3
+"""Tries to record an intent when another write to the document got there first."""
 
 
 class Clock(Protocol):
@@ -44,8 +59,13 @@ class SystemClock:
 
 
 class Leadership(Protocol):
-    @property
-    def is_leader(self) -> bool: ...
+    def fence(self) -> Fence | None:
+        """This replica's fence while it leads; None when it does not."""
+        ...
+
+
+def new_intent_id() -> str:
+    return uuid.uuid4().hex[:12]
 
 
 class Controller:
@@ -63,26 +83,31 @@ class Controller:
         self._store = store
         self._metrics = metrics
         self._clock = clock or SystemClock()
-        self._digests: dict[str, str] = {}
 
-    async def tick(self, group: str) -> GroupState:
-        """One pass over ``group``; returns the state now stored. Raises what went wrong."""
+    async def tick(self, group: str, *, fence: Fence | None = None) -> GroupState:
+        """One pass over ``group``; returns the state now stored. Raises what went wrong
+        (``Deposed`` when ``fence`` no longer holds the leader lock: nothing was written).
+        """
         started = time.monotonic()
-        doc = await self._store.read_rollout(group)
-        state, spec = doc.state, doc.spec
+        read = await self._store.read_rollout(group)
+        doc = await self._migrate(read)
         fleet = await self._store.observe(group)
         now = self._clock.now()
-        verdict = await self._verdict(state, spec, fleet, now)
-        new = rollout.step(state, spec, fleet, verdict, doc.intent, now, undo_to=doc.undo_to)
-        if new != state or doc.intent is not None:
-            revision = await self._store.write_rollout(RolloutDoc(spec=spec, state=new))
-            _log_change(state, new, doc.intent)
-            new = replace(new, revision=revision)
-        await self._store.write_target(new)
+        verdict = await self._verdict(doc.state, doc.spec, fleet, now)
+        decision = decide(doc.state, doc.spec, fleet, verdict, doc.pending, now)
+        outcomes = doc.outcomes
+        if decision.outcome is not None:
+            outcomes = (*outcomes, decision.outcome)[-OUTCOME_LIMIT:]
+        new = RolloutDoc(spec=decision.spec, state=decision.state, outcomes=outcomes)
+        changed = new != read
+        committed = await self._store.commit(new, changed=changed, fence=fence)
+        if changed:
+            _log_change(doc.state, decision.state, decision.outcome)
+        stored = replace(decision.state, revision=committed.revision)
         self._observer.tick_done(
-            state, new, verdict, spec=spec, duration_s=time.monotonic() - started
+            doc.state, stored, verdict, spec=decision.spec, duration_s=time.monotonic() - started
         )
-        return new
+        return stored
 
     async def run(
         self,
@@ -92,11 +117,10 @@ class Controller:
         leader: Leadership | None = None,
     ) -> None:
         """Ticks ``groups`` (None: every group the store knows) every ``interval_s`` while
-        ``leader`` (if given) says this replica leads. Runs until cancelled.
+        ``leader`` (if given) gives a fence, checked before each group. Runs until cancelled.
         """
         while True:
-            if leader is None or leader.is_leader:
-                await self._round(groups)
+            await self._round(groups, leader)
             await asyncio.sleep(interval_s)
 
     async def start_rollout(
@@ -109,11 +133,12 @@ class Controller:
         hold_s: float = 60.0,
         thresholds: Thresholds | None = None,
         now: float | None = None,
-    ) -> GroupState:
-        """Checks ``target`` is registered, builds the spec, begins and records it (CAS), and
-        writes the group target. Raises ``RequestRefused`` errors for the operator.
+    ) -> tuple[RolloutDoc, str]:
+        """Resolves ``target`` into a pin, builds the spec, checks the rollout could begin now,
+        and records it as a START intent (CAS). Returns the document recorded and the intent's
+        id. Raises ``RequestRefused`` errors for the operator; writes nothing then.
         """
-        await self._store.get_model(target)
+        pin = ModelPin.of(await self._store.get_model(target))
         at = self._clock.now() if now is None else now
         spec = build_spec(
             group,
@@ -124,71 +149,143 @@ class Controller:
             hold_s=hold_s,
             thresholds=thresholds,
         )
-        doc = await self._store.read_rollout(group)
-        fleet = await self._store.observe(group)
-        new = rollout.begin(doc.state, spec, fleet, at)
-        revision = await self._store.write_rollout(RolloutDoc(spec=spec, state=new))
-        _log_change(doc.state, new, None)
-        await self._store.write_target(new)
-        self._observer.intent_recorded(group, "start")
-        return replace(new, revision=revision)
+        request = IntentRequest(
+            id=new_intent_id(), intent=Intent.START, requested_at=at, spec=spec, pin=pin
+        )
+        return await self._record(group, request, check=True)
 
-    async def record_intent(self, group: str, intent: Intent, *, undo_to: str | None = None) -> int:
+    async def record_intent(
+        self, group: str, intent: Intent, *, undo_to: str | None = None
+    ) -> tuple[RolloutDoc, str]:
         """Records ``intent`` (and the model ``undo_to`` names) for the next tick (CAS); returns
-        the new revision. Raises ``NothingToDo`` / ``RolloutConflict`` when the rollout's phase
-        would ignore it, and ``ModelUnknown`` when ``undo_to`` is no longer registered.
+        the document recorded and the intent's id. Raises ``NothingToDo`` / ``RolloutConflict``
+        when the phase would ignore it or another intent is pending, and ``ModelUnknown`` when
+        ``undo_to`` is no longer registered.
+        """
+        if undo_to is not None:
+            intents.check_intent(
+                (await self._store.read_rollout(group)).state, intent, undo_to=undo_to
+            )
+            await self._store.get_model(undo_to)
+        request = IntentRequest(
+            id=new_intent_id(), intent=intent, requested_at=self._clock.now(), undo_to=undo_to
+        )
+        return await self._record(group, request, check=False)
+
+    async def adopt(self, group: str) -> tuple[RolloutDoc, str]:
+        """After lost state: records an ADOPT of the model most of the group's nodes serve
+        (pinned now). Raises ``NothingToDo`` when the state explains every node, and
+        ``ModelUnknown`` when that model is not registered.
         """
         doc = await self._store.read_rollout(group)
-        check_intent(doc.state, intent, undo_to=undo_to)
-        if undo_to is not None:
-            await self._store.get_model(undo_to)
-        revision = await self._store.write_rollout(replace(doc, intent=intent, undo_to=undo_to))
-        logger.info("group=%s intent=%s recorded revision=%d", group, intent, revision)
-        self._observer.intent_recorded(group, intent)
-        return revision
+        model = lost.adoptable(doc.state, await self._store.observe(group))
+        pin = ModelPin.of(await self._store.get_model(model))
+        request = IntentRequest(
+            id=new_intent_id(), intent=Intent.ADOPT, requested_at=self._clock.now(), pin=pin
+        )
+        return await self._record(group, request, check=False)
 
-    async def _round(self, groups: Sequence[str] | None) -> None:
-        """One tick of each group; this is the loop boundary, so nothing escapes it."""
+    async def _record(
+        self, group: str, request: IntentRequest, *, check: bool
+    ) -> tuple[RolloutDoc, str]:
+        for attempt in range(RECORD_ATTEMPTS):
+            doc = await self._store.read_rollout(group)
+            if check and request.spec is not None:
+                fleet = await self._store.observe(group)
+                rollout.begin(doc.state, request.spec, fleet, request.requested_at, pin=request.pin)
+                lost.check_explained(doc.state, fleet)
+            pending, outcomes = intents.admit(doc.state, doc.pending, request, self._clock.now())
+            recorded = replace(
+                doc, pending=pending, outcomes=(*doc.outcomes, *outcomes)[-OUTCOME_LIMIT:]
+            )
+            try:
+                revision = await self._store.write_rollout(recorded)
+            except StoreConflict:
+                if attempt + 1 == RECORD_ATTEMPTS:
+                    raise
+                continue
+            logger.info(
+                "group=%s intent=%s id=%s recorded revision=%d",
+                group,
+                request.intent,
+                request.id,
+                revision,
+            )
+            self._observer.intent_recorded(group, request.intent)
+            return replace(recorded, state=replace(doc.state, revision=revision)), request.id
+        raise AssertionError("unreachable")
+
+    async def _round(self, groups: Sequence[str] | None, leader: Leadership | None) -> None:
+        """One tick of each group while this replica leads; this is the loop boundary, so
+        nothing escapes it. Leadership is checked before every group.
+        """
+        if leader is not None and leader.fence() is None:
+            return
         try:
             names = groups if groups is not None else await self._store.list_groups()
         except Exception:
             logger.exception("listing groups failed; retrying next round")
             return
         for group in names:
+            fence = leader.fence() if leader is not None else None
+            if leader is not None and fence is None:
+                logger.info("group=%s tick skipped: this replica no longer leads", group)
+                return
             try:
-                await self.tick(group)
+                await self.tick(group, fence=fence)
+            except Deposed as exc:
+                logger.warning("group=%s tick fenced off, nothing written: %s", group, exc)
+                return
             except StoreConflict as exc:
                 logger.info("group=%s tick skipped, state changed under it: %s", group, exc)
             except Exception as exc:
                 self._observer.tick_failed(group, exc)
                 logger.exception("group=%s tick failed; state left as it was", group)
 
+    async def _migrate(self, doc: RolloutDoc) -> RolloutDoc:
+        """A document written before pins names models it holds no pin for: resolve those once
+        from the registry (they are written back with this tick's commit). Raises
+        ``ModelUnknown`` when one is no longer registered: the tick is refused, nothing moves.
+        """
+        state = doc.state
+        names = [*state.named()]
+        if doc.spec is not None and state.phase.running:
+            names.append(doc.spec.target)
+        if doc.pending is not None and doc.pending.undo_to is not None:
+            names.append(doc.pending.undo_to)
+        missing = [n for n in dict.fromkeys(names) if state.pin(n) is None]
+        if not missing:
+            return doc
+        pins = [ModelPin.of(await self._store.get_model(name)) for name in missing]
+        logger.info(
+            "group=%s migration: pinned %s from the registry (document had no pins)",
+            state.group,
+            ",".join(f"{p.name}@{p.version}" for p in pins),
+        )
+        return replace(doc, state=replace(state, pins=(*state.pins, *pins)))
+
     async def _verdict(
         self, state: GroupState, spec: RolloutSpec | None, fleet: FleetView, now: float
     ) -> Verdict | None:
         if state.phase not in ANALYSED or spec is None or state.canary != spec.target:
             return None
+        target, stable = state.pin(spec.target), state.pin(state.stable)
+        if target is None:
+            return None
         per_node = await self._metrics.sample(
             state.group, fleet, since=state.window_started_at, until=now
         )
-        stable = await self._digest(state.stable) if state.stable is not None else None
         canary, baseline = sides(
             per_node,
             fleet,
             canary_nodes=state.canary_nodes,
-            canary_sha256=await self._digest(spec.target),
-            stable_sha256=stable,
+            canary_sha256=target.sha256,
+            stable_sha256=stable.sha256 if stable is not None else None,
         )
         return assess(canary, baseline, spec.thresholds)
 
-    async def _digest(self, model: str) -> str:
-        """The model's sha256 from the registry; records do not change, so it is cached."""
-        if model not in self._digests:
-            self._digests[model] = (await self._store.get_model(model)).sha256
-        return self._digests[model]
 
-
-def _log_change(old: GroupState, new: GroupState, intent: Intent | None) -> None:
+def _log_change(old: GroupState, new: GroupState, outcome: IntentOutcome | None) -> None:
     if new.phase is not old.phase:
         logger.info(
             "group=%s phase %s -> %s step=%d reason=%s",
@@ -198,7 +295,14 @@ def _log_change(old: GroupState, new: GroupState, intent: Intent | None) -> None
             new.step_index + 1,
             new.reason,
         )
-    elif intent is not None and new == old:
-        logger.info("group=%s intent=%s ignored in phase %s", new.group, intent, new.phase)
     else:
         logger.debug("group=%s phase=%s reason=%s", new.group, new.phase, new.reason)
+    if outcome is not None:
+        logger.info(
+            "group=%s intent=%s id=%s %s: %s",
+            new.group,
+            outcome.intent,
+            outcome.id,
+            outcome.result,
+            outcome.detail,
+        )

@@ -137,18 +137,21 @@ def cmd_rollout(stub: Stub, args: argparse.Namespace) -> int:
         if value is not None:
             setattr(request.thresholds, field, value)
     r = stub.StartRollout(request, timeout=RPC_TIMEOUT_S)
+    action = f"rollout of {args.model} to {r.group}"
+    return _applied(stub, r, args, action=action, said=lambda now: _started(now, args.model))
+
+
+def _started(r: pb.Rollout, model: str) -> str:
     if r.phase == "deploying":
-        print(
-            f"first model of {r.group}: {args.model} goes to every node at once, without "
+        return (
+            f"first model of {r.group}: {model} goes to every node at once, without "
             f"analysis (revision {r.revision})"
         )
-        return EXIT_OK
-    percent = r.steps[r.step_index] if 0 <= r.step_index < len(r.steps) else args.canary
-    print(
-        f"rollout of {args.model} to {r.group} started: {percent}% canary "
+    percent = r.steps[r.step_index] if 0 <= r.step_index < len(r.steps) else "?"
+    return (
+        f"rollout of {model} to {r.group} started: {percent}% canary "
         f"{_on_nodes(r)} (revision {r.revision})"
     )
-    return EXIT_OK
 
 
 def cmd_pause(stub: Stub, args: argparse.Namespace) -> int:
@@ -180,39 +183,70 @@ def cmd_undo(stub: Stub, args: argparse.Namespace) -> int:
     return _applied(stub, r, args, action=f"undo of {r.group} to {target}")
 
 
-def _applied(stub: Stub, recorded: pb.Rollout, args: argparse.Namespace, *, action: str) -> int:
+def cmd_adopt(stub: Stub, args: argparse.Namespace) -> int:
+    r = stub.Adopt(pb.GroupRequest(group=args.group), timeout=RPC_TIMEOUT_S)
+    return _applied(stub, r, args, action=f"adoption of {r.group}")
+
+
+def _applied(
+    stub: Stub,
+    recorded: pb.Rollout,
+    args: argparse.Namespace,
+    *,
+    action: str,
+    said: Callable[[pb.Rollout], str] | None = None,
+) -> int:
     """Intents are recorded by the RPC and applied by the leader's next tick: waits up to
-    ``--wait`` seconds for that tick (the rollout's revision moves on), then prints one line.
+    ``--wait`` seconds for the outcome of THIS intent (by its id), then prints one line: applied
+    (with the state it led to), superseded (by what) or refused (why). The last two exit 3.
     """
     recorded_line = f"{action} recorded (revision {recorded.revision})"
-    if args.wait <= 0:
+    if args.wait <= 0 or not recorded.intent_id:
         print(f"{recorded_line}; the control plane applies it on its next tick")
         return EXIT_OK
-    now = _next_revision(stub, recorded, timeout_s=args.wait)
-    if now is not None:
-        print(f"{action} applied: {fmt.summary(now)} [revision {now.revision}]")
-    else:
+    found = _outcome(stub, recorded, timeout_s=args.wait)
+    if found is None:
         print(
             f"{recorded_line}; not applied within {args.wait:g}s: is a control plane leading? "
             f"see `ctl status {recorded.group}`"
         )
-    return EXIT_OK
+        return EXIT_OK
+    now, outcome = found
+    if outcome.result == "applied":
+        print(
+            said(now) if said else f"{action} applied: {fmt.summary(now)} [revision {now.revision}]"
+        )
+        return EXIT_OK
+    print(f"{action} {outcome.result}: {outcome.detail} [revision {now.revision}]")
+    return EXIT_NOT_FOUND
 
 
-def _next_revision(stub: Stub, recorded: pb.Rollout, *, timeout_s: float) -> pb.Rollout | None:
-    """The group's rollout once its revision passes ``recorded``'s, or None after ``timeout_s``."""
+def _outcome(
+    stub: Stub, recorded: pb.Rollout, *, timeout_s: float
+) -> tuple[pb.Rollout, pb.IntentOutcome] | None:
+    """The rollout that first records the outcome of ``recorded.intent_id``, with that outcome;
+    None after ``timeout_s``.
+    """
+    mine = _mine(recorded)
+    if mine is not None:  # settled when it was recorded (an abort cancelling a start)
+        return recorded, mine
     stream = stub.WatchRollout(pb.GroupRequest(group=recorded.group), timeout=timeout_s)
     try:
         for now in stream:
-            if now.revision > recorded.revision:
-                applied: pb.Rollout = now
-                return applied
+            outcome = _mine(now, recorded.intent_id)
+            if outcome is not None:
+                return now, outcome
     except grpc.RpcError as exc:
         if exc.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:
             raise
     finally:
         stream.cancel()
     return None
+
+
+def _mine(r: pb.Rollout, intent_id: str | None = None) -> pb.IntentOutcome | None:
+    wanted = intent_id or r.intent_id
+    return next((o for o in r.intents if o.id == wanted), None)
 
 
 def cmd_models_register(stub: Stub, args: argparse.Namespace) -> int:
@@ -421,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(command=command)
         return p
 
-    p = add("rollout", cmd_rollout, "start rolling MODEL out to a group")
+    p = add("rollout", cmd_rollout, "start rolling MODEL out to a group", intent=True)
     p.add_argument("model", metavar="MODEL", help="registered model to roll out")
     p.add_argument("--group", required=True, help="node group to roll it out to")
     p.add_argument("--canary", type=args_.percent, required=True, help="first canary percentage")
@@ -468,6 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("undo", cmd_undo, "go back to an earlier model", intent=True)
     p.add_argument("group", metavar="GROUP", help="the group to undo the last rollout of")
     p.add_argument("--to", metavar="MODEL", help="model to go back to (default: previous stable)")
+    add(
+        "adopt", cmd_adopt, "after lost state: take what the nodes serve as stable", intent=True
+    ).add_argument("group", metavar="GROUP", help="the group whose Consul state was lost")
     add("history", cmd_history, "list a group's past rollouts", read=True).add_argument(
         "group", metavar="GROUP", help="the group"
     )

@@ -9,6 +9,7 @@ ControlPlaneError
 │   └── NothingToDo          nothing would change (no rollout running, model already stable)
 └── BackendError             the control plane could not reach its own dependencies
     ├── StoreConflict        a check-and-set write lost to a concurrent writer; re-read and retry
+    ├── Deposed              this replica's session no longer holds the leader lock; nothing written
     ├── StoreUnavailable     the store (Consul) could not be reached or refused the request
     ├── RecordCorrupt        a stored rollout document is not valid; it needs fixing by hand
     └── NodeUnreachable      a node's Status RPC failed or timed out
@@ -54,6 +55,10 @@ class BackendError(ControlPlaneError):
 
 class StoreConflict(BackendError):
     """A check-and-set write lost to a concurrent writer; re-read the key and try again."""
+
+
+class Deposed(BackendError):
+    """The tick's write was fenced off: this replica's session no longer holds the leader lock."""
 
 
 class StoreUnavailable(BackendError):

@@ -25,8 +25,9 @@ class NodeView:
         """Reporting and not shutting down, so it can serve either side of a comparison."""
         return self.phase is not NodePhase.DRAINING
 
-    def serves(self, model: str) -> bool:
-        return self.live and self.model == model
+    def serves(self, model: str, *, sha256: str | None = None) -> bool:
+        """Live and serving ``model`` (with digest ``sha256``, when given)."""
+        return self.live and self.model == model and (sha256 is None or self.sha256 == sha256)
 
     def failed_to_load(self, model: str) -> bool:
         """The node tried to load ``model`` and gave up (it keeps serving its old model)."""
@@ -50,9 +51,9 @@ class FleetView:
     def node(self, node_id: str) -> NodeView | None:
         return next((node for node in self.nodes if node.node_id == node_id), None)
 
-    def serving(self, model: str) -> tuple[str, ...]:
-        """Ids of the live nodes that serve ``model``."""
-        return tuple(node.node_id for node in self.nodes if node.serves(model))
+    def serving(self, model: str, *, sha256: str | None = None) -> tuple[str, ...]:
+        """Ids of the live nodes that serve ``model`` (with digest ``sha256``, when given)."""
+        return tuple(node.node_id for node in self.nodes if node.serves(model, sha256=sha256))
 
     def failed_to_load(self, model: str, among: Iterable[str]) -> tuple[NodeView, ...]:
         """Nodes (of ``among``) that report they failed to load ``model``."""

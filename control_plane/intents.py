@@ -1,4 +1,24 @@
-"""What the operator's intents do to a rollout, and which of them apply in which phase."""
+"""What the operator's intents do to a rollout, which apply in which phase, and how a new one
+meets one still pending.
+
+Every intent (start, pause, resume, promote, abort, undo) is recorded in the rollout document
+with an id; only the leader's tick applies it, and the tick records its outcome there
+(``IntentOutcome``: applied, superseded by another move, or refused with the reason), which is
+what ``ctl`` waits for and prints.
+
+One intent is pending at a time, and ``admit`` decides how a new one meets it:
+
+- nothing pending: the new one is recorded;
+- ABORT over a pending PAUSE, RESUME, PROMOTE or PROMOTE_FULL: the abort takes its place (abort
+  wins over everything else), and the pending one's outcome is "superseded by" the abort;
+- ABORT over a pending START: the start is cancelled before it began (superseded), and the
+  abort's own outcome is "applied" at once: nothing had moved;
+- anything else: refused with a reason naming the pending intent; the operator waits for it
+  (``ctl status``) or aborts.
+
+Refusing rather than queueing keeps the meaning of each request tied to the state it was asked
+against: a promote asked for at step 1 never lands at step 3 behind a queue.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +29,88 @@ from control_plane import moves
 from control_plane.errors import NothingToDo, RolloutConflict
 from control_plane.fleet import FleetView
 from control_plane.spec import RolloutSpec
-from control_plane.state import GroupState, Intent, Phase
+from control_plane.state import (
+    GroupState,
+    Intent,
+    IntentOutcome,
+    IntentRequest,
+    Phase,
+    Result,
+)
+
+SUPERSEDED_BY_ABORT = frozenset({Intent.PAUSE, Intent.RESUME, Intent.PROMOTE, Intent.PROMOTE_FULL})
+
+
+def admit(
+    state: GroupState, pending: IntentRequest | None, request: IntentRequest, now: float
+) -> tuple[IntentRequest | None, tuple[IntentOutcome, ...]]:
+    """(the intent now pending, outcomes to record) after ``request`` meets ``pending``.
+
+    Raises ``RolloutConflict`` when it must wait for ``pending``, and what ``check_intent``
+    raises when the phase would ignore it. ``START`` is checked by the caller (``begin``).
+    """
+    if pending is not None and request.intent is Intent.ABORT:
+        if pending.intent is Intent.START:
+            target = pending.spec.target if pending.spec else "?"
+            return None, (
+                _outcome(
+                    pending,
+                    Result.SUPERSEDED,
+                    f"cancelled by abort {request.id} before it began",
+                    now,
+                    by=request.id,
+                ),
+                _outcome(
+                    request,
+                    Result.APPLIED,
+                    f"the requested rollout of {target} was cancelled before it began",
+                    now,
+                ),
+            )
+        if pending.intent in SUPERSEDED_BY_ABORT:
+            check_intent(state, request.intent)
+            superseded = _outcome(
+                pending, Result.SUPERSEDED, f"by abort {request.id}", now, by=request.id
+            )
+            return request, (superseded,)
+    if pending is not None:
+        raise RolloutConflict(
+            f"{describe(pending)} for group {state.group} is still pending; wait for the "
+            "leader to apply it (ctl status) or abort"
+        )
+    if request.intent is not Intent.START:
+        check_intent(state, request.intent, undo_to=request.undo_to)
+    return request, ()
+
+
+def describe(request: IntentRequest) -> str:
+    """``promote_full (id 3f2a…)`` or ``start of shapes-v2 (id …)``."""
+    what = str(request.intent)
+    if request.spec is not None:
+        what = f"start of {request.spec.target}"
+    elif request.undo_to is not None:
+        what = f"undo to {request.undo_to}"
+    return f"{what} (id {request.id})"
+
+
+def applied(request: IntentRequest, detail: str, now: float) -> IntentOutcome:
+    return _outcome(request, Result.APPLIED, detail, now)
+
+
+def superseded(request: IntentRequest, detail: str, now: float) -> IntentOutcome:
+    return _outcome(request, Result.SUPERSEDED, detail, now)
+
+
+def refused(request: IntentRequest, detail: str, now: float) -> IntentOutcome:
+    return _outcome(request, Result.REFUSED, detail, now)
+
+
+def _outcome(
+    request: IntentRequest, result: Result, detail: str, now: float, *, by: str | None = None
+) -> IntentOutcome:
+    return IntentOutcome(
+        id=request.id, intent=request.intent, result=result, detail=detail, at=now, by=by
+    )
 
 
 def check_intent(state: GroupState, intent: Intent, *, undo_to: str | None = None) -> None:
@@ -33,6 +134,11 @@ def check_intent(state: GroupState, intent: Intent, *, undo_to: str | None = Non
         case Intent.RESUME:
             if phase is not Phase.PAUSED:
                 raise NothingToDo(f"group {group} is not paused (phase {phase})")
+        case Intent.ADOPT:
+            pass  # lost.adoptable checks it against the fleet
+        case Intent.START:
+            if phase.running:
+                raise RolloutConflict(f"group {group} is already rolling out (phase {phase})")
         case _:
             assert_never(intent)
 
@@ -71,7 +177,7 @@ def obey(
                 reason=why,
                 now=now,
             )
-        case Intent.UNDO:
+        case Intent.UNDO | Intent.START | Intent.ADOPT:
             return None
         case _:
             assert_never(intent)

@@ -6,8 +6,14 @@ Each replica keeps one TTL session (``SessionKeeper``, behavior release) and, ev
 (expired during an outage) the keeper makes a new one and the next check re-acquires the
 lock if it is free. ``close()`` releases the lock and destroys the session, so another
 replica takes over on its next check instead of after the TTL. A replica that dies without
-closing holds the lock until its session expires: the TTL is Consul's minimum, 10 s, and the
-store's check-and-set writes keep a deposed leader's late write from landing on a newer state.
+closing holds the lock until its session expires: the TTL is Consul's minimum, 10 s.
+
+Leadership here is a hint; the fence is the write. ``fence()`` hands the tick this replica's
+session, and the store's commit transaction checks that the lock is still held by it
+(``check-session``), so a replica that lost the lock (paused past its TTL, partitioned) can
+never land a write, whatever ``is_leader`` last said. The session's lock-delay equals its TTL:
+after a session is invalidated, nobody can take the lock for that long, which lets a deposed
+leader's in-flight work fail before a new leader starts acting.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from dataclasses import dataclass
 
 from control_plane.observer import NULL_OBSERVER, Observer
 from yolofleet.consul import ConsulClient, ConsulError, SessionBehavior, SessionKeeper
@@ -23,6 +30,14 @@ from yolofleet.consul.aiothread import run_blocking
 from yolofleet.keys import KeyLayout
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fence:
+    """What a leader's write must prove: ``key`` (the leader lock) is held by ``session``."""
+
+    key: str
+    session: str
 
 
 class LeaderLock:
@@ -48,7 +63,7 @@ class LeaderLock:
             name=f"yolofleet-leader-{holder}",
             ttl=ttl,
             behavior=SessionBehavior.RELEASE,
-            lock_delay=0.0,
+            lock_delay=ttl,
             on_session=self._on_session,
         )
         self._leader = False
@@ -57,6 +72,13 @@ class LeaderLock:
     @property
     def is_leader(self) -> bool:
         return self._leader
+
+    def fence(self) -> Fence | None:
+        """The fence for a write while this replica leads (None: it does not lead now)."""
+        session_id = self._keeper.session_id
+        if not self._leader or session_id is None:
+            return None
+        return Fence(key=self._key, session=session_id)
 
     async def start(self) -> None:
         await self._keeper.start()

@@ -11,8 +11,8 @@ from dataclasses import fields
 
 from control_plane.codec import RolloutDoc
 from control_plane.spec import Thresholds
-from control_plane.state import HistoryEntry
-from yolofleet.records import ModelRecord, NodeState
+from control_plane.state import HistoryEntry, IntentOutcome, IntentRequest
+from yolofleet.records import ModelPin, ModelRecord, NodeState
 from yolofleet.v1 import control_pb2
 
 
@@ -68,7 +68,8 @@ def model_pb(record: ModelRecord) -> control_pb2.ModelRecord:
     )
 
 
-def rollout_pb(doc: RolloutDoc) -> control_pb2.Rollout:
+def rollout_pb(doc: RolloutDoc, *, intent_id: str = "") -> control_pb2.Rollout:
+    """The rollout as the API shows it; ``intent_id`` is the intent the replying call recorded."""
     state = doc.state
     checks = [
         control_pb2.CheckResult(
@@ -98,7 +99,39 @@ def rollout_pb(doc: RolloutDoc) -> control_pb2.Rollout:
         thresholds=thresholds_pb(doc.spec.thresholds) if doc.spec else None,
         hold_s=doc.spec.steps[0].hold_s if doc.spec else 0.0,
         failing_assessments=state.failing_assessments,
+        intent_id=intent_id,
+        pending=pending_pb(doc.pending) if doc.pending is not None else None,
+        intents=[outcome_pb(outcome) for outcome in doc.outcomes],
+        stable_sha256=_digest(state.pin(state.stable)),
+        canary_sha256=_digest(state.pin(state.canary)),
     )
+
+
+def pending_pb(request: IntentRequest) -> control_pb2.PendingIntent:
+    model = request.spec.target if request.spec is not None else request.undo_to
+    if model is None and request.pin is not None:
+        model = request.pin.name
+    return control_pb2.PendingIntent(
+        id=request.id,
+        intent=request.intent.value,
+        model=model or "",
+        requested_unix=request.requested_at,
+    )
+
+
+def outcome_pb(outcome: IntentOutcome) -> control_pb2.IntentOutcome:
+    return control_pb2.IntentOutcome(
+        id=outcome.id,
+        intent=outcome.intent.value,
+        result=outcome.result.value,
+        detail=outcome.detail,
+        at_unix=outcome.at,
+        superseded_by=outcome.by or "",
+    )
+
+
+def _digest(pin: ModelPin | None) -> str:
+    return pin.sha256 if pin is not None else ""
 
 
 def node_pb(node: NodeState) -> control_pb2.NodeInfo:

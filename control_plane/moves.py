@@ -100,7 +100,7 @@ def finish(
         started_at=started_at,
         ended_at=now,
     )
-    return replace(
+    ended = replace(
         state,
         phase=phase,
         stable=stable,
@@ -112,6 +112,8 @@ def finish(
         reason=reason,
         history=(*state.history, entry)[-HISTORY_LIMIT:],
     )
+    named = set(ended.named())
+    return replace(ended, pins=tuple(pin for pin in ended.pins if pin.name in named))
 
 
 def stable_before(state: GroupState) -> str | None:

@@ -20,10 +20,20 @@ from control_plane.errors import GroupUnknown, NothingToDo, RolloutConflict, Spe
 from control_plane.fleet import FleetView, pick_canaries
 from control_plane.spec import RolloutSpec
 from control_plane.state import GroupState, Intent, Phase
+from yolofleet.records import ModelPin
 
 
-def begin(state: GroupState, spec: RolloutSpec, fleet: FleetView, now: float) -> GroupState:
-    """Starts ``spec``'s rollout. A group with no stable model gets it on every node at once."""
+def begin(
+    state: GroupState,
+    spec: RolloutSpec,
+    fleet: FleetView,
+    now: float,
+    *,
+    pin: ModelPin | None = None,
+) -> GroupState:
+    """Starts ``spec``'s rollout. A group with no stable model gets it on every node at once.
+    ``pin`` (the target, resolved when the rollout was requested) joins the state's pins.
+    """
     if spec.group != state.group:
         raise SpecInvalid(f"the rollout is for group {spec.group!r}, not {state.group!r}")
     if state.phase.running:
@@ -33,7 +43,12 @@ def begin(state: GroupState, spec: RolloutSpec, fleet: FleetView, now: float) ->
         )
     if spec.target == state.stable:
         raise NothingToDo(f"{spec.target} is already the stable model of group {state.group}")
-    fresh = replace(state, verdicts=(), step_index=0, step_started_at=now, phase_since=now)
+    if pin is not None and pin.name != spec.target:
+        raise SpecInvalid(f"the pin is for {pin.name}, not the rollout's target {spec.target}")
+    pins = (*(p for p in state.pins if p.name != spec.target), *((pin,) if pin else ()))
+    fresh = replace(
+        state, verdicts=(), step_index=0, step_started_at=now, phase_since=now, pins=pins
+    )
     if state.stable is None:
         return replace(
             fresh,
@@ -165,7 +180,7 @@ def _abandon(state: GroupState, spec: RolloutSpec | None, now: float) -> GroupSt
 
 
 def _deploying(state: GroupState, spec: RolloutSpec, fleet: FleetView, now: float) -> GroupState:
-    live, serving = fleet.live_ids, set(fleet.serving(spec.target))
+    live, serving = fleet.live_ids, set(_serving(state, fleet, spec.target))
     waiting = tuple(node_id for node_id in live if node_id not in serving)
     if not waiting:
         served = f"all {len(live)} live nodes serve" if live else "no live nodes yet; joiners get"
@@ -183,7 +198,7 @@ def _regroup(
     """Replaces canaries that left; sends the rollout back to waiting if a canary lags."""
     live = set(fleet.live_ids)
     gone = [node_id for node_id in state.canary_nodes if node_id not in live]
-    serving = set(fleet.serving(spec.target))
+    serving = set(_serving(state, fleet, spec.target))
     lagging = [n for n in state.canary_nodes if n in live and n not in serving]
     if not gone and (state.phase is Phase.PROGRESSING or not lagging):
         return None
@@ -206,7 +221,7 @@ def _regroup(
 
 
 def _progressing(state: GroupState, spec: RolloutSpec, fleet: FleetView, now: float) -> GroupState:
-    serving = set(fleet.serving(spec.target))
+    serving = set(_serving(state, fleet, spec.target))
     waiting = tuple(node_id for node_id in state.canary_nodes if node_id not in serving)
     hold_s = spec.steps[state.step_index].hold_s
     if state.canary_nodes and not waiting:
@@ -266,6 +281,12 @@ def _analyzing(
     found = verdict.reason if verdict else "no verdict"
     why = f"analysis inconclusive for {deadline:g}s at {at}: {found}; resume, promote or abort"
     return replace(state, phase=Phase.PAUSED, phase_since=now, reason=why)
+
+
+def _serving(state: GroupState, fleet: FleetView, model: str) -> tuple[str, ...]:
+    """Live nodes serving ``model``: with its pin's digest when the state holds its pin."""
+    pin = state.pin(model)
+    return fleet.serving(model, sha256=pin.sha256 if pin is not None else None)
 
 
 def _every_canary(state: GroupState) -> str:

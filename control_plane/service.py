@@ -1,9 +1,11 @@
 """The ``yolofleet.v1.ControlPlane`` gRPC servicer: protobuf in, our types through, protobuf out.
 
 Every RPC runs inside ``_refusals``, the one place exceptions become status codes
-(``to_status``). Mutations go through the ``Controller`` (check-and-set writes; the leader's
-next tick acts on them), so any replica can answer. Registry calls block (Consul, hashing,
-opening the model), so they run on a worker thread.
+(``to_status``). Mutations (StartRollout, Undo and the other intents) go through the
+``Controller``, which validates them and records an intent with an id (check-and-set); only the
+leader's next tick acts on them and records the outcome, so any replica can answer. The reply
+carries the intent's id (``Rollout.intent_id``) for ``ctl`` to wait on. Registry calls block
+(Consul, hashing, opening the model), so they run on a worker thread.
 """
 
 from __future__ import annotations
@@ -165,15 +167,15 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
             steps = list(request.steps) or None
             if steps is None and request.canary_percent == 0:
                 raise SpecInvalid("give canary_percent (1-100) or the steps of the rollout")
-            await self._controller.start_rollout(
+            doc, intent_id = await self._controller.start_rollout(
                 group,
-                request.model,
+                _segment(request.model, "model name"),
                 canary=request.canary_percent or None,
                 steps=steps,
                 hold_s=request.hold_s if request.HasField("hold_s") else DEFAULT_HOLD_S,
                 thresholds=thresholds_from_pb(request.thresholds),
             )
-            return rollout_pb(await self._store.read_rollout(group))
+            return rollout_pb(doc, intent_id=intent_id)
         raise AssertionError("unreachable")
 
     async def Pause(self, request: control_pb2.GroupRequest, context: Any) -> control_pb2.Rollout:
@@ -194,6 +196,12 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
     async def Undo(self, request: control_pb2.UndoRequest, context: Any) -> control_pb2.Rollout:
         undo_to = request.to_model or None
         return await self._intent(request.group, Intent.UNDO, context, undo_to=undo_to)
+
+    async def Adopt(self, request: control_pb2.GroupRequest, context: Any) -> control_pb2.Rollout:
+        async with _refusals(context, "Adopt"):
+            doc, intent_id = await self._controller.adopt(_segment(request.group, "group name"))
+            return rollout_pb(doc, intent_id=intent_id)
+        raise AssertionError("unreachable")
 
     async def GetRollout(
         self, request: control_pb2.GroupRequest, context: Any
@@ -269,8 +277,8 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
             group = _segment(group_name, "group name")
             if undo_to is not None:
                 undo_to = _segment(undo_to, "model name")
-            await self._controller.record_intent(group, intent, undo_to=undo_to)
-            return rollout_pb(await self._store.read_rollout(group))
+            doc, intent_id = await self._controller.record_intent(group, intent, undo_to=undo_to)
+            return rollout_pb(doc, intent_id=intent_id)
         raise AssertionError("unreachable")
 
     async def _known_group(self, name: str) -> str:

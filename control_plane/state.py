@@ -11,9 +11,11 @@ Phases, and the moves ``rollout.begin`` / ``rollout.step`` make between them::
       └──────────────────────────────────────────────────────────────┘
 
     from                         on                                   to
-    settled (IDLE, COMPLETED,    begin, no stable model yet           DEPLOYING
-      ROLLED_BACK, ABORTED)      begin                                PROGRESSING, step 1
+    settled (IDLE, COMPLETED,    START (begin), no stable model yet   DEPLOYING
+      ROLLED_BACK, ABORTED)      START (begin)                        PROGRESSING, step 1
                                  UNDO                                 ROLLED_BACK to the previous
+    IDLE, state lost             ADOPT (lost.py)                      COMPLETED, stable = what
+      (nodes serve models)                                              most nodes serve
     DEPLOYING                    every live node serves the target    COMPLETED
                                  a node failed to load it / deadline  ROLLED_BACK to no model
     PROGRESSING                  every canary serves the target       HOLDING; analysis window opens
@@ -45,8 +47,12 @@ from enum import StrEnum
 from typing import assert_never
 
 from control_plane.analysis import CheckResult
+from control_plane.spec import RolloutSpec
+from yolofleet.records import ModelPin
 
 HISTORY_LIMIT = 20
+OUTCOME_LIMIT = 20
+"""Intent outcomes the rollout document keeps, newest last."""
 
 
 class Phase(StrEnum):
@@ -95,6 +101,47 @@ class Intent(StrEnum):
     ABORT = "abort"
     UNDO = "undo"
     """With no rollout running: make the previous stable model stable again."""
+    START = "start"
+    """Begin the rollout the request carries (its spec and the target's pin)."""
+    ADOPT = "adopt"
+    """After lost state: make what the nodes serve (the request's pin) stable (``lost.py``)."""
+
+
+class Result(StrEnum):
+    """What became of an intent, recorded in the rollout document for ``ctl`` to report."""
+
+    APPLIED = "applied"
+    SUPERSEDED = "superseded"
+    """Another move won: an abort recorded over it, or the tick rolled the rollout back first."""
+    REFUSED = "refused"
+    """By the time the leader's tick saw it, it no longer applied (the detail says why)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IntentRequest:
+    """One recorded intent, waiting for the leader's tick. ``id`` is unique per request;
+    ``spec`` and ``pin`` go with ``START``, ``undo_to`` with ``UNDO``.
+    """
+
+    id: str
+    intent: Intent
+    requested_at: float
+    undo_to: str | None = None
+    spec: RolloutSpec | None = None
+    pin: ModelPin | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IntentOutcome:
+    """What the tick (or a superseding request) did with intent ``id``, and why."""
+
+    id: str
+    intent: Intent
+    result: Result
+    detail: str
+    at: float
+    by: str | None = None
+    """The id of the intent that superseded this one, if one did."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,6 +183,20 @@ class GroupState:
     failing_assessments: int = 0
     """FAIL or ERROR verdicts in a row so far at this step; any other verdict resets it."""
     history: tuple[HistoryEntry, ...] = ()
+    pins: tuple[ModelPin, ...] = ()
+    """The pin of every model this state names (stable, canary, earlier stables), resolved once
+    when the rollout was requested: targets and digest comparisons come from here."""
+
+    def pin(self, name: str | None) -> ModelPin | None:
+        """The pin of model ``name``, None when the state holds none for it."""
+        return next((p for p in self.pins if p.name == name), None) if name else None
+
+    def named(self) -> tuple[str, ...]:
+        """Every model this state names: the ones whose pins it must keep."""
+        names = [self.stable, self.previous_stable, self.canary]
+        for entry in self.history:
+            names += [entry.stable_before, entry.stable_after]
+        return tuple(dict.fromkeys(n for n in names if n is not None))
 
     def model_for(self, node_id: str) -> str | None:
         """The model this node should serve."""

@@ -7,47 +7,59 @@ Keys (from ``yolofleet.keys.KeyLayout``)::
     nodes/<group>/<id>      NodeState, read into a FleetView               (each node)
     models/<name>           ModelRecord                                    (registry)
 
-The rollout document is written with check-and-set on its ModifyIndex, which is the state's
-``revision``: a write that lost to another writer raises ``StoreConflict``. The group target
-is written only when what nodes read from it (stable, canary, canary_nodes) changes, and each
-such write bumps its ``generation``. Consul errors leave as ``StoreUnavailable``.
+The rollout document's ModifyIndex is the state's ``revision``. Intents are recorded with
+check-and-set on it (``write_rollout``, any replica). The tick writes through ``commit``: ONE
+Consul transaction that checks the leader lock is still held by the tick's session
+(``check-session``, the fence), writes the document with ``cas`` on the revision it read (or
+``check-index`` when only the target changes), and writes the target with ``cas`` on the index
+it read. All or nothing: a deposed leader raises ``Deposed``, a lost race ``StoreConflict``, and
+neither lands a byte. The target is written only when what nodes read from it (the stable and
+canary pins, canary_nodes) changes; each such write bumps its ``generation``, which is read from
+the stored target even when that is unreadable, so it never goes backwards. Consul errors leave
+as ``StoreUnavailable``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from control_plane.codec import RolloutDoc, decode_doc, encode_doc
-from control_plane.errors import ModelUnknown, StoreConflict, StoreUnavailable
+from control_plane.errors import (
+    Deposed,
+    ModelUnknown,
+    RecordCorrupt,
+    StoreConflict,
+    StoreUnavailable,
+)
 from control_plane.fleet import FleetView, NodeView
+from control_plane.leader import Fence
 from control_plane.state import GroupState
 from yolofleet import registry
-from yolofleet.consul import ConsulClient, ConsulError
+from yolofleet.consul import ConsulClient, ConsulError, TxnOp
 from yolofleet.consul.aiothread import run_blocking
 from yolofleet.keys import KeyLayout
 from yolofleet.records import (
     GroupTarget,
+    ModelPin,
     ModelRecord,
     NodeState,
     RecordInvalid,
     node_state_from_json,
     target_from_json,
+    target_generation,
     to_json,
 )
 
-__all__ = ["ConsulStore", "RolloutDoc", "Store", "target_for"]
+__all__ = ["Committed", "ConsulStore", "RolloutDoc", "Store", "target_for"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-TARGET_ATTEMPTS = 3
-"""Reads and writes of the target before a concurrent writer's conflict is raised."""
 
 
 class Store(Protocol):
@@ -59,13 +71,16 @@ class Store(Protocol):
 
     async def write_rollout(self, doc: RolloutDoc) -> int:
         """Writes ``doc`` if the stored revision is still ``doc.state.revision``; returns the
-        new revision. Raises ``StoreConflict`` when another write got there first.
+        new revision. Raises ``StoreConflict`` when another write got there first. Used to
+        record intents (any replica); the tick writes through ``commit``.
         """
         ...
 
-    async def write_target(self, state: GroupState) -> GroupTarget | None:
-        """Writes the group target that ``state`` implies, when it differs from the stored one;
-        returns the target written (generation bumped) or None when nothing changed.
+    async def commit(self, doc: RolloutDoc, *, changed: bool, fence: Fence | None) -> Committed:
+        """The tick's one write: ``doc`` when ``changed`` (if the stored revision is still
+        ``doc.state.revision``) and the group target its state implies (if it differs from the
+        stored one, generation bumped), together, while ``fence`` (when given) still holds the
+        leader lock. Raises ``StoreConflict`` or ``Deposed`` when nothing was written.
         """
         ...
 
@@ -88,15 +103,37 @@ class Store(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Committed:
+    """What ``commit`` wrote: the document's revision now, and the target (None: unchanged)."""
+
+    revision: int
+    target: GroupTarget | None = None
+
+
 def target_for(state: GroupState, *, generation: int) -> GroupTarget:
-    """The group target nodes should read for ``state``."""
+    """The group target nodes should read for ``state``: the pins of its stable and canary
+    models. Raises ``RecordCorrupt`` when the state names a model it holds no pin for.
+    """
     canary = state.canary
     return GroupTarget(
-        stable=state.stable,
-        canary=canary,
+        stable=_pinned(state, state.stable),
+        canary=_pinned(state, canary),
         canary_nodes=state.canary_nodes if canary is not None else (),
         generation=generation,
     )
+
+
+def _pinned(state: GroupState, name: str | None) -> ModelPin | None:
+    if name is None:
+        return None
+    pin = state.pin(name)
+    if pin is None:
+        raise RecordCorrupt(
+            f"group {state.group} names model {name} but holds no pin for it; "
+            "its target is left as it is"
+        )
+    return pin
 
 
 def same_assignment(a: GroupTarget, b: GroupTarget) -> bool:
@@ -140,33 +177,62 @@ class ConsulStore:
         pair = await self._call(f"read {key}", functools.partial(self._client.get, key))
         return _target(pair.value, key) if pair is not None else None
 
-    async def write_target(self, state: GroupState) -> GroupTarget | None:
-        for _ in range(TARGET_ATTEMPTS - 1):
-            with contextlib.suppress(StoreConflict):
-                return await self._write_target_once(state)
-        return await self._write_target_once(state)
-
-    async def _write_target_once(self, state: GroupState) -> GroupTarget | None:
+    async def commit(self, doc: RolloutDoc, *, changed: bool, fence: Fence | None) -> Committed:
+        state = doc.state
         key = self._layout.group_target(state.group)
         pair = await self._call(f"read {key}", functools.partial(self._client.get, key))
         parsed = _target(pair.value, key) if pair is not None else None
-        current = parsed or GroupTarget()
-        wanted = target_for(state, generation=current.generation + 1)
-        if same_assignment(current, wanted) and (pair is None or parsed is not None):
-            return None  # unchanged (an absent key and nothing to serve count as unchanged)
-        cas = pair.modify_index if pair is not None else 0
-        put = functools.partial(self._client.put, key, to_json(wanted), cas=cas)
-        if not await self._call(f"write {key}", put):
-            raise StoreConflict(f"group target {key} changed while it was being written")
-        logger.info(
-            "group=%s target generation=%d stable=%s canary=%s canary_nodes=%s",
-            state.group,
-            wanted.generation,
-            wanted.stable,
-            wanted.canary,
-            ",".join(wanted.canary_nodes),
-        )
-        return wanted
+        generation = target_generation(pair.value) if pair is not None else 0
+        wanted = target_for(state, generation=generation + 1)
+        unchanged = same_assignment(parsed or GroupTarget(), wanted)
+        if wanted.stable is None and wanted.canary is None and not state.history:
+            unchanged = True  # lost (or no) state: nodes keep the target they have (lost.py)
+        # an absent key and nothing to serve count as unchanged; an unreadable one is rewritten
+        target = None if unchanged and (pair is None or parsed is not None) else wanted
+        index = pair.modify_index if pair is not None else 0
+        if not changed and target is None:
+            return Committed(revision=state.revision)
+        revision = await self._commit(doc if changed else None, state, target, index, fence)
+        if target is not None:
+            _log_target(state.group, target)
+        return Committed(revision=revision, target=target)
+
+    async def _commit(
+        self,
+        doc: RolloutDoc | None,
+        state: GroupState,
+        target: GroupTarget | None,
+        target_index: int,
+        fence: Fence | None,
+    ) -> int:
+        """One transaction: [leader lock held by the fence's session], the document written
+        (cas) or left as read (check-index), [the target written (cas on the index read)].
+        """
+        rollout_key = self._layout.rollout(state.group)
+        ops = [TxnOp.check_session(fence.key, session=fence.session)] if fence else []
+        if doc is not None:
+            ops.append(TxnOp.cas(rollout_key, encode_doc(doc), index=state.revision))
+        elif state.revision:
+            ops.append(TxnOp.check_index(rollout_key, index=state.revision))
+        else:
+            ops.append(TxnOp.check_not_exists(rollout_key))
+        if target is not None:
+            target_key = self._layout.group_target(state.group)
+            ops.append(TxnOp.cas(target_key, to_json(target), index=target_index))
+        txn = functools.partial(self._client.txn, ops)
+        result = await self._call(f"commit the rollout of {state.group}", txn)
+        if not result.ok:
+            if fence is not None and any(e.op_index == 0 for e in result.errors):
+                raise Deposed(
+                    f"session {fence.session} no longer holds the leader lock {fence.key}; "
+                    f"nothing written ({result.describe()})"
+                )
+            raise StoreConflict(
+                f"rollout of group {state.group} changed since revision {state.revision} was "
+                f"read; nothing written ({result.describe()})"
+            )
+        written = result.pair(rollout_key) if doc is not None else None
+        return written.modify_index if written is not None else state.revision
 
     async def list_nodes(self, group: str) -> tuple[NodeState, ...]:
         """The group's node reports by node id; unreadable reports are logged and skipped."""
@@ -227,6 +293,21 @@ def _unavailable(action: str) -> Iterator[None]:
         yield
     except ConsulError as exc:
         raise StoreUnavailable(f"could not {action} in Consul: {exc}") from exc
+
+
+def _log_target(group: str, target: GroupTarget) -> None:
+    logger.info(
+        "group=%s target generation=%d stable=%s canary=%s canary_nodes=%s",
+        group,
+        target.generation,
+        _pin_name(target.stable),
+        _pin_name(target.canary),
+        ",".join(target.canary_nodes),
+    )
+
+
+def _pin_name(pin: ModelPin | None) -> str:
+    return f"{pin.name}@{pin.version}" if pin is not None else "none"
 
 
 def _target(value: bytes, key: str) -> GroupTarget | None:

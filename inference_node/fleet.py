@@ -1,9 +1,10 @@
 """``FleetLink``: drives a node from its group's target in Consul and reports its state back.
 
-For each assignment the watcher yields: read the model's registry record, hand a ``ModelRef``
-to the swap agent (which verifies, validates and swaps), and report every phase change under
-``nodes/<group>/<node-id>``. Whatever goes wrong here (Consul down, a malformed key, an
-unknown model, a refused candidate) is reported and the node keeps serving what it has.
+For each assignment the watcher yields: turn its pin into a ``ModelRef`` (no registry read:
+the target carries everything) and hand it to the swap agent (which verifies, validates and
+swaps), and report every phase change under ``nodes/<group>/<node-id>``. Whatever goes wrong
+here (Consul down, a malformed key, a target without pins, a refused candidate) is reported
+and the node keeps serving what it has.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from inference_node.watcher import GroupAssignment, assignments
 from yolofleet.consul import ConsulClient, ConsulError
 from yolofleet.consul.aiothread import run_blocking
 from yolofleet.keys import KeyLayout
-from yolofleet.records import ModelRecord, NodePhase, NodeState
+from yolofleet.records import ModelPin, ModelRecord, NodePhase, NodeState
 from yolofleet.registry import ModelUnknown, get_model
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,10 @@ logger = logging.getLogger(__name__)
 
 def ref_for_record(record: ModelRecord) -> ModelRef:
     return ModelRef(name=record.name, version=record.version, uri=record.uri, sha256=record.sha256)
+
+
+def ref_for_pin(pin: ModelPin) -> ModelRef:
+    return ModelRef(name=pin.name, version=pin.version, uri=pin.uri, sha256=pin.sha256)
 
 
 class ConsulCatalog:
@@ -104,18 +109,10 @@ class FleetLink:
         if assignment.problem:
             self._report_failure(assignment.problem)
             return
-        if assignment.desired is None:
+        if assignment.pin is None:
             self._report_idle()
             return
-        try:
-            record = await run_blocking(
-                lambda: get_model(self._client, self._layout, assignment.desired or ""),
-                name="fleet-get-model",
-            )
-        except (ModelUnknown, ConsulError, ValueError) as exc:
-            self._report_failure(f"target model {assignment.desired!r} cannot be resolved: {exc}")
-            return
-        ref = ref_for_record(record)
+        ref = ref_for_pin(assignment.pin)
         self.reporter.update(phase=NodePhase.LOADING, desired=ref.name, last_error="")
         task = asyncio.create_task(self._await_swap(ref), name=f"swap-{ref}")
         self._outcomes.add(task)

@@ -1,4 +1,10 @@
-"""Long-polls the group's target in Consul and yields this node's assignment when it changes."""
+"""Long-polls the group's target in Consul and yields this node's assignment when it changes.
+
+The target carries pins (name, sha256, artifact URI, format, size), so the assignment is all the
+node needs: it never reads the registry to act on a target. A target without pins (written by
+an older control plane) is reported as a problem and the node keeps its model until the
+control plane rewrites it.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +14,22 @@ from dataclasses import dataclass
 
 from yolofleet.consul import ConsulClient, KeyWatch
 from yolofleet.keys import KeyLayout
-from yolofleet.records import GroupTarget, RecordInvalid, target_from_json
+from yolofleet.records import GroupTarget, ModelPin, RecordInvalid, target_from_json
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GroupAssignment:
-    """The model this node should serve, or why the target could not be read."""
+    """The model this node should serve (its pin), or why the target could not be read."""
 
-    desired: str | None
+    pin: ModelPin | None
     generation: int = 0
     problem: str = ""
+
+    @property
+    def desired(self) -> str | None:
+        return self.pin.name if self.pin is not None else None
 
 
 async def assignments(
@@ -37,10 +47,10 @@ async def assignments(
 
 def _assignment(value: bytes | None, *, node_id: str, key: str) -> GroupAssignment:
     if value is None:
-        return GroupAssignment(desired=None)
+        return GroupAssignment(pin=None)
     try:
         target: GroupTarget = target_from_json(value)
     except RecordInvalid as exc:
         logger.error("key=%s unreadable, keeping the current model: %s", key, exc)
-        return GroupAssignment(desired=None, problem=f"{key}: {exc}")
-    return GroupAssignment(desired=target.model_for(node_id), generation=target.generation)
+        return GroupAssignment(pin=None, problem=f"{key}: {exc}")
+    return GroupAssignment(pin=target.model_for(node_id), generation=target.generation)

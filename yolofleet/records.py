@@ -56,16 +56,49 @@ class ModelRecord:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class GroupTarget:
-    """What a node group should serve; nodes listed in ``canary_nodes`` serve ``canary``."""
+class ModelPin:
+    """One model resolved once from the registry, when a rollout is requested: what a node
+    fetches (``uri``), the digest it must have, and its format and size. Targets carry pins, so
+    nodes act on them without reading the registry, and a later registry change moves nothing.
+    """
 
-    stable: str | None = None
-    canary: str | None = None
+    name: str
+    sha256: str
+    uri: str
+    format: str = "pt"
+    size: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("name", "sha256", "uri"):
+            if not getattr(self, name):
+                raise ValueError(f"a model pin needs a non-empty {name}")
+
+    @classmethod
+    def of(cls, record: ModelRecord) -> ModelPin:
+        return cls(
+            name=record.name,
+            sha256=record.sha256,
+            uri=record.uri,
+            format=record.format,
+            size=record.size,
+        )
+
+    @property
+    def version(self) -> str:
+        return self.sha256[:12]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupTarget:
+    """What a node group should serve: pins; nodes listed in ``canary_nodes`` serve ``canary``."""
+
+    stable: ModelPin | None = None
+    canary: ModelPin | None = None
     canary_nodes: tuple[str, ...] = ()
     generation: int = 0
 
-    def model_for(self, node_id: str) -> str | None:
-        """The model name this node should serve."""
+    def model_for(self, node_id: str) -> ModelPin | None:
+        """The model this node should serve."""
         if self.canary is not None and node_id in self.canary_nodes:
             return self.canary
         return self.stable
@@ -106,7 +139,48 @@ def model_from_json(data: bytes) -> ModelRecord:
 
 
 def target_from_json(data: bytes) -> GroupTarget:
-    return _decode(GroupTarget, data, what="group target")
+    """A target whose ``stable``/``canary`` are pins. A target written before pins (model names)
+    is refused with a reason: nodes keep their model until the control plane rewrites it.
+    """
+    try:
+        raw = strictjson.load_object(data, what="group target")
+        for name in ("stable", "canary"):
+            _refuse_name(raw.get(name), f"group target field {name!r}")
+        return strictjson.build(GroupTarget, raw, what="group target")
+    except strictjson.ShapeError as exc:
+        raise RecordInvalid(str(exc)) from exc
+
+
+def target_generation(data: bytes) -> int:
+    """The ``generation`` of any stored target, even one ``target_from_json`` refuses (0 when
+    there is none), so a rewrite of an unreadable target never moves the generation back.
+    """
+    try:
+        raw = json.loads(data)
+    except ValueError:
+        return 0
+    value = raw.get("generation") if isinstance(raw, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def pin_from_json(raw: object, where: str) -> ModelPin:
+    """A pin from its JSON object (e.g. inside a rollout document); ``RecordInvalid`` names
+    ``where`` and the field."""
+    _refuse_name(raw, where)
+    if not isinstance(raw, dict):
+        raise RecordInvalid(f"{where} must be a model pin object, got {raw!r}")
+    try:
+        return strictjson.build(ModelPin, raw, what=where)
+    except strictjson.ShapeError as exc:
+        raise RecordInvalid(str(exc)) from exc
+
+
+def _refuse_name(raw: object, where: str) -> None:
+    if isinstance(raw, str):
+        raise RecordInvalid(
+            f"{where} names model {raw!r} without a pin (written before targets carried pins); "
+            "waiting for the control plane to rewrite it"
+        )
 
 
 def node_state_from_json(data: bytes) -> NodeState:

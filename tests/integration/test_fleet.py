@@ -28,6 +28,7 @@ from yolofleet.digests import file_sha256
 from yolofleet.keys import KeyLayout
 from yolofleet.records import (
     GroupTarget,
+    ModelPin,
     NodePhase,
     NodeState,
     node_state_from_json,
@@ -69,6 +70,11 @@ def registered(client: ConsulClient, models: DemoModels) -> dict[str, str]:
 
 def registered_uri(client: ConsulClient, name: str) -> str:
     return get_model(client, LAYOUT, name).uri
+
+
+def pin(client: ConsulClient, name: str) -> ModelPin:
+    """The pin a control plane resolves ``name`` to when a rollout is requested."""
+    return ModelPin.of(get_model(client, LAYOUT, name))
 
 
 def set_target(client: ConsulClient, target: GroupTarget) -> None:
@@ -118,11 +124,16 @@ def test_nodes_wait_without_target_then_follow_stable_and_canary(
         what="every node to report waiting",
     )
 
-    set_target(client, GroupTarget(stable="shapes-v1", generation=1))
+    set_target(client, GroupTarget(stable=pin(client, "shapes-v1"), generation=1))
     wait_serving(client, list(fleet), registered["shapes-v1"])
     set_target(
         client,
-        GroupTarget(stable="shapes-v1", canary="shapes-v2", canary_nodes=("n2",), generation=2),
+        GroupTarget(
+            stable=pin(client, "shapes-v1"),
+            canary=pin(client, "shapes-v2"),
+            canary_nodes=("n2",),
+            generation=2,
+        ),
     )
     wait_serving(client, ["n2"], registered["shapes-v2"])
 
@@ -141,13 +152,11 @@ def test_target_with_bad_digest_is_reported_failed_and_old_model_serves(
     client: ConsulClient, registered: dict[str, str], fleet: dict[str, RunningNode],
     models: DemoModels,
 ) -> None:  # fmt: skip
-    set_target(client, GroupTarget(stable="shapes-v1", generation=3))
+    set_target(client, GroupTarget(stable=pin(client, "shapes-v1"), generation=3))
     wait_serving(client, list(fleet), registered["shapes-v1"])
-    record = register_model(client, LAYOUT, path=models.v2, name="shapes-v2-copy", now=0.0)
-    lying = replace(record, name="shapes-lying", sha256="f" * 64)
-    assert client.put(LAYOUT.model("shapes-lying"), to_json(lying))
+    lying = replace(pin(client, "shapes-v2"), name="shapes-lying", sha256="f" * 64)
 
-    set_target(client, GroupTarget(stable="shapes-lying", generation=4))
+    set_target(client, GroupTarget(stable=lying, generation=4))
 
     wait_for(
         lambda: all(
@@ -164,10 +173,10 @@ def test_target_with_bad_digest_is_reported_failed_and_old_model_serves(
     assert reply.model.sha256 == registered["shapes-v1"]
 
 
-def test_malformed_target_and_unknown_model_are_reported_and_old_model_serves(
+def test_malformed_target_and_target_without_pins_are_reported_and_old_model_serves(
     client: ConsulClient, registered: dict[str, str], fleet: dict[str, RunningNode]
 ) -> None:
-    set_target(client, GroupTarget(stable="shapes-v1", generation=10))
+    set_target(client, GroupTarget(stable=pin(client, "shapes-v1"), generation=10))
     wait_serving(client, list(fleet), registered["shapes-v1"])
 
     assert client.put(LAYOUT.group_target(GROUP), b"{not json")
@@ -176,11 +185,12 @@ def test_malformed_target_and_unknown_model_are_reported_and_old_model_serves(
         timeout_s=30,
         what="n1 to report the malformed target",
     )
-    set_target(client, GroupTarget(stable="no-such-model", generation=11))
+    # written by a control plane from before pins: a model name the node must not look up
+    assert client.put(LAYOUT.group_target(GROUP), b'{"stable": "shapes-v2", "generation": 11}')
     wait_for(
-        lambda: "no-such-model" in ((node_state(client, "n2") or NO_STATE).last_error),
+        lambda: "without a pin" in ((node_state(client, "n2") or NO_STATE).last_error),
         timeout_s=30,
-        what="n2 to report the unknown model",
+        what="n2 to report the target without pins",
     )
 
     state = node_state(client, "n2")
@@ -217,7 +227,7 @@ def test_consul_outage_fails_no_detect_and_later_target_is_picked_up(
     consul_server: DevConsul, client: ConsulClient, registered: dict[str, str],
     fleet: dict[str, RunningNode],
 ) -> None:  # fmt: skip
-    set_target(client, GroupTarget(stable="shapes-v1", generation=5))
+    set_target(client, GroupTarget(stable=pin(client, "shapes-v1"), generation=5))
     wait_serving(client, list(fleet), registered["shapes-v1"])
     failures: list[str] = []
     served = [0]
@@ -240,7 +250,7 @@ def test_consul_outage_fails_no_detect_and_later_target_is_picked_up(
         during = served[0]
         wait_for(lambda: served[0] > during + 20, timeout_s=60, what="Detects during the outage")
         consul_server.start()
-        set_target(client, GroupTarget(stable="shapes-v2", generation=6))
+        set_target(client, GroupTarget(stable=pin(client, "shapes-v2"), generation=6))
         wait_serving(client, list(fleet), registered["shapes-v2"])
     finally:
         stop.set()
@@ -254,7 +264,7 @@ def test_killed_node_disappears_within_two_ttls(
     consul_server: DevConsul, client: ConsulClient, registered: dict[str, str], tmp_path: Path
 ) -> None:
     ttl_s = 2.0
-    set_target(client, GroupTarget(stable="shapes-v1", generation=7))
+    set_target(client, GroupTarget(stable=pin(client, "shapes-v1"), generation=7))
     process = subprocess.Popen(
         [sys.executable, "-m", "inference_node", "--group", GROUP, "--node-id", "doomed",
          "--consul", consul_server.address, "--session-ttl", str(ttl_s), "--port", "0",
@@ -287,7 +297,7 @@ def test_a_failed_fetch_is_retried_and_reported_serving_without_a_new_target(
     models: DemoModels,
     tmp_path: Path,
 ) -> None:
-    set_target(client, GroupTarget(stable="shapes-v1", generation=30))
+    set_target(client, GroupTarget(stable=pin(client, "shapes-v1"), generation=30))
     wait_serving(client, list(fleet), registered["shapes-v1"])
     port = free_port()
     late = register_model(
@@ -295,7 +305,7 @@ def test_a_failed_fetch_is_retried_and_reported_serving_without_a_new_target(
         uri=f"http://127.0.0.1:{port}/artifacts/{file_sha256(models.drift)}",
     )  # fmt: skip
 
-    set_target(client, GroupTarget(stable="shapes-late", generation=31))
+    set_target(client, GroupTarget(stable=ModelPin.of(late), generation=31))
     wait_for(
         lambda: all(
             (s := node_state(client, i)) is not None

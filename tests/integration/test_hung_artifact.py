@@ -21,7 +21,7 @@ from yolofleet.consul import ConsulClient, ConsulSettings
 from yolofleet.consul.devserver import DevConsul
 from yolofleet.demo_models import DemoModels
 from yolofleet.keys import KeyLayout
-from yolofleet.records import GroupTarget, NodePhase, node_state_from_json, to_json
+from yolofleet.records import GroupTarget, ModelPin, NodePhase, node_state_from_json, to_json
 from yolofleet.registry import register_model
 from yolofleet.synthetic import render_image
 from yolofleet.v1 import inference_pb2 as pb
@@ -95,7 +95,9 @@ def test_fleet_node_stuck_on_a_hung_artifact_server_stops_within_seconds(
     record = register_model(
         consul, LAYOUT, path=models.v1, name="shapes-hung", uri=trickling.url, now=time.time()
     )
-    assert consul.put(LAYOUT.group_target("zone-h"), to_json(GroupTarget(stable=record.name)))
+    assert consul.put(
+        LAYOUT.group_target("zone-h"), to_json(GroupTarget(stable=ModelPin.of(record)))
+    )
     fleet = FleetConfig(group="zone-h", node_id="h1", consul=dev_consul.address, session_ttl_s=2.0)
     node = RunningNode(node_config(tmp_path, fleet=fleet))
     stopped = False

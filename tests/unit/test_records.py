@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 import pytest
 
 from yolofleet.records import (
     GroupTarget,
+    ModelPin,
     ModelRecord,
     NodePhase,
     NodeState,
@@ -21,7 +23,14 @@ from yolofleet.records import (
 )
 
 NODE: dict[str, Any] = {"node_id": "n1", "group": "g", "phase": "serving", "model": "m"}
-TARGET: dict[str, Any] = {"stable": "m1", "canary": "m2", "canary_nodes": ["n1"], "generation": 3}
+PIN1 = ModelPin(name="m1", sha256="ab" * 32, uri="file:///m1.pt", size=10)
+PIN2 = ModelPin(name="m2", sha256="cd" * 32, uri="file:///m2.pt", size=20)
+TARGET: dict[str, Any] = {
+    "stable": asdict(PIN1),
+    "canary": asdict(PIN2),
+    "canary_nodes": ["n1"],
+    "generation": 3,
+}
 MODEL: dict[str, Any] = {
     "name": "m1",
     "uri": "file:///m1.pt",
@@ -129,8 +138,14 @@ def with_field(base: dict[str, Any], **changes: Any) -> bytes:
         pytest.param(
             target_from_json,
             with_field(TARGET, stable={"name": "m1"}),
-            "field 'stable' must be a string or null",
-            id="target-stable-object",
+            "missing field 'stable.sha256'",
+            id="target-stable-pin-incomplete",
+        ),
+        pytest.param(
+            target_from_json,
+            with_field(TARGET, stable="m1"),
+            "names model 'm1' without a pin",
+            id="target-stable-name-from-before-pins",
         ),
         pytest.param(target_from_json, b"[]", "must be a JSON object", id="target-array"),
         pytest.param(
@@ -201,7 +216,7 @@ def test_a_malformed_record_is_refused_naming_the_field(
 
 def test_every_record_reads_back_from_its_own_json() -> None:
     model = model_from_json(with_field(MODEL))
-    target = GroupTarget(stable="m1", canary="m2", canary_nodes=("n1", "n2"), generation=4)
+    target = GroupTarget(stable=PIN1, canary=PIN2, canary_nodes=("n1", "n2"), generation=4)
     node = NodeState(node_id="n1", group="g", phase=NodePhase.LOADING, started=2.5)
 
     assert model_from_json(to_json(model)) == model
@@ -223,6 +238,6 @@ def test_fields_get_their_types_and_defaults() -> None:
 
 
 def test_fields_a_newer_writer_added_are_ignored() -> None:
-    target = target_from_json(with_field(TARGET, pins={"stable": {"sha256": "x"}}))
+    target = target_from_json(with_field(TARGET, signed_by={"key": "x"}))
 
-    assert target == GroupTarget(stable="m1", canary="m2", canary_nodes=("n1",), generation=3)
+    assert target == GroupTarget(stable=PIN1, canary=PIN2, canary_nodes=("n1",), generation=3)

@@ -155,7 +155,7 @@ class CheckResult(_message.Message):
     def __init__(self, name: _Optional[str] = ..., outcome: _Optional[str] = ..., canary_value: _Optional[float] = ..., baseline_value: _Optional[float] = ..., threshold: _Optional[float] = ..., canary_samples: _Optional[int] = ..., baseline_samples: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Rollout(_message.Message):
-    __slots__ = ("group", "phase", "stable", "canary", "canary_nodes", "step_index", "steps", "reason", "checks", "revision", "phase_since_unix", "thresholds", "hold_s", "failing_assessments")
+    __slots__ = ("group", "phase", "stable", "canary", "canary_nodes", "step_index", "steps", "reason", "checks", "revision", "phase_since_unix", "thresholds", "hold_s", "failing_assessments", "intent_id", "pending", "intents", "stable_sha256", "canary_sha256")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     STABLE_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +170,11 @@ class Rollout(_message.Message):
     THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
     HOLD_S_FIELD_NUMBER: _ClassVar[int]
     FAILING_ASSESSMENTS_FIELD_NUMBER: _ClassVar[int]
+    INTENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    INTENTS_FIELD_NUMBER: _ClassVar[int]
+    STABLE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    CANARY_SHA256_FIELD_NUMBER: _ClassVar[int]
     group: str
     phase: str
     stable: str
@@ -184,7 +189,40 @@ class Rollout(_message.Message):
     thresholds: Thresholds
     hold_s: float
     failing_assessments: int
-    def __init__(self, group: _Optional[str] = ..., phase: _Optional[str] = ..., stable: _Optional[str] = ..., canary: _Optional[str] = ..., canary_nodes: _Optional[_Iterable[str]] = ..., step_index: _Optional[int] = ..., steps: _Optional[_Iterable[int]] = ..., reason: _Optional[str] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ..., revision: _Optional[int] = ..., phase_since_unix: _Optional[float] = ..., thresholds: _Optional[_Union[Thresholds, _Mapping]] = ..., hold_s: _Optional[float] = ..., failing_assessments: _Optional[int] = ...) -> None: ...
+    intent_id: str
+    pending: PendingIntent
+    intents: _containers.RepeatedCompositeFieldContainer[IntentOutcome]
+    stable_sha256: str
+    canary_sha256: str
+    def __init__(self, group: _Optional[str] = ..., phase: _Optional[str] = ..., stable: _Optional[str] = ..., canary: _Optional[str] = ..., canary_nodes: _Optional[_Iterable[str]] = ..., step_index: _Optional[int] = ..., steps: _Optional[_Iterable[int]] = ..., reason: _Optional[str] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ..., revision: _Optional[int] = ..., phase_since_unix: _Optional[float] = ..., thresholds: _Optional[_Union[Thresholds, _Mapping]] = ..., hold_s: _Optional[float] = ..., failing_assessments: _Optional[int] = ..., intent_id: _Optional[str] = ..., pending: _Optional[_Union[PendingIntent, _Mapping]] = ..., intents: _Optional[_Iterable[_Union[IntentOutcome, _Mapping]]] = ..., stable_sha256: _Optional[str] = ..., canary_sha256: _Optional[str] = ...) -> None: ...
+
+class PendingIntent(_message.Message):
+    __slots__ = ("id", "intent", "model", "requested_unix")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    INTENT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    intent: str
+    model: str
+    requested_unix: float
+    def __init__(self, id: _Optional[str] = ..., intent: _Optional[str] = ..., model: _Optional[str] = ..., requested_unix: _Optional[float] = ...) -> None: ...
+
+class IntentOutcome(_message.Message):
+    __slots__ = ("id", "intent", "result", "detail", "at_unix", "superseded_by")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    INTENT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDED_BY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    intent: str
+    result: str
+    detail: str
+    at_unix: float
+    superseded_by: str
+    def __init__(self, id: _Optional[str] = ..., intent: _Optional[str] = ..., result: _Optional[str] = ..., detail: _Optional[str] = ..., at_unix: _Optional[float] = ..., superseded_by: _Optional[str] = ...) -> None: ...
 
 class HistoryEntry(_message.Message):
     __slots__ = ("model", "previous", "outcome", "reason", "started_unix", "ended_unix")

@@ -12,7 +12,7 @@ import pytest
 from control_plane.controller import Controller
 from control_plane.leader import LeaderLock
 from control_plane.spec import Thresholds
-from control_plane.state import GroupState, Phase
+from control_plane.state import GroupState, Phase, Result
 from control_plane.store import ConsulStore
 from tests.integration.control_plane.simnodes import FakeMetricSource, SimFleet, SimNode, register
 from tests.unit.control_plane.builders import NEW, OLD, samples
@@ -75,10 +75,21 @@ class Scenario:
         return done
 
     async def rollout(self, target: str, *, steps: str, hold_s: float = 0.1) -> GroupState:
-        await self.controller.start_rollout(
+        await self.start(target, steps=steps, hold_s=hold_s)
+        return await self.settle()
+
+    async def start(self, target: str, *, steps: str, hold_s: float) -> None:
+        """Records the start and waits for the leader's tick to apply it."""
+        _, intent_id = await self.controller.start_rollout(
             GROUP, target, steps=steps, hold_s=hold_s, thresholds=FAST
         )
-        return await self.settle()
+
+        async def applied() -> bool:
+            outcome = (await self.store.read_rollout(GROUP)).outcome(intent_id)
+            assert outcome is None or outcome.result is Result.APPLIED, outcome
+            return outcome is not None
+
+        await eventually(applied, what=f"the start of {target} to be applied")
 
 
 @pytest.fixture
@@ -135,7 +146,8 @@ async def test_good_rollout_completes_step_by_step(
     await eventually(_serving(fleet, NEW), what=f"every node to serve {NEW}")
     target = await scenario.store.read_target(GROUP)
     assert target is not None
-    assert (target.stable, target.canary, target.canary_nodes) == (NEW, None, ())
+    assert target.stable is not None
+    assert (target.stable.name, target.canary, target.canary_nodes) == (NEW, None, ())
     assert all(since <= until for since, until in scenario.metrics.windows)
 
 
@@ -167,7 +179,8 @@ async def test_canary_failing_to_load_rolls_back(
 
     async def cleared() -> bool:
         target = await scenario.store.read_target(GROUP)
-        return target is not None and (target.stable, target.canary) == (OLD, None)
+        stable = target.stable.name if target is not None and target.stable else None
+        return target is not None and (stable, target.canary) == (OLD, None)
 
     await eventually(cleared, what="the canary to be cleared from the target")
 
@@ -180,7 +193,7 @@ async def test_new_controller_continues_a_rollout_mid_way(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.clear()
-    await scenario.controller.start_rollout(GROUP, NEW, steps="25,100", hold_s=0.5, thresholds=FAST)
+    await scenario.start(NEW, steps="25,100", hold_s=0.5)
 
     async def holding() -> bool:
         return (await scenario.state()).phase is H

@@ -19,8 +19,15 @@ from control_plane.errors import NodeUnreachable
 from control_plane.fleet import FleetView, NodeView
 from control_plane.nodes import GrpcMetricSource
 from control_plane.service import ControlPlaneService
+from control_plane.state import Phase
 from control_plane.store import ConsulStore
-from tests.integration.control_plane.simnodes import FakeMetricSource, SimFleet, SimNode, register
+from tests.integration.control_plane.simnodes import (
+    FakeMetricSource,
+    SimFleet,
+    SimNode,
+    digest,
+    register,
+)
 from tests.unit.control_plane.builders import NEW, OLD, samples
 from tests.waits import eventually
 from yolofleet.artifact_server import ArtifactServer
@@ -159,10 +166,9 @@ async def test_refused_rollout_requests_write_nothing(
 ) -> None:
     register(client, layout, OLD, NEW)
     report(client, layout, "n0", "n1")
-    first = await plane.stub.StartRollout(
-        pb.StartRolloutRequest(group=GROUP, model=OLD, steps=[100])
-    )
-    assert first.phase == "deploying"  # nodes never report it, so the rollout keeps running
+    await plane.stub.StartRollout(pb.StartRolloutRequest(group=GROUP, model=OLD, steps=[100]))
+    first = await plane.controller.tick(GROUP)  # the leader's tick applies the start
+    assert first.phase is Phase.DEPLOYING  # nodes never report it, so the rollout keeps running
     before = snapshot(client, layout)
 
     with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -235,6 +241,8 @@ async def test_rollout_runs_to_completion_seen_through_get_and_watch(
             )
         )
         done = await _settled(plane, stable=NEW)
+        assert started.intent_id
+        assert not started.checks  # the reply is the recorded intent, not yet applied
 
         async def watched_completion() -> bool:
             return bool(seen) and seen[-1].revision == done.revision
@@ -253,13 +261,18 @@ async def test_rollout_runs_to_completion_seen_through_get_and_watch(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    assert started.phase == "progressing"
-    assert list(started.steps) == [25, 50, 100]
-    assert started.thresholds.confidence_drift == 0.3
-    assert started.thresholds.consecutive_failures == 3
-    assert started.thresholds.p99_latency_ratio == 1.5  # unset: the default
-    assert done.thresholds == started.thresholds  # stored with the spec
-    assert len(started.canary_nodes) == 1
+    # the first rollout the watch saw with the start's outcome (it may have moved on since)
+    begun = next(r for r in seen if any(o.id == started.intent_id for o in r.intents))
+    outcome = next(o for o in begun.intents if o.id == started.intent_id)
+    assert (outcome.result, outcome.intent) == ("applied", "start")
+    assert outcome.detail.startswith("step 1/3: shapes-v2 on 1 of 4 live nodes (25%)")
+    assert list(begun.steps) == [25, 50, 100]
+    assert begun.thresholds.confidence_drift == 0.3
+    assert begun.thresholds.consecutive_failures == 3
+    assert begun.thresholds.p99_latency_ratio == 1.5  # unset: the default
+    assert done.thresholds == begun.thresholds  # stored with the spec
+    assert {r.canary_sha256 for r in seen if r.canary} == {digest(NEW)}  # the pin's digest
+    assert done.stable_sha256 == digest(NEW)
     assert done.phase == "completed"
     assert {c.outcome for c in done.checks} == {"pass"}
     phases = [rollout.phase for rollout in seen]
@@ -356,3 +369,47 @@ async def test_metric_source_raises_when_no_node_answers() -> None:
             await source.sample(GROUP, _fleet(down="127.0.0.1:1"), since=0.0, until=1.0)
     finally:
         await source.close()
+
+
+async def test_lost_state_refuses_a_rollout_until_adopt(
+    plane: Plane, fleet: SimFleet, client: ConsulClient, layout: KeyLayout
+) -> None:
+    async def ticked_to(phase: str) -> bool:
+        return (await plane.controller.tick(GROUP)).phase == phase
+
+    async def all_report() -> bool:
+        return len((await plane.store.observe(GROUP)).nodes) == 4
+
+    await eventually(all_report, what="every node to report")
+    await plane.stub.StartRollout(pb.StartRolloutRequest(group=GROUP, model=OLD, steps=[100]))
+    await eventually(lambda: ticked_to("completed"), what=f"{OLD} on every node")
+    client.delete(layout.rollout(GROUP))  # Consul lost the group's state
+    client.delete(layout.group_target(GROUP))
+    before = snapshot(client, layout)
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await plane.stub.StartRollout(
+            pb.StartRolloutRequest(group=GROUP, model=NEW, canary_percent=25)
+        )
+    await plane.controller.tick(GROUP)
+    unmoved = snapshot(client, layout)
+    adopted = await plane.stub.Adopt(pb.GroupRequest(group=GROUP))
+    state = await plane.controller.tick(GROUP)
+    started = await plane.stub.StartRollout(
+        pb.StartRolloutRequest(group=GROUP, model=NEW, canary_percent=25)
+    )
+    begun = await plane.controller.tick(GROUP)
+
+    assert refused.value.code() is Code.FAILED_PRECONDITION
+    assert "ctl adopt zone-a" in (refused.value.details() or "")
+    assert unmoved == before  # nothing written, no node moved
+    assert adopted.pending.intent == "adopt"
+    assert adopted.pending.model == OLD
+    assert (state.phase, state.stable) == (Phase.COMPLETED, OLD)
+    assert "adopted by the operator after lost state" in state.history[-1].reason
+    target = await plane.store.read_target(GROUP)
+    assert target is not None
+    assert target.stable is not None
+    assert target.stable.sha256 == digest(OLD)
+    assert started.intent_id
+    assert (begun.phase, len(begun.canary_nodes)) == (Phase.PROGRESSING, 1)

@@ -10,13 +10,26 @@ from control_plane.fleet import FleetView, NodeView
 from control_plane.samples import LatencyHistogram, Samples
 from control_plane.spec import RolloutSpec, Thresholds, build_spec
 from control_plane.state import GroupState, Phase
-from yolofleet.records import NodePhase
+from yolofleet.records import ModelPin, NodePhase
 
 GROUP = "zone-a"
 OLD = "shapes-v1"
 NEW = "shapes-v2"
 TEN = tuple(f"n{i}" for i in range(10))
 BOUNDS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+def pin(name: str) -> ModelPin:
+    """The pin ``name`` resolves to in these tests: its digest is ``digest(name)``."""
+    return ModelPin(name=name, sha256=digest(name), uri=f"http://artifacts/{name}", size=1000)
+
+
+def digest(name: str) -> str:
+    return (name.encode().hex() * 64)[:64]
+
+
+PINS = (pin(OLD), pin(NEW))
+"""The pins of a state that names both models."""
 
 THRESHOLDS = Thresholds(
     min_samples=100, report_deadline_s=120, analysis_deadline_s=300, consecutive_failures=1
@@ -41,6 +54,7 @@ def node(
         node_id=node_id,
         phase=phase,
         model=model,
+        sha256=digest(model) if model is not None else None,
         desired=desired if desired is not None else model,
         last_error=error,
         endpoint=f"{node_id}:50051",
@@ -79,7 +93,9 @@ def fleet(
 def settled(
     phase: Phase = Phase.IDLE, *, stable: str | None = OLD, **changes: object
 ) -> GroupState:
-    return replace(GroupState(group=GROUP, stable=stable, phase=phase), **changes)  # type: ignore[arg-type]
+    pins = tuple(p for p in PINS if p.name == stable)
+    state = GroupState(group=GROUP, stable=stable, phase=phase, pins=pins)
+    return replace(state, **changes)  # type: ignore[arg-type]
 
 
 def running(
@@ -101,13 +117,19 @@ def running(
         phase_since=since,
         window_started_at=since,
         reason=f"in {phase}",
+        pins=PINS,
     )
     return replace(state, **changes)  # type: ignore[arg-type]
 
 
 def deploying(*, since: float = 1000.0) -> GroupState:
     return GroupState(
-        group=GROUP, stable=NEW, phase=Phase.DEPLOYING, phase_since=since, reason="deploying"
+        group=GROUP,
+        stable=NEW,
+        phase=Phase.DEPLOYING,
+        phase_since=since,
+        reason="deploying",
+        pins=(pin(NEW),),
     )
 
 

@@ -11,8 +11,15 @@ from control_plane.analysis import Check, CheckResult, Outcome
 from control_plane.codec import RolloutDoc, decode_doc, encode_doc
 from control_plane.errors import RecordCorrupt
 from control_plane.spec import Thresholds
-from control_plane.state import HistoryEntry, Intent, Phase
-from tests.unit.control_plane.builders import NEW, OLD, SPEC, running
+from control_plane.state import (
+    HistoryEntry,
+    Intent,
+    IntentOutcome,
+    IntentRequest,
+    Phase,
+    Result,
+)
+from tests.unit.control_plane.builders import NEW, OLD, PINS, SPEC, pin, running
 
 CHECK = CheckResult(
     name=Check.P99_LATENCY,
@@ -37,7 +44,17 @@ ENTRY = HistoryEntry(
 DOC = RolloutDoc(
     spec=SPEC,
     state=running(Phase.HOLDING, verdicts=(CHECK,), failing_assessments=1, history=(ENTRY,)),
-    intent=Intent.PAUSE,
+    pending=IntentRequest(id="i-2", intent=Intent.START, requested_at=3.0, spec=SPEC, pin=pin(NEW)),
+    outcomes=(
+        IntentOutcome(
+            id="i-1",
+            intent=Intent.PAUSE,
+            result=Result.SUPERSEDED,
+            detail="by abort i-0",
+            at=2.0,
+            by="i-0",
+        ),
+    ),
 )
 
 
@@ -45,6 +62,21 @@ def test_a_document_round_trips_with_the_store_revision() -> None:
     decoded = decode_doc(encode_doc(DOC), revision=42)
 
     assert decoded == replace(DOC, state=replace(DOC.state, revision=42))
+
+
+def test_a_format_1_document_keeps_its_intent_and_has_no_pins() -> None:
+    body = json.loads(encode_doc(DOC))
+    del body["pending"], body["outcomes"], body["state"]["pins"]
+    body.update(format=1, intent="undo", undo_to=OLD)
+
+    decoded = decode_doc(json.dumps(body).encode(), revision=9)
+
+    assert decoded.pending == IntentRequest(
+        id="legacy-9", intent=Intent.UNDO, requested_at=0.0, undo_to=OLD
+    )
+    assert decoded.outcomes == ()
+    assert decoded.state.pins == ()
+    assert DOC.state.pins == PINS
 
 
 def test_a_document_from_before_a_threshold_existed_takes_its_default() -> None:
@@ -66,10 +98,13 @@ def test_a_document_from_before_a_threshold_existed_takes_its_default() -> None:
         (("spec", "thresholds", "p99_latency_ratio"), "fast", "'p99_latency_ratio' must be a num"),
         (("state", "failing_assessments"), 1.5, "'failing_assessments' must be a whole number"),
         (("state", "phase"), "sideways", "'phase' has unknown value 'sideways'"),
-        (("intent",), "launch", "'intent' has unknown value 'launch'"),
+        (("pending", "intent"), "launch", "'intent' has unknown value 'launch'"),
+        (("outcomes", 0, "result"), "maybe", "'result' has unknown value 'maybe'"),
+        (("state", "pins", 0, "sha256"), 7, "'sha256' must be a string, got 7"),
+        (("pending", "pin"), "shapes-v2", "without a pin"),
     ],
 )
-def test_a_corrupt_field_is_named(path: tuple[str, ...], value: object, message: str) -> None:
+def test_a_corrupt_field_is_named(path: tuple[str | int, ...], value: object, message: str) -> None:
     body = json.loads(encode_doc(DOC))
     holder = body
     for key in path[:-1]:

@@ -45,6 +45,7 @@ def _rollout(phase: str = "progressing", **overrides: object) -> pb.Rollout:
         "checks": [_check()],
         "revision": 42,
         "phase_since_unix": 1_700_000_000.0,
+        "intent_id": "i-1",
     }
     fields.update(overrides)
     return pb.Rollout(**fields)  # type: ignore[arg-type]
@@ -74,7 +75,10 @@ class FakeControlPlane(pb_grpc.ControlPlaneServicer):
     error: tuple[grpc.StatusCode, str] | None = None
     rollout: pb.Rollout = field(default_factory=_rollout)
     applied: pb.Rollout | None = None
-    """What GetRollout answers once an intent RPC was made (the leader's tick applied it)."""
+    """What WatchRollout shows once an intent RPC was made: the leader's tick recorded the
+    outcome ``result`` (with ``detail``) of intent ``i-1`` in it."""
+    result: str = "applied"
+    detail: str = "done"
     watch_script: list[pb.Rollout] = field(default_factory=list)
 
     def _answer(self, name: str, request: object, context: grpc.ServicerContext) -> None:
@@ -105,6 +109,9 @@ class FakeControlPlane(pb_grpc.ControlPlaneServicer):
     def Undo(self, request, context):  # type: ignore[no-untyped-def]
         return self._rollout_rpc("Undo", request, context)
 
+    def Adopt(self, request, context):  # type: ignore[no-untyped-def]
+        return self._rollout_rpc("Adopt", request, context)
+
     def GetRollout(self, request, context):  # type: ignore[no-untyped-def]
         self._answer("GetRollout", request, context)
         return pb.Rollout(**{**_fields(self.rollout), "group": request.group})
@@ -112,10 +119,11 @@ class FakeControlPlane(pb_grpc.ControlPlaneServicer):
     def WatchRollout(self, request, context):  # type: ignore[no-untyped-def]
         self._answer("WatchRollout", request, context)
         yield from self.watch_script
-        if self.applied is not None and {"Pause", "Resume", "Promote", "Abort", "Undo"} & set(
-            self.calls
-        ):
-            yield pb.Rollout(**{**_fields(self.applied), "group": request.group})
+        mutations = {"StartRollout", "Pause", "Resume", "Promote", "Abort", "Undo", "Adopt"}
+        if self.applied is not None and mutations & set(self.calls):
+            outcome = pb.IntentOutcome(id="i-1", result=self.result, detail=self.detail)
+            fields = {**_fields(self.applied), "group": request.group, "intent_id": ""}
+            yield pb.Rollout(**{**fields, "intents": [*self.applied.intents, outcome]})
         while context.is_active():  # never settles: wait for the client's deadline
             time.sleep(0.01)
 
@@ -194,6 +202,8 @@ def cp(capsys: pytest.CaptureFixture[str]) -> Iterator[Harness]:
 
 def test_rollout_prints_one_line_and_sends_the_spec(cp: Harness) -> None:
     argv = ("rollout", "shapes-v2", "--group", "zone-a", "--canary", "10")
+    cp.fake.rollout = _rollout("completed", canary="", canary_nodes=[], revision=41)
+    cp.fake.applied = _rollout()
 
     code, out, err = cp.run(*argv, "--steps", "10,50,100", "--hold", "30")
 
@@ -206,7 +216,7 @@ def test_rollout_prints_one_line_and_sends_the_spec(cp: Harness) -> None:
 
 
 def test_rollout_without_hold_leaves_it_unset(cp: Harness) -> None:
-    cp.run("rollout", "shapes-v2", "--group", "zone-a", "--canary", "10")
+    cp.run("rollout", "shapes-v2", "--group", "zone-a", "--canary", "10", "--wait", "0")
 
     request = cp.fake.requests[0]
     assert isinstance(request, pb.StartRolloutRequest)
@@ -218,7 +228,7 @@ def test_rollout_sends_only_the_thresholds_given(cp: Harness) -> None:
     argv = ("rollout", "shapes-v2", "--group", "zone-a", "--canary", "10")
 
     code, _, err = cp.run(
-        *argv, "--max-p99-ratio", "2", "--min-samples", "50", "--failures", "1",
+        *argv, "--wait", "0", "--max-p99-ratio", "2", "--min-samples", "50", "--failures", "1",
         "--max-confidence-drift", "0.05", "--report-deadline", "30",
     )  # fmt: skip
 
@@ -321,7 +331,7 @@ def test_intent_with_wait_0_only_records(cp: Harness) -> None:
 
 
 def test_first_model_rollout_says_every_node(cp: Harness) -> None:
-    cp.fake.rollout = _rollout("deploying", stable="shapes-v2", canary="", canary_nodes=[])
+    cp.fake.applied = _rollout("deploying", stable="shapes-v2", canary="", canary_nodes=[])
 
     code, out, _ = cp.run("rollout", "shapes-v2", "--group", "zone-a", "--canary", "100")
 
@@ -330,6 +340,79 @@ def test_first_model_rollout_says_every_node(cp: Harness) -> None:
         "first model of zone-a: shapes-v2 goes to every node at once, without analysis "
         "(revision 42)\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "result", "detail", "expected"),
+    [
+        pytest.param(
+            ["abort", "zone-a"],
+            "superseded",
+            "the rollout was rolled_back first: canary n1 failed to load shapes-v2",
+            "abort of zone-a at step 1/3 (10%) superseded: the rollout was rolled_back first: "
+            "canary n1 failed to load shapes-v2 [revision 43]\n",
+            id="abort-superseded-by-rollback",
+        ),
+        pytest.param(
+            ["pause", "zone-a"],
+            "superseded",
+            "by abort i-2",
+            "pause of zone-a superseded: by abort i-2 [revision 43]\n",
+            id="pause-superseded-by-abort",
+        ),
+        pytest.param(
+            ["rollout", "shapes-v2", "--group", "zone-a", "--canary", "10"],
+            "refused",
+            "group zone-a has no live nodes to pick canaries from",
+            "rollout of shapes-v2 to zone-a refused: group zone-a has no live nodes to pick "
+            "canaries from [revision 43]\n",
+            id="start-refused-at-the-tick",
+        ),
+    ],
+)
+def test_an_intent_that_did_not_apply_says_what_became_of_it(
+    cp: Harness, argv: list[str], result: str, detail: str, expected: str
+) -> None:
+    cp.fake.applied = _rollout("rolled_back", revision=43)
+    cp.fake.result, cp.fake.detail = result, detail
+
+    code, out, _ = cp.run(*argv)
+
+    assert (code, out) == (3, expected)
+    assert "applied" not in out
+
+
+def test_an_intent_waits_for_its_own_outcome_not_a_later_revision(cp: Harness) -> None:
+    other = pb.IntentOutcome(id="i-0", result="applied", detail="someone else's pause")
+    cp.fake.watch_script = [_rollout("paused", revision=43, intents=[other])]
+    cp.fake.applied = _rollout("aborted", revision=44)
+
+    code, out, _ = cp.run("abort", "zone-a")
+
+    assert code == 0
+    assert out.startswith("abort of zone-a at step 1/3 (10%) applied: zone-a: aborted")
+    assert out.endswith("[revision 44]\n")
+
+
+def test_an_outcome_already_in_the_reply_is_printed_without_waiting(cp: Harness) -> None:
+    done = pb.IntentOutcome(id="i-1", result="applied", detail="start cancelled")
+    cp.fake.rollout = _rollout(intents=[done])
+
+    code, out, _ = cp.run("abort", "zone-a")
+
+    assert code == 0
+    assert cp.fake.calls == ["Abort"]
+    assert "applied" in out
+
+
+def test_adopt_waits_for_its_outcome(cp: Harness) -> None:
+    cp.fake.applied = _rollout("completed", canary="", canary_nodes=[], revision=43)
+
+    code, out, _ = cp.run("adopt", "zone-a")
+
+    assert code == 0
+    assert out.startswith("adoption of zone-a applied: zone-a: completed")
+    assert cp.fake.calls == ["Adopt", "WatchRollout"]
 
 
 def test_promote_full_and_undo_to_reach_the_request(cp: Harness) -> None:
@@ -653,3 +736,19 @@ def test_nodes_table_shows_what_a_loading_node_was_told_to_serve() -> None:
     assert rows[1].split()[:4] == ["zone-a", "n2", "loading", "shapes-v2"]
     assert rows[1].split()[4] == "shapes-v1"
     assert rows[2].split()[:4] == ["zone-a", "n3", "serving", "shapes-v2"]
+
+
+def test_status_shows_pins_the_pending_intent_and_the_last_outcome(cp: Harness) -> None:
+    cp.fake.rollout = _rollout(
+        stable_sha256="ab" * 32,
+        canary_sha256="cd" * 32,
+        pending=pb.PendingIntent(id="i-9", intent="promote"),
+        intents=[pb.IntentOutcome(id="i-8", intent="pause", result="refused", detail="why")],
+    )
+
+    code, out, _ = cp.run("status", "zone-a")
+
+    assert code == 0
+    assert "pinned       shapes-v1 abababababab, shapes-v2 cdcdcdcdcdcd" in out
+    assert "pending      promote (id i-9), waiting for the leader's tick" in out
+    assert "last intent  pause (id i-8) refused: why" in out
