@@ -6,7 +6,8 @@ only the flags that let the bench swap back to back are given). The peers run at
 
 - bare in-process calls (ultralytics ``predict`` and our detector) at 1 and 2 torch threads;
 - the naive one-request-at-a-time gRPC node at 1 and 2 torch threads; the better one is
-  the peer in the ratios, and both are recorded.
+  the peer in the ratios, and both are recorded. At each client count the node and both naive
+  nodes run back to back, so compared figures share the machine's load of that moment.
 
 Measured: the node and the naive node at 1, 4 and 16 closed-loop clients; 4 clients while the
 model is swapped ``swaps`` times (p99 of the requests that overlap a swap over steady p99);
@@ -76,6 +77,7 @@ def bare_calls(model: Path, image_bytes: bytes, cache: Path, *, threads: int, ro
     from inference_node.imaging import ImageLimits, decode_image
 
     rgb = decode_image(image_bytes, ImageLimits())
+    decode = _timed(lambda: decode_image(image_bytes, ImageLimits()), rounds)
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
     yolo = YOLO(str(model))
     for _ in range(10):
@@ -89,6 +91,7 @@ def bare_calls(model: Path, image_bytes: bytes, cache: Path, *, threads: int, ro
     lean = _timed(lambda: detector.detect([rgb], [DetectParams()]), rounds)
     lean_batched = _timed(lambda: detector.detect([rgb] * 16, [DetectParams()] * 16), rounds // 10)
     return {
+        "decode_p50_ms": statistics.median(decode),
         "predict_p50_ms": statistics.median(single),
         "predict_batch16_img_per_s": 16 / (statistics.median(batched) / 1000),
         "detector_p50_ms": statistics.median(lean),
@@ -105,16 +108,23 @@ def _timed(call: Callable[[], object], rounds: int) -> list[float]:
     return times
 
 
-def client_phases(address: str, image: bytes, plan: Plan) -> dict[str, dict[str, float]]:
-    """1, 4 and 16 closed-loop clients against one server."""
-    return {
-        "1_client": summary(asyncio.run(
-            closed_loop(address, image, clients=1, requests=plan.sequential_requests))),
-        "4_clients": summary(asyncio.run(
-            closed_loop(address, image, clients=4, duration_s=plan.four_clients_s))),
-        "16_clients": summary(asyncio.run(
-            closed_loop(address, image, clients=16, duration_s=plan.sixteen_clients_s))),
-    }  # fmt: skip
+def client_phases(
+    servers: dict[str, str], image: bytes, plan: Plan
+) -> dict[str, dict[str, dict[str, float]]]:
+    """1, 4 and 16 closed-loop clients; at each count every server in turn, so the figures that
+    are compared are measured seconds apart (on a shared machine the load drifts in minutes).
+    """
+    phases: tuple[tuple[str, dict[str, float]], ...] = (
+        ("1_client", {"clients": 1, "requests": plan.sequential_requests}),
+        ("4_clients", {"clients": 4, "duration_s": plan.four_clients_s}),
+        ("16_clients", {"clients": 16, "duration_s": plan.sixteen_clients_s}),
+    )
+    found: dict[str, dict[str, dict[str, float]]] = {name: {} for name in servers}
+    for phase, load in phases:
+        for name, address in servers.items():
+            calls = asyncio.run(closed_loop(address, image, **load))  # type: ignore[arg-type]
+            found[name][phase] = summary(calls)
+    return found
 
 
 def swap_phase(
@@ -175,6 +185,7 @@ def ratios(figures: dict[str, object], node_threads: int) -> dict[str, float]:
     return {
         "overhead_vs_detector_same_threads_ms": p50 - same["detector_p50_ms"],
         "overhead_vs_predict_same_threads_ms": p50 - same["predict_p50_ms"],
+        "overhead_beyond_decode_ms": p50 - same["detector_p50_ms"] - same["decode_p50_ms"],
         "overhead_vs_fastest_detector_ms": p50 - min(b["detector_p50_ms"] for b in bare.values()),
         "best_naive_overhead_vs_predict_ms": best_naive["1_client"]["p50_ms"]
         - min(b["predict_p50_ms"] for b in bare.values()),
@@ -227,19 +238,19 @@ def main() -> None:
     node = NodeProcess(model_file, work / "node-cache")
     try:
         figures["node_settings"] = {"flags": list(node.flags), "threads": node.threads}
-        figures["node"] = client_phases(node.address, image, plan)
+        peers = [NaiveProcess(models.v1, work, threads=t) for t in PEER_THREADS]
+        try:
+            servers = {"node": node.address} | {f"threads_{p.threads}": p.address for p in peers}
+            measured = client_phases(servers, image, plan)
+        finally:
+            for peer in peers:
+                peer.stop()
+        figures["node"] = measured.pop("node")
+        figures["naive"] = measured
         figures["swap"] = swap_phase(node, image, [models.v2, models.v1], plan.swaps)
         figures["memory"] = memory_phase(node, [models.v2, models.v1], plan.memory_marks)
     finally:
         node.stop()
-    naive: dict[str, object] = {}
-    for threads in PEER_THREADS:
-        peer = NaiveProcess(models.v1, work, threads=threads)
-        try:
-            naive[f"threads_{threads}"] = client_phases(peer.address, image, plan)
-        finally:
-            peer.stop()
-    figures["naive"] = naive
     figures["ratios"] = found = ratios(figures, node.threads)
     figures["targets"] = targets(found)
     figures["context"]["load_average_after"] = os.getloadavg()  # type: ignore[index]
