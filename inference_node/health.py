@@ -45,8 +45,9 @@ class NodeHealth:
         self._publish_soon()
 
     async def draining(self) -> None:
+        """NOT_SERVING for good: the servicer ignores every later update."""
         self._draining = True
-        await self._set(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.servicer.enter_graceful_shutdown()
 
     def _publish_soon(self) -> None:
         status = (

@@ -1,4 +1,10 @@
-"""SIGTERM on a real node process under load: GOAWAY first, and no accepted request fails."""
+"""SIGTERM on a real node process under load: GOAWAY first, and no accepted request fails.
+
+"Accepted" is counted by the node itself (``RpcCounter``: a call handed to a handler). A call
+that reaches the server but is still queued inside gRPC core when shutdown begins is cancelled
+by gRPC before any handler sees it; the client gets CANCELLED for it, as it gets UNAVAILABLE
+for calls after the GOAWAY. Both are safe to retry elsewhere, and neither is counted here.
+"""
 
 from __future__ import annotations
 
@@ -114,6 +120,9 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_zero(
     assert stopped.group(1) == "True"
     assert (ok, error, cancelled) == (accepted, 0, 0), "every accepted Detect was answered"
     assert clients.ok() == ok, "every answer the server sent reached its client"
-    assert all(o.started >= sigterm_at for o in failures), "nothing failed before SIGTERM"
-    assert {o.code for o in failures} <= {grpc.StatusCode.UNAVAILABLE}, failures
+    early = [o for o in failures if o.started < sigterm_at]
+    assert len(early) <= CLIENTS, f"only calls in flight at SIGTERM, never accepted: {early}"
+    # Not handed to the node (its counts above): refused after GOAWAY (UNAVAILABLE), or still
+    # queued inside gRPC core when shutdown began, which cancels those itself (CANCELLED).
+    assert {o.code for o in failures} <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
     assert not any("shutting down" in o.details for o in failures), "none refused by the node"
