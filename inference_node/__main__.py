@@ -1,20 +1,28 @@
-"""``python -m inference_node``: wiring only. SIGTERM drains and stops with exit code 0."""
+"""``python -m inference_node``: wiring only. SIGTERM drains and stops with exit code 0.
+
+On SIGTERM health goes NOT_SERVING at once, the fleet link closes, then ``InferenceNode.stop``
+stops the gRPC server (GOAWAY; accepted calls finish) before the queue drains.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import gc
-import logging
-import signal
-import sys
-from collections.abc import Sequence
+from yolofleet.offline import quiet_openmp
 
-from inference_node.config import NodeConfig, from_args
-from inference_node.file_watch import FileWatcher
-from inference_node.fleet import ConsulCatalog, FleetLink
-from inference_node.node import InferenceNode, ref_for_file
-from yolofleet.consul import ConsulClient, ConsulSettings
-from yolofleet.keys import KeyLayout
+quiet_openmp()  # before anything loads torch: libgomp reads its environment once
+
+import asyncio  # noqa: E402
+import gc  # noqa: E402
+import logging  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+from inference_node.config import NodeConfig, from_args  # noqa: E402
+from inference_node.file_watch import FileWatcher  # noqa: E402
+from inference_node.fleet import ConsulCatalog, FleetLink  # noqa: E402
+from inference_node.node import InferenceNode, ref_for_file  # noqa: E402
+from yolofleet.consul import ConsulClient, ConsulSettings  # noqa: E402
+from yolofleet.keys import KeyLayout  # noqa: E402
 
 logger = logging.getLogger("inference_node")
 
@@ -42,6 +50,7 @@ async def serve(config: NodeConfig) -> None:
     watcher_task = _serve_file(node, config)
     await stop.wait()
     logger.info("stop signal received, draining")
+    await node.begin_shutdown()
     if watcher_task is not None:
         watcher_task.cancel()
     if link is not None:

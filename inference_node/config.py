@@ -51,13 +51,15 @@ class NodeConfig:
     metrics_port: int | None = None
     device: str = "auto"
     threads: int | None = None
-    """Torch intra-op threads; ``None`` keeps torch's default (``OMP_NUM_THREADS``, else cores)."""
+    """Torch intra-op threads; ``None``: ``OMP_NUM_THREADS``, else usable cores less one (>= 1)."""
     batch: BatchLimits = field(default_factory=BatchLimits)
     images: ImageLimits = field(default_factory=ImageLimits)
     admission: AdmissionLimits = field(default_factory=AdmissionLimits)
     gates: GateConfig = field(default_factory=GateConfig)
     min_swap_interval_s: float = 5.0
     drain_timeout_s: float = 10.0
+    watchdog_timeout_s: float | None = None
+    """Longest a device job may run before health goes NOT_SERVING; ``None``: derived."""
     max_det_limit: int = 1000
     artifact_cache: Path = field(default_factory=lambda: cache_dir() / "artifacts")
     artifact_cache_bytes: int = DEFAULT_ARTIFACT_CACHE_BYTES
@@ -80,8 +82,10 @@ class NodeConfig:
         if self.threads is not None and self.threads < 1:
             problems.append(
                 f"--threads must be at least 1, got {self.threads} "
-                "(leave it out for torch's default: OMP_NUM_THREADS, else the core count)"
+                "(leave it out for the default: OMP_NUM_THREADS, else the usable cores less one)"
             )
+        if self.watchdog_timeout_s is not None and self.watchdog_timeout_s <= 0:
+            problems.append(f"--watchdog-timeout must be positive, got {self.watchdog_timeout_s:g}")
         if self.batch.max_size < 1 or self.batch.max_queue < 1 or self.batch.max_wait_s < 0:
             problems.append("batch limits must be positive (max wait may be 0)")
         problems.extend(self._input_problems())
@@ -153,7 +157,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=env("YOLOFLEET_DEVICE", "auto"), help="auto, cpu, cuda:N")
     p.add_argument(
         "--threads", type=int, metavar="N", default=_opt_int(env("YOLOFLEET_THREADS")),
-        help="torch intra-op threads (default: OMP_NUM_THREADS if set, else the core count)",
+        help="torch intra-op threads (default: OMP_NUM_THREADS if set, else the usable "
+        "cores less one, at least one: a core is left to the gRPC and decode threads)",
     )  # fmt: skip
     p.add_argument("--max-batch", type=int, default=int(env("YOLOFLEET_MAX_BATCH", "16")))
     p.add_argument("--max-wait-ms", type=float, default=float(env("YOLOFLEET_MAX_WAIT_MS", "2")))
@@ -161,6 +166,11 @@ def parser() -> argparse.ArgumentParser:
     _input_flags(p)
     p.add_argument("--min-swap-interval", type=float, default=5.0, help="seconds")
     p.add_argument("--drain-timeout", type=float, default=10.0, help="seconds")
+    p.add_argument(
+        "--watchdog-timeout", type=float, metavar="SECONDS",
+        help="health goes NOT_SERVING while one device job runs longer (default: 4 full "
+        "batches at the measured job time, at least 5 s)",
+    )  # fmt: skip
     p.add_argument("--calibration-dir", type=Path, help="golden images + manifest.json")
     p.add_argument("--classes", help="pin the class list, comma-separated")
     p.add_argument("--allow-class-change", action="store_true")
@@ -257,6 +267,7 @@ def from_args(argv: Sequence[str] | None = None) -> NodeConfig:
         ),
         min_swap_interval_s=args.min_swap_interval,
         drain_timeout_s=args.drain_timeout,
+        watchdog_timeout_s=args.watchdog_timeout,
         fleet=_fleet(args),
         allowed_models=allowed,
         model_memory_budget_bytes=args.model_memory_budget,

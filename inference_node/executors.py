@@ -7,12 +7,12 @@ import contextlib
 import logging
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 
 logger = logging.getLogger(__name__)
 
 
-async def shut_down_executors(executors: Sequence[ThreadPoolExecutor], *, timeout_s: float) -> bool:
+async def shut_down_executors(executors: Sequence[Executor], *, timeout_s: float) -> bool:
     """Stop ``executors`` taking work, drop queued work, and wait up to ``timeout_s`` for their
     threads on a helper thread; True when every thread finished in time.
 

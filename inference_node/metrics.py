@@ -94,6 +94,28 @@ class NodeMetrics:
         self.device_memory_total = Gauge(
             "yolofleet_device_memory_total_bytes", "Device memory in all (NVML)", registry=r
         )
+        self._lifecycle_families(r)
+
+    def _lifecycle_families(self, r: CollectorRegistry) -> None:
+        """RPCs the server took and how each ended; the device watchdog's verdict."""
+        self.rpcs_started = Counter(
+            "yolofleet_rpcs_started", "RPCs the server accepted, by method", ["method"],
+            registry=r,
+        )  # fmt: skip
+        self.rpcs_handled = Counter(
+            "yolofleet_rpcs_handled", "RPCs the server finished, by method and outcome "
+            "(ok, error: a status sent, cancelled: the call ended before an answer)",
+            ["method", "outcome"], registry=r,
+        )  # fmt: skip
+        self.device_stalled = Gauge(
+            "yolofleet_device_stalled",
+            "1 while the device thread's current job has run past the watchdog timeout",
+            registry=r,
+        )
+        self.watchdog_trips = Counter(
+            "yolofleet_watchdog_trips", "Times the device watchdog found the device thread stalled",
+            registry=r,
+        )  # fmt: skip
 
     def _model_families(self, r: CollectorRegistry) -> None:
         """The per-digest families that mirror GetStats (see the module doc)."""
@@ -185,6 +207,27 @@ class NodeMetrics:
         self.model_images.labels(sha256)
         self.model_detections.labels(sha256)
         self.model_confidence.labels(sha256)
+
+    def rpc_started(self, method: str) -> None:
+        self.rpcs_started.labels(method).inc()
+
+    def rpc_handled(self, method: str, outcome: str) -> None:
+        self.rpcs_handled.labels(method, outcome).inc()
+
+    def rpc_counts(self, method: str) -> dict[str, int]:
+        """``started`` and each outcome's count for ``method`` (for the stop log and tests)."""
+        sample = self.registry.get_sample_value
+        counts = {"started": int(sample("yolofleet_rpcs_started_total", {"method": method}) or 0)}
+        for outcome in ("ok", "error", "cancelled"):
+            labels = {"method": method, "outcome": outcome}
+            counts[outcome] = int(sample("yolofleet_rpcs_handled_total", labels) or 0)
+        return counts
+
+    def on_stall(self, reason: str) -> None:
+        """Watchdog listener: the stalled gauge, and a trip counted each time it goes up."""
+        if reason:
+            self.watchdog_trips.inc()
+        self.device_stalled.set(1 if reason else 0)
 
     def swap_failed(self, stage: str) -> None:
         self.swap_failures.labels(stage).inc()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -34,15 +37,19 @@ from inference_node.loader import ModelLoader
 from inference_node.metrics import NodeMetrics
 from inference_node.model import ModelRef
 from inference_node.model_cache import ModelCache
+from inference_node.rpc_count import RpcCounter
 from inference_node.server import InferenceServicer
 from inference_node.slot import Active, ModelSlot
 from inference_node.stats import StatsRecorder
 from inference_node.status import StatusSource
+from inference_node.watchdog import DeviceHeartbeat, Watchdog, WatchedExecutor
 from yolofleet.digests import file_sha256
 from yolofleet.offline import ensure_offline
 from yolofleet.v1 import inference_pb2_grpc
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 GRPC_OVERHEAD_BYTES = 1 << 20
 CONTROL_RPC_HEADROOM = 32
@@ -82,7 +89,10 @@ class InferenceNode:
         self.slot = ModelSlot()
         self.health = NodeHealth()
         self._telemetry = telemetry or telemetry_for(self.device)
-        self._device_executor = ThreadPoolExecutor(1, thread_name_prefix="device")
+        self.heartbeat = DeviceHeartbeat()
+        self._device_executor = WatchedExecutor(
+            ThreadPoolExecutor(1, thread_name_prefix="device"), self.heartbeat
+        )
         self._slot_loader_executor = _loader_executor("slot-loader")
         self._cache_loader_executor = _loader_executor("cache-loader")  # never behind a slot load
         self._loader: ModelLoader | None = None
@@ -123,15 +133,21 @@ class InferenceNode:
             metrics=self.metrics,
             listeners=(self.health.on_swap, self._announce),
         )
+        self.watchdog = Watchdog(
+            self.heartbeat, max_batch=config.batch.max_size,
+            configured_s=config.watchdog_timeout_s,
+            listeners=(self.health.on_stall, self.metrics.on_stall),
+        )  # fmt: skip
         self.status = StatusSource(
             self.slot, self.agent, self._telemetry, device=self.device,
-            pending=lambda: self.batcher.pending,
+            pending=lambda: self.batcher.pending, stalled=lambda: self.watchdog.reason,
         )  # fmt: skip
         self.metrics.track(pending=lambda: self.batcher.pending, memory=self._telemetry.sample)
         await self._start_grpc()
         self._start_metrics_http()
         await self.health.start()
         self.batcher.start()
+        self.watchdog.start()
         self.agent.start()
         logger.info(
             "node listening grpc=%s:%d metrics=%s device=%s threads=%d",
@@ -142,18 +158,37 @@ class InferenceNode:
         """Ask for ``ref`` and wait until it is live (or raise why it was refused)."""
         return await self.agent.request(ref)
 
-    async def stop(self) -> None:
-        """Graceful stop: NOT_SERVING, refuse new work, finish queued work, free everything."""
+    def run_on_device(self, function: Callable[[], T]) -> asyncio.Future[T]:
+        """Run ``function`` on the device thread between batches (call it on the node's loop).
+
+        For tools and tests that need the device thread itself: a probe, or a stand-in for a
+        wedged driver call.
+        """
+        return asyncio.get_running_loop().run_in_executor(self._device_executor, function)
+
+    async def begin_shutdown(self) -> None:
+        """Health NOT_SERVING, so balancers stop sending; requests are still served."""
         self.status.draining = True
         await self.health.draining()
+
+    async def stop(self) -> None:
+        """Graceful stop, in the order that loses no accepted request.
+
+        NOT_SERVING first; then the gRPC server stops: it sends GOAWAY, so clients move new
+        calls to another node (or see UNAVAILABLE at once), while the calls it already took
+        run to the end within ``drain_timeout_s``. The batcher keeps serving them, and only
+        once the server is done does it drain and stop. Then everything is freed.
+        """
+        await self.begin_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace=self.config.drain_timeout_s)
         drained = await self.batcher.drain(self.config.drain_timeout_s)
         if not drained:
             logger.warning("drain timed out after %.1fs", self.config.drain_timeout_s)
-        if self._server is not None:
-            await self._server.stop(grace=1.0)
         await self.batcher.stop()
         if self._loader is not None:
             self._loader.shutdown()  # in-flight fetches and builds end with LoadCancelled
+        await self.watchdog.stop()
         await self.agent.stop()
         if self.cache is not None:
             await self.cache.stop()
@@ -174,13 +209,18 @@ class InferenceNode:
             timeout_s=EXECUTOR_SHUTDOWN_S,
         )
         self._telemetry.close()
-        logger.info("node stopped drained=%s", drained)
+        detect = self.metrics.rpc_counts("Detect")
+        logger.info(
+            "node stopped drained=%s detect_accepted=%d detect_ok=%d detect_error=%d "
+            "detect_cancelled=%d",
+            drained, detect["started"], detect["ok"], detect["error"], detect["cancelled"],
+        )  # fmt: skip
 
     async def _start_grpc(self) -> None:
         config = self.config
         max_message = config.images.max_bytes + GRPC_OVERHEAD_BYTES
         server = grpc.aio.server(
-            interceptors=[ErrorInterceptor()],
+            interceptors=[RpcCounter(self.metrics), ErrorInterceptor()],
             maximum_concurrent_rpcs=self.admission.limits.max_rpcs + CONTROL_RPC_HEADROOM,
             options=[
                 ("grpc.max_receive_message_length", max_message),

@@ -43,12 +43,14 @@ class StatusSource:
         *,
         device: str,
         pending: Callable[[], int],
+        stalled: Callable[[], str] = str,
     ) -> None:
         self._slot = slot
         self._agent = agent
         self._telemetry = telemetry
         self._device = device
         self._pending = pending
+        self._stalled = stalled
         self.draining = False
 
     def snapshot(self) -> NodeSnapshot:
@@ -61,7 +63,7 @@ class StatusSource:
             device=self._device,
             last_swap_unix=active.live_since if active else 0.0,
             last_swap_duration_s=active.swap_duration_s if active else 0.0,
-            last_error=agent.last_error,
+            last_error=_errors(self._stalled(), agent.last_error),
             memory=self._telemetry.sample(),
             pending=self._pending(),
             loading=agent.loading,
@@ -83,3 +85,8 @@ def node_phase(phase: SlotPhase) -> NodePhase:
             return NodePhase.DRAINING
         case _:
             assert_never(phase)
+
+
+def _errors(stalled: str, swap_error: str) -> str:
+    """The watchdog's reason comes first while the device is stalled."""
+    return "; ".join(part for part in (stalled, swap_error) if part)

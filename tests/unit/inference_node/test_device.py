@@ -7,11 +7,13 @@ Only the hardware is faked: a fake ``pynvml`` module stands in for the driver li
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import types
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,9 +25,12 @@ from inference_node.device import (
     NullTelemetry,
     NvmlTelemetry,
     apply_threads,
+    quota_cores,
     release_device_memory,
     resolve_device,
+    serving_threads,
     telemetry_for,
+    usable_cores,
 )
 from inference_node.metrics import NodeMetrics
 from inference_node.slot import ModelSlot
@@ -362,9 +367,55 @@ def torch_threads() -> Iterator[int]:
     torch.set_num_threads(before)
 
 
-def test_apply_threads_none_keeps_torch_default(torch_threads: int) -> None:
+def test_apply_threads_none_keeps_the_operators_omp_num_threads(
+    torch_threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch_threads))
+
     assert apply_threads(None) == torch_threads
     assert torch.get_num_threads() == torch_threads
+
+
+def test_apply_threads_none_leaves_a_core_to_the_server(
+    torch_threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+
+    assert apply_threads(None) == serving_threads(usable_cores())
+    assert torch.get_num_threads() == serving_threads(usable_cores())
+
+
+@pytest.mark.parametrize(
+    ("cores", "threads"),
+    [
+        pytest.param(1, 1, id="one-core-still-one-thread"),
+        pytest.param(2, 1, id="two-cores-one-for-the-server"),
+        pytest.param(8, 7, id="eight-cores"),
+    ],
+)
+def test_serving_threads_leaves_one_core(cores: int, threads: int) -> None:
+    assert serving_threads(cores) == threads
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "cores"),
+    [
+        pytest.param("max 100000\n", None, id="no-quota"),
+        pytest.param("200000 100000\n", 2, id="two-cores"),
+        pytest.param("150000 100000", 2, id="fraction-rounds-up"),
+        pytest.param("50000 100000", 1, id="half-a-core-is-one"),
+    ],
+)
+def test_quota_cores_reads_cgroup_cpu_max(cpu_max: str, cores: int | None) -> None:
+    assert quota_cores(cpu_max) == cores
+
+
+def test_usable_cores_is_capped_by_the_cgroup_quota(tmp_path: Path) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("100000 100000\n")
+
+    assert usable_cores(cpu_max=cpu_max) == 1
+    assert usable_cores(cpu_max=tmp_path / "absent") == len(os.sched_getaffinity(0))
 
 
 def test_apply_threads_sets_intra_op_threads(torch_threads: int) -> None:
