@@ -2,8 +2,9 @@
 
 It runs on a thread of its own and never raises: it leaves ``result`` (sha256, size) or a
 ``Failure`` (a reason and whether it is permanent), then sets ``done``. ``abort()``, called
-from the watching thread, shuts the HTTP socket down so a blocked read returns at once; a
-file read stuck in the kernel cannot be interrupted, and the watcher does not wait for it.
+from the watching thread, shuts the HTTP socket down so a blocked read returns at once, and
+stops any copy (a local file too) before its next write; a file read stuck in the kernel
+cannot be interrupted, and the watcher does not wait for it.
 """
 
 from __future__ import annotations
@@ -179,6 +180,8 @@ class Copy:
         digest = hashlib.sha256()
         progress = self.progress
         while chunk := stream.read1(CHUNK_BYTES):  # what has arrived, so counts are exact
+            if self._aborted:  # a file source has no socket to shut: stop between reads
+                raise _Stop(Failure(reason="aborted by the watcher", permanent=False))
             progress.received += len(chunk)
             progress.last_byte_at = self._clock()
             if progress.received > self._limits.max_bytes:

@@ -15,6 +15,7 @@ import pytest
 
 from inference_node.artifacts import FetchLimits
 from inference_node.errors import ArtifactError, ArtifactRefused, LoadCancelled
+from inference_node.fetch_copy import CHUNK_BYTES, Copy
 from inference_node.loader import ModelLoader
 from inference_node.model import ModelRef
 from tests.integration.hostile_http import RELEASE_S, Hostile
@@ -203,3 +204,28 @@ def test_redirect_to_a_local_file_is_refused(tmp_path: Path, refs: dict[str, Mod
         _loader(tmp_path).fetch_verified(replace(refs["v1"], uri=redirecting.url))
 
     assert not refused.value.transient
+
+
+def test_an_aborted_file_copy_stops_before_its_next_write(tmp_path: Path) -> None:
+    source = tmp_path / "large.pt"
+    source.write_bytes(b"x" * (8 * CHUNK_BYTES))
+    ref = ModelRef(name="large", version="1", uri=str(source), sha256="0" * 64)
+    target = tmp_path / "copy.part"
+    copies: list[Copy] = []
+
+    def clock() -> float:  # the copy reads it once per chunk: the watcher aborts after one
+        if copies and copies[0].progress.received:
+            copies[0].abort()
+        return 0.0
+
+    copies.append(
+        Copy(
+            ref, out_fd=os.open(target, os.O_WRONLY | os.O_CREAT), limits=FetchLimits(), clock=clock
+        )
+    )
+    copies[0].run()
+
+    assert copies[0].result is None
+    assert copies[0].failure is not None
+    assert not copies[0].failure.permanent
+    assert target.stat().st_size == CHUNK_BYTES
