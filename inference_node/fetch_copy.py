@@ -155,6 +155,8 @@ class Copy:
                 with self._open_http(_redirect_target(uri, location), hops + 1) as followed:
                     yield followed
                 return
+            if response.status in REDIRECTS:
+                raise _Stop(_redirect_refused(response.status, has_location=bool(location)))
             self._check_response(response)
             yield response
         finally:
@@ -221,6 +223,15 @@ def _redirect_target(uri: str, location: str) -> str:
         reason = f"failed: the server redirected to {target!r}, which is not HTTP(S)"
         raise _Stop(Failure(reason=reason, permanent=True, before_body=True))
     return target
+
+
+def _redirect_refused(status: int, *, has_location: bool) -> Failure:
+    """A redirect not followed: a loop, or one pointing nowhere; asking again will not help."""
+    if has_location:
+        reason = f"failed: still redirected (HTTP {status}) after {MAX_REDIRECTS} redirects"
+    else:
+        reason = f"failed: the server answered HTTP {status} without a Location to follow"
+    return Failure(reason=reason, permanent=True, before_body=True)
 
 
 def _shut(sock: socket.socket) -> None:

@@ -229,3 +229,14 @@ def test_an_aborted_file_copy_stops_before_its_next_write(tmp_path: Path) -> Non
     assert copies[0].failure is not None
     assert not copies[0].failure.permanent
     assert target.stat().st_size == CHUNK_BYTES
+
+
+def test_a_redirect_loop_is_refused_as_permanent(tmp_path: Path, refs: dict[str, ModelRef]) -> None:
+    looping = Hostile("redirect")
+    looping.location = looping.url
+
+    with looping.running(), pytest.raises(ArtifactRefused, match="after 5 redirects") as refused:
+        _loader(tmp_path).fetch_verified(replace(refs["v1"], uri=looping.url))
+
+    assert not refused.value.transient
+    assert looping.requests == 6
