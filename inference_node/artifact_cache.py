@@ -136,17 +136,26 @@ class ArtifactCache:
     @contextlib.contextmanager
     def staging(self) -> Iterator[Staging]:
         """A new locked partial file; removed on the way out unless ``admit`` took it."""
-        fd, name = tempfile.mkstemp(
-            dir=self.directory, prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX
-        )
-        staging = Staging(path=Path(name), fd=fd)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        staging = self._new_partial()
+        fd = staging.fd
         try:
             yield staging
         finally:
             if not staging.admitted:
                 staging.path.unlink(missing_ok=True)
                 os.close(fd)
+
+    def _new_partial(self) -> Staging:
+        """A new partial file, locked; made again if another node's orphan sweep removed it
+        between its creation and the lock."""
+        while True:
+            fd, name = tempfile.mkstemp(
+                dir=self.directory, prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX
+            )
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _same_file(fd, Path(name)):
+                return Staging(path=Path(name), fd=fd)
+            os.close(fd)
 
     def admit(self, staging: Staging, *, sha256: str) -> Pin:
         """Move a verified partial file into place as ``sha256``, pinned; then trim.
