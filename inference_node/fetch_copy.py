@@ -105,7 +105,8 @@ class Copy:
         except _Stop as stop:
             self.failure = stop.failure
         except Exception as exc:  # the thread's boundary: every failure is reported, not raised
-            self.failure = Failure(reason=_reason(exc, self._limits), permanent=_permanent(exc))
+            reason = _reason(exc, self._limits, phase=self.progress.phase)
+            self.failure = Failure(reason=reason, permanent=_permanent(exc))
         finally:
             self.done.set()
 
@@ -143,12 +144,13 @@ class Copy:
         connection = kind(parts.hostname or "", parts.port, timeout=self._limits.connect_s)
         try:
             connection.connect()
-            self._track(connection.sock)
-            connection.sock.settimeout(self._limits.idle_s)
+            sock = connection.sock  # kept: the connection drops it when the reply will close
+            self._track(sock)
             target = urlunsplit(("", "", parts.path or "/", parts.query, ""))
             headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
             connection.request("GET", target, headers=headers)
-            response = connection.getresponse()
+            response = connection.getresponse()  # still within connect_s, as the watcher judges
+            sock.settimeout(self._limits.idle_s)
             location = response.getheader("Location")
             if response.status in REDIRECTS and location and hops < MAX_REDIRECTS:
                 response.close()
@@ -255,9 +257,12 @@ def _permanent(exc: BaseException) -> bool:
     return isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError)
 
 
-def _reason(exc: BaseException, limits: FetchLimits) -> str:
-    """A short sentence for why a copy failed, without object addresses."""
+def _reason(exc: BaseException, limits: FetchLimits, *, phase: CopyPhase) -> str:
+    """A short sentence for why a copy failed, without object addresses (a timeout's the same
+    as the watcher's for that phase, naming the limit that applied)."""
     match exc:
+        case TimeoutError() | socket.timeout() if phase is CopyPhase.CONNECTING:
+            return f"no response within {limits.connect_s:g}s (connect timed out)"
         case TimeoutError() | socket.timeout():
             return f"no data for {limits.idle_s:g}s (timed out)"
         case http.client.IncompleteRead():

@@ -70,6 +70,19 @@ def test_headers_sent_a_byte_at_a_time_fail_by_the_connect_deadline(
     assert error.transient
 
 
+def test_a_server_that_never_answers_fails_by_the_connect_deadline_not_the_idle_one(
+    tmp_path: Path, refs: dict[str, ModelRef]
+) -> None:
+    loader = _loader(tmp_path, connect_s=1.5, idle_s=0.5)
+
+    with Hostile("silent").running() as server:
+        error, took = _timed(lambda: loader.fetch_verified(replace(refs["v1"], uri=server.url)))
+
+    assert 1.5 <= took <= 1.5 + LATE_S
+    assert "no response within 1.5s (connect timed out)" in str(error)
+    assert error.transient
+
+
 def test_cancel_stops_a_trickling_download_within_a_second(
     tmp_path: Path, refs: dict[str, ModelRef]
 ) -> None:
