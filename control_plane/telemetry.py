@@ -161,6 +161,8 @@ class ControlPlaneMetrics:
     ) -> None:
         group = new.group
         self.ticks.observe(duration_s)
+        for reason in RollbackReason:  # at 0 before the first: increase() sees the first one
+            self.rollbacks.labels(group, reason.value)
         for phase in Phase:
             self.phase.labels(group, phase.value).set(1 if phase is new.phase else 0)
         running = new.canary is not None and spec is not None

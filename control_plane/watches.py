@@ -152,8 +152,12 @@ class GroupWatches(Generic[T]):
         if self._watches.get(watch.group) is watch:
             del self._watches[watch.group]
         watch.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await watch.task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # our caller is being cancelled too: never swallow that
         logger.debug("group=%s rollout watch stopped", watch.group)
 
     async def _follow(self, watch: _GroupWatch[T]) -> None:
@@ -163,11 +167,14 @@ class GroupWatches(Generic[T]):
                 watch.publish(await self._read(watch.group))
         except Exception as exc:
             logger.info("group=%s rollout watch ended: %s", watch.group, exc)
-            if self._on_error is not None:
-                self._on_error(exc)
             if self._watches.get(watch.group) is watch:
                 del self._watches[watch.group]
-            watch.fail(exc)
+            watch.fail(exc)  # before on_error: a failing hook must not leave streams hanging
+            if self._on_error is not None:
+                try:
+                    self._on_error(exc)
+                except Exception:  # the hook is not the watch: log it, never raise it
+                    logger.exception("group=%s rollout watch error hook failed", watch.group)
 
 
 async def _values(subscriber: _Subscriber[T]) -> AsyncIterator[T]:

@@ -124,20 +124,20 @@ class ArtifactCache:
         except BaseException:
             pin.release()
             raise
+        corrupt = os.fstat(fd)
         pin.release()
-        logger.warning("artifact cache sha256=%s corrupt: removed, fetching again", sha256[:12])
-        path.unlink(missing_ok=True)
-        self._marker(sha256).unlink(missing_ok=True)
+        removed = self._remove(sha256, only=(corrupt.st_dev, corrupt.st_ino))
+        logger.warning(
+            "artifact cache sha256=%s corrupt: %s, fetching again",
+            sha256[:12], "removed" if removed else "left to the node holding it",
+        )  # fmt: skip
         return None
 
     @contextlib.contextmanager
     def staging(self) -> Iterator[Staging]:
         """A new locked partial file; removed on the way out unless ``admit`` took it."""
-        fd, name = tempfile.mkstemp(
-            dir=self.directory, prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX
-        )
-        staging = Staging(path=Path(name), fd=fd)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        staging = self._new_partial()
+        fd = staging.fd
         try:
             yield staging
         finally:
@@ -145,15 +145,37 @@ class ArtifactCache:
                 staging.path.unlink(missing_ok=True)
                 os.close(fd)
 
+    def _new_partial(self) -> Staging:
+        """A new partial file, locked; made again if another node's orphan sweep removed it
+        between its creation and the lock."""
+        while True:
+            fd, name = tempfile.mkstemp(
+                dir=self.directory, prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX
+            )
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _same_file(fd, Path(name)):
+                return Staging(path=Path(name), fd=fd)
+            os.close(fd)
+
     def admit(self, staging: Staging, *, sha256: str) -> Pin:
-        """Move a verified partial file into place as ``sha256``, pinned; then trim."""
-        fcntl.flock(staging.fd, fcntl.LOCK_SH)
-        os.replace(staging.path, self.artifact_path(sha256))
-        staging.admitted = True
+        """Move a verified partial file into place as ``sha256``, pinned; then trim.
+
+        The file moves while its exclusive lock is held, and the lock becomes the pin's shared
+        one only then: converting a ``flock`` drops it for a moment, which at the partial path
+        would let another node's orphan sweep remove the file. This process's trims wait.
+        """
+        with self._trimming:
+            os.replace(staging.path, self.artifact_path(sha256))
+            staging.admitted = True
+            fcntl.flock(staging.fd, fcntl.LOCK_SH)
         stat = os.fstat(staging.fd)
-        self._write_marker(sha256, _identity(stat))
         pin = Pin(self, sha256=sha256, fd=staging.fd, size=stat.st_size)
-        self.trim()
+        try:
+            self._write_marker(sha256, _identity(stat))
+            self.trim()
+        except BaseException:
+            pin.release()  # else the fd and its lock stay: never closed, never evictable
+            raise
         return pin
 
     def trim(self) -> None:
@@ -188,13 +210,23 @@ class ArtifactCache:
         return entries
 
     def _evict(self, sha256: str) -> bool:
+        if not self._remove(sha256):
+            return False
+        logger.info("artifact cache evicted sha256=%s", sha256[:12])
+        return True
+
+    def _remove(self, sha256: str, *, only: tuple[int, int] | None = None) -> bool:
+        """Remove the artifact and its marker if nobody holds it (and, given ``only``, if it is
+        still that (device, inode): not a good copy another node put in place meanwhile)."""
         path = self.artifact_path(sha256)
         with _locked_exclusively(path) as fd:
             if fd is None or not _same_file(fd, path):
                 return False
+            held = os.fstat(fd)
+            if only is not None and (held.st_dev, held.st_ino) != only:
+                return False
             path.unlink(missing_ok=True)
             self._marker(sha256).unlink(missing_ok=True)
-        logger.info("artifact cache evicted sha256=%s", sha256[:12])
         return True
 
     def _verified(self, sha256: str, fd: int, *, cancel: Cancellation | None) -> bool:

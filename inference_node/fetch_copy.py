@@ -2,8 +2,9 @@
 
 It runs on a thread of its own and never raises: it leaves ``result`` (sha256, size) or a
 ``Failure`` (a reason and whether it is permanent), then sets ``done``. ``abort()``, called
-from the watching thread, shuts the HTTP socket down so a blocked read returns at once; a
-file read stuck in the kernel cannot be interrupted, and the watcher does not wait for it.
+from the watching thread, shuts the HTTP socket down so a blocked read returns at once, and
+stops any copy (a local file too) before its next write; a file read stuck in the kernel
+cannot be interrupted, and the watcher does not wait for it.
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ class Copy:
         except _Stop as stop:
             self.failure = stop.failure
         except Exception as exc:  # the thread's boundary: every failure is reported, not raised
-            self.failure = Failure(reason=_reason(exc, self._limits), permanent=_permanent(exc))
+            reason = _reason(exc, self._limits, phase=self.progress.phase)
+            self.failure = Failure(reason=reason, permanent=_permanent(exc))
         finally:
             self.done.set()
 
@@ -142,18 +144,21 @@ class Copy:
         connection = kind(parts.hostname or "", parts.port, timeout=self._limits.connect_s)
         try:
             connection.connect()
-            self._track(connection.sock)
-            connection.sock.settimeout(self._limits.idle_s)
+            sock = connection.sock  # kept: the connection drops it when the reply will close
+            self._track(sock)
             target = urlunsplit(("", "", parts.path or "/", parts.query, ""))
             headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
             connection.request("GET", target, headers=headers)
-            response = connection.getresponse()
+            response = connection.getresponse()  # still within connect_s, as the watcher judges
+            sock.settimeout(self._limits.idle_s)
             location = response.getheader("Location")
             if response.status in REDIRECTS and location and hops < MAX_REDIRECTS:
                 response.close()
                 with self._open_http(_redirect_target(uri, location), hops + 1) as followed:
                     yield followed
                 return
+            if response.status in REDIRECTS:
+                raise _Stop(_redirect_refused(response.status, has_location=bool(location)))
             self._check_response(response)
             yield response
         finally:
@@ -179,6 +184,8 @@ class Copy:
         digest = hashlib.sha256()
         progress = self.progress
         while chunk := stream.read1(CHUNK_BYTES):  # what has arrived, so counts are exact
+            if self._aborted:  # a file source has no socket to shut: stop between reads
+                raise _Stop(Failure(reason="aborted by the watcher", permanent=False))
             progress.received += len(chunk)
             progress.last_byte_at = self._clock()
             if progress.received > self._limits.max_bytes:
@@ -220,6 +227,15 @@ def _redirect_target(uri: str, location: str) -> str:
     return target
 
 
+def _redirect_refused(status: int, *, has_location: bool) -> Failure:
+    """A redirect not followed: a loop, or one pointing nowhere; asking again will not help."""
+    if has_location:
+        reason = f"failed: still redirected (HTTP {status}) after {MAX_REDIRECTS} redirects"
+    else:
+        reason = f"failed: the server answered HTTP {status} without a Location to follow"
+    return Failure(reason=reason, permanent=True, before_body=True)
+
+
 def _shut(sock: socket.socket) -> None:
     """Shut ``sock`` down at the OS level (not the TLS layer): a blocked read returns at once."""
     with contextlib.suppress(OSError):
@@ -241,9 +257,12 @@ def _permanent(exc: BaseException) -> bool:
     return isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError)
 
 
-def _reason(exc: BaseException, limits: FetchLimits) -> str:
-    """A short sentence for why a copy failed, without object addresses."""
+def _reason(exc: BaseException, limits: FetchLimits, *, phase: CopyPhase) -> str:
+    """A short sentence for why a copy failed, without object addresses (a timeout's the same
+    as the watcher's for that phase, naming the limit that applied)."""
     match exc:
+        case TimeoutError() | socket.timeout() if phase is CopyPhase.CONNECTING:
+            return f"no response within {limits.connect_s:g}s (connect timed out)"
         case TimeoutError() | socket.timeout():
             return f"no data for {limits.idle_s:g}s (timed out)"
         case http.client.IncompleteRead():

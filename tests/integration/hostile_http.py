@@ -56,6 +56,10 @@ class Hostile:
             handler.wfile.write(bytes([byte]))
             handler.wfile.flush()
 
+    def _silent(self, handler: BaseHTTPRequestHandler) -> None:
+        """Reads the request, then never answers."""
+        self.release.wait(RELEASE_S)
+
     def _status_only(self, handler: BaseHTTPRequestHandler) -> None:
         handler.send_error(self._status)
 

@@ -3,6 +3,7 @@ orphans of dead copies removed, hits re-verified when the file changed."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -186,3 +187,21 @@ def _hold_lock(path: Path, *, shared: bool) -> subprocess.Popen[str]:
     assert holder.stdout is not None
     assert holder.stdout.readline().strip() == "locked"
     return holder
+
+
+def test_an_admission_that_fails_leaves_no_lock_behind(tmp_path: Path) -> None:
+    cache = ArtifactCache(tmp_path)
+    content = b"an artifact whose marker cannot be written"
+    sha256 = hashlib.sha256(content).hexdigest()
+    (tmp_path / f"{sha256}.verified").mkdir()  # the marker's path is taken by a directory
+
+    with cache.staging() as staging:
+        os.write(staging.fd, content)
+        with pytest.raises(IsADirectoryError):
+            cache.admit(staging, sha256=sha256)
+
+    fd = os.open(cache.artifact_path(sha256), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError while a pin leaks
+    finally:
+        os.close(fd)

@@ -15,6 +15,7 @@ import pytest
 
 from inference_node.artifacts import FetchLimits
 from inference_node.errors import ArtifactError, ArtifactRefused, LoadCancelled
+from inference_node.fetch_copy import CHUNK_BYTES, Copy
 from inference_node.loader import ModelLoader
 from inference_node.model import ModelRef
 from tests.integration.hostile_http import RELEASE_S, Hostile
@@ -66,6 +67,19 @@ def test_headers_sent_a_byte_at_a_time_fail_by_the_connect_deadline(
 
     assert took <= 1.0 + LATE_S
     assert "no response within 1s (connect timed out)" in str(error)
+    assert error.transient
+
+
+def test_a_server_that_never_answers_fails_by_the_connect_deadline_not_the_idle_one(
+    tmp_path: Path, refs: dict[str, ModelRef]
+) -> None:
+    loader = _loader(tmp_path, connect_s=1.5, idle_s=0.5)
+
+    with Hostile("silent").running() as server:
+        error, took = _timed(lambda: loader.fetch_verified(replace(refs["v1"], uri=server.url)))
+
+    assert 1.5 <= took <= 1.5 + LATE_S
+    assert "no response within 1.5s (connect timed out)" in str(error)
     assert error.transient
 
 
@@ -203,3 +217,39 @@ def test_redirect_to_a_local_file_is_refused(tmp_path: Path, refs: dict[str, Mod
         _loader(tmp_path).fetch_verified(replace(refs["v1"], uri=redirecting.url))
 
     assert not refused.value.transient
+
+
+def test_an_aborted_file_copy_stops_before_its_next_write(tmp_path: Path) -> None:
+    source = tmp_path / "large.pt"
+    source.write_bytes(b"x" * (8 * CHUNK_BYTES))
+    ref = ModelRef(name="large", version="1", uri=str(source), sha256="0" * 64)
+    target = tmp_path / "copy.part"
+    copies: list[Copy] = []
+
+    def clock() -> float:  # the copy reads it once per chunk: the watcher aborts after one
+        if copies and copies[0].progress.received:
+            copies[0].abort()
+        return 0.0
+
+    copies.append(
+        Copy(
+            ref, out_fd=os.open(target, os.O_WRONLY | os.O_CREAT), limits=FetchLimits(), clock=clock
+        )
+    )
+    copies[0].run()
+
+    assert copies[0].result is None
+    assert copies[0].failure is not None
+    assert not copies[0].failure.permanent
+    assert target.stat().st_size == CHUNK_BYTES
+
+
+def test_a_redirect_loop_is_refused_as_permanent(tmp_path: Path, refs: dict[str, ModelRef]) -> None:
+    looping = Hostile("redirect")
+    looping.location = looping.url
+
+    with looping.running(), pytest.raises(ArtifactRefused, match="after 5 redirects") as refused:
+        _loader(tmp_path).fetch_verified(replace(refs["v1"], uri=looping.url))
+
+    assert not refused.value.transient
+    assert looping.requests == 6

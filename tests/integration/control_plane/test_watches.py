@@ -16,7 +16,9 @@ import pytest
 
 from control_plane.app import AppConfig, ControlPlane
 from control_plane.store import ConsulStore, RolloutDoc
+from control_plane.watches import GroupWatches
 from tests.waits import until
+from yolofleet.consul import ConsulClient
 from yolofleet.consul.devserver import DevConsul
 from yolofleet.keys import KeyLayout
 from yolofleet.v1 import control_pb2 as pb
@@ -135,3 +137,40 @@ async def test_an_invalid_group_is_refused_and_frees_its_slot(
 
     assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert admitted.group == "zone-a"
+
+
+async def test_a_close_that_is_cancelled_midway_ends_cancelled(
+    client: ConsulClient, store: ConsulStore
+) -> None:
+    watches: GroupWatches[RolloutDoc] = GroupWatches(
+        client, key=store.layout.rollout, read=store.read_rollout
+    )
+    async with watches.subscribe("zone-a") as changes:
+        await anext(changes)
+        closing = asyncio.create_task(watches.close())
+        await asyncio.sleep(0)  # close() now waits for the watch task it cancelled
+
+        closing.cancel()
+        outcome = await asyncio.gather(closing, return_exceptions=True)
+
+    assert isinstance(outcome[0], asyncio.CancelledError)
+    assert watches.watching == ()
+
+
+async def test_a_failing_error_hook_still_ends_every_stream_of_the_group(
+    client: ConsulClient, store: ConsulStore
+) -> None:
+    def unreadable(group: str) -> Any:
+        raise ValueError(f"rollout of {group} is unreadable")
+
+    def hook(error: BaseException) -> None:
+        raise RuntimeError("the metrics hook failed too")
+
+    watches: GroupWatches[RolloutDoc] = GroupWatches(
+        client, key=store.layout.rollout, read=unreadable, on_error=hook
+    )
+    async with watches.subscribe("zone-a") as changes:
+        with pytest.raises(ValueError, match="unreadable"):
+            await asyncio.wait_for(anext(changes), timeout=10)
+
+    assert watches.watching == ()

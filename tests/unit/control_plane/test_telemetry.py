@@ -120,6 +120,16 @@ def test_a_rollback_is_counted_once_on_its_transition() -> None:
     assert value(m, "yolofleet_rollout_step", group=GROUP) == 0
 
 
+def test_a_group_has_rollback_series_at_zero_before_its_first_rollback() -> None:
+    m = ControlPlaneMetrics()
+
+    m.tick_done(HOLDING, HOLDING, None, spec=SPEC, duration_s=0.01)
+
+    rollbacks = "yolofleet_rollout_rollbacks_total"
+    seen = {r.value: value(m, rollbacks, group=GROUP, reason=r.value) for r in RollbackReason}
+    assert seen == dict.fromkeys(seen, 0.0)  # else increase() in the alert misses the first
+
+
 def test_losing_leadership_drops_the_group_series() -> None:
     m = ControlPlaneMetrics()
     m.leadership(leader=True)
