@@ -222,7 +222,7 @@ class ControlPlane:
             await self._server.stop(DRAIN_S)
         await self.watches.close()
         if self._metrics_http is not None:
-            self._metrics_http.shutdown()
+            await asyncio.to_thread(self._metrics_http.shutdown)  # waits up to one poll (0.5 s)
             self._metrics_http.server_close()
         await self.metrics.close()
         self.artifacts.stop()

@@ -13,6 +13,7 @@ quiet_openmp()  # before anything loads torch: libgomp reads its environment onc
 import asyncio  # noqa: E402
 import gc  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
@@ -27,7 +28,8 @@ from yolofleet.keys import KeyLayout  # noqa: E402
 logger = logging.getLogger("inference_node")
 
 
-async def serve(config: NodeConfig) -> None:
+async def serve(config: NodeConfig) -> bool:
+    """Serves until SIGTERM/SIGINT, then stops; True when every worker thread finished."""
     client = None
     catalog = None
     if config.fleet is not None:
@@ -56,6 +58,7 @@ async def serve(config: NodeConfig) -> None:
     if link is not None:
         await link.close()
     await node.stop()
+    return node.threads_finished
 
 
 def _serve_file(node: InferenceNode, config: NodeConfig) -> asyncio.Task[None] | None:
@@ -84,7 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"inference-node: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(serve(config))
+    if not asyncio.run(serve(config)):
+        # A worker thread is stuck (e.g. a load in the kernel); interpreter exit would join it
+        # and turn a clean stop into the orchestrator's SIGKILL at the end of the grace period.
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

@@ -124,8 +124,8 @@ class ModelLoader:
             _check_cancel(ref, cancelled, "before warming up")
             self._warm_up(ref, detector)
             _check_cancel(ref, cancelled, "after warming up")
-        except LoadCancelled:
-            detector.close()
+        except BaseException:  # cancelled, or warm-up failed (e.g. out of device memory)
+            detector.close()  # frees its memory and its artifact pin
             raise
         report = LoadReport(
             fetch_s=fetched - started,

@@ -101,6 +101,9 @@ class InferenceNode:
         self._metrics_http: WSGIServer | None = None
         self.port = 0
         self.metrics_port: int | None = None
+        self.threads_finished = True
+        """False after ``stop()`` when a worker thread was still busy (a load stuck in the
+        kernel): the process should exit without joining it."""
 
     async def start(self) -> None:
         """Build the parts, bind the ports and start serving (NOT_SERVING until a model is live)."""
@@ -199,7 +202,7 @@ class InferenceNode:
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
-        await shut_down_executors(
+        self.threads_finished = await shut_down_executors(
             (
                 self._device_executor,
                 self._slot_loader_executor,
