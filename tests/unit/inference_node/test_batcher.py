@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,11 +18,14 @@ from inference_node.errors import (
     NoModelLoaded,
     Overloaded,
 )
+from inference_node.ledger import Ledger
 from inference_node.loader import LoadReport
 from inference_node.metrics import NodeMetrics
 from inference_node.model import DetectParams
 from inference_node.model_cache import ModelCache
+from inference_node.routing import Router
 from inference_node.slot import ModelSlot
+from inference_node.stats import StatsRecorder
 from tests.fakes import FakeDetector, FakeLoader, make_ref
 from tests.waits import until
 
@@ -34,16 +37,28 @@ def request(model_name: str = "") -> DetectRequest:
     return DetectRequest(image=IMAGE, params=DetectParams(), model_name=model_name)
 
 
+def make_batcher(
+    slot: ModelSlot,
+    *,
+    device: Executor,
+    limits: BatchLimits,
+    cache: ModelCache | None = None,
+    metrics: NodeMetrics | None = None,
+    stats: StatsRecorder | None = None,
+) -> Batcher:
+    metrics = metrics or NodeMetrics()
+    router = Router(slot, cache)
+    ledger = Ledger(stats=stats or StatsRecorder(), metrics=metrics, router=router)
+    return Batcher(router, device_executor=device, limits=limits, metrics=metrics, ledger=ledger)
+
+
 @pytest.fixture
 async def parts() -> AsyncIterator[tuple[ModelSlot, Batcher]]:
     device = ThreadPoolExecutor(1)
     decode = ThreadPoolExecutor(2)
     slot = ModelSlot()
-    batcher = Batcher(
-        slot,
-        device_executor=device,
-        limits=BatchLimits(max_size=4, max_wait_s=0.0, max_queue=8),
-        metrics=NodeMetrics(),
+    batcher = make_batcher(
+        slot, device=device, limits=BatchLimits(max_size=4, max_wait_s=0.0, max_queue=8)
     )
     batcher.start()
     yield slot, batcher
@@ -113,11 +128,8 @@ async def test_lone_request_runs_without_waiting_for_partners() -> None:
     device, decode = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
     slot = ModelSlot()
     slot.swap(make_ref("m"), FakeDetector(), load=REPORT, started_at=0)
-    batcher = Batcher(
-        slot,
-        device_executor=device,
-        limits=BatchLimits(max_size=16, max_wait_s=30.0, max_queue=8),
-        metrics=NodeMetrics(),
+    batcher = make_batcher(
+        slot, device=device, limits=BatchLimits(max_size=16, max_wait_s=30.0, max_queue=8)
     )
     batcher.start()
 
@@ -168,12 +180,12 @@ async def with_cache() -> AsyncIterator[WithCache]:
     slot = ModelSlot()
     assigned = FakeDetector(gate=threading.Event())
     slot.swap(make_ref("m", "9"), assigned, load=REPORT, started_at=0)
-    batcher = Batcher(
+    batcher = make_batcher(
         slot,
-        device_executor=device,
+        device=device,
         limits=BatchLimits(max_size=4, max_wait_s=0.0, max_queue=32),
-        metrics=metrics,
         cache=cache,
+        metrics=metrics,
     )
     batcher.start()
     yield WithCache(slot=slot, batcher=batcher, assigned=assigned, loader=loader)
