@@ -32,9 +32,6 @@ from inference_node.routing import Booking, Leased, Route, Router, Target
 
 logger = logging.getLogger(__name__)
 
-SLOT = ""
-"""The batch group of requests answered by the slot's (assigned) model."""
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DetectRequest:
@@ -150,11 +147,11 @@ class Batcher:
 
         ``ticket`` is the request's admission (``admit``); without one it is admitted here.
         """
-        with self.admit() if ticket is None else nullcontext(ticket) as admitted:
-            admitted.submitted()
-            route = self._router.route(request.model_name)
-            pending: Pending | None = None
-            try:
+        route = self._router.route(request.model_name)
+        pending: Pending | None = None
+        try:
+            with self.admit() if ticket is None else nullcontext(ticket) as admitted:
+                admitted.submitted()
                 booking = await self._prepare(route)
                 try:
                     self._check_room()
@@ -165,19 +162,16 @@ class Batcher:
                     result = await pending.future
                 finally:
                     booking.release()
-            except Exception as exc:
-                leased = pending.leased if pending is not None else None
-                latency_s = time.perf_counter() - request.received_at
-                self._ledger.failed(
-                    exc, model=self._router.blame(route, leased), latency_s=latency_s
-                )
-                raise
-            self._ledger.answered(
-                result.ref, latency_s=time.perf_counter() - request.received_at,
-                queue_s=result.queue_s, inference_s=result.inference_s,
-                detections=result.detections,
-            )  # fmt: skip
-            return result
+        except Exception as exc:
+            leased = pending.leased if pending is not None else None
+            latency_s = time.perf_counter() - request.received_at
+            self._ledger.failed(exc, model=self._router.blame(route, leased), latency_s=latency_s)
+            raise
+        self._ledger.answered(
+            result.ref, latency_s=time.perf_counter() - request.received_at,
+            queue_s=result.queue_s, inference_s=result.inference_s, detections=result.detections,
+        )  # fmt: skip
+        return result
 
     async def drain(self, timeout_s: float) -> bool:
         """Stop taking requests and wait until every request taken is answered; False on timeout."""
