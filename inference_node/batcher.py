@@ -28,7 +28,7 @@ from inference_node.errors import Draining, NodeError, Overloaded, Unavailable
 from inference_node.ledger import Ledger
 from inference_node.metrics import NodeMetrics
 from inference_node.model import Detection, Detector, DetectParams, Image, ModelRef
-from inference_node.routing import Booking, Leased, Route, Router, Target
+from inference_node.routing import Booking, Group, Leased, Route, Router, Target
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ class Batcher:
             finally:
                 self._running = 0
 
-    async def _next_batch(self) -> tuple[str, list[Pending]]:
+    async def _next_batch(self) -> tuple[Group, list[Pending]]:
         while not self._queue:
             self._has_work.clear()
             await self._has_work.wait()
@@ -263,7 +263,7 @@ class Batcher:
             batch = self._take_ready(batch, route)
         return route, [pending for pending in batch if not pending.future.done()]
 
-    def _take_ready(self, batch: list[Pending], route: str) -> list[Pending]:
+    def _take_ready(self, batch: list[Pending], route: Group) -> list[Pending]:
         """Move queued requests for ``route`` into ``batch``; the others keep their order."""
         others: deque[Pending] = deque()
         while self._queue and len(batch) < self._limits.max_size:
@@ -274,7 +274,7 @@ class Batcher:
         self._queue = others
         return batch
 
-    async def _run_batch(self, route: str, batch: list[Pending]) -> None:
+    async def _run_batch(self, route: Group, batch: list[Pending]) -> None:
         """One lease for the batch; a request it does not take (it named a model the slot
         stopped serving while it waited) fails with UNAVAILABLE, so the caller retries."""
         with self._router.lease(batch[0].booking) as leased:

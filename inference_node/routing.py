@@ -45,6 +45,22 @@ class Route:
     name: str = ""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Group:
+    """Which model a batch is cut for. Two loads of one name (one evicted but still held) are
+    two groups: ``model_id`` is the cached model's identity, held alive by its bookings."""
+
+    name: str
+    model_id: int = 0
+
+    def __str__(self) -> str:
+        return self.name or "assigned"
+
+
+SLOT = Group(name="")
+"""The group of requests answered by the slot's model."""
+
+
 class Booking:
     """A prepared route: on the slot, or holding a cached model until ``release()``."""
 
@@ -59,9 +75,12 @@ class Booking:
         return self._hold
 
     @property
-    def group(self) -> str:
-        """Bookings of one group may share a batch: ``""`` for the slot, else the model name."""
-        return "" if self._hold is None else self._hold.model.name
+    def group(self) -> Group:
+        """Bookings of one group may share a batch: the slot's, or one cached model's."""
+        if self._hold is None:
+            return SLOT
+        model = self._hold.model
+        return Group(name=model.name, model_id=id(model))
 
     def release(self) -> None:
         if self._hold is not None:

@@ -14,7 +14,7 @@ from inference_node.errors import ModelNotFound, NoModelLoaded
 from inference_node.loader import LoadReport
 from inference_node.metrics import NodeMetrics
 from inference_node.model_cache import ModelCache
-from inference_node.routing import Route, Router, Target
+from inference_node.routing import SLOT, Route, Router, Target
 from inference_node.slot import ModelSlot
 from tests.fakes import FakeDetector, FakeLoader, make_ref
 from tests.waits import until
@@ -89,7 +89,7 @@ async def test_slot_bookings_run_on_the_model_live_when_the_batch_starts(
     with parts.router.lease(booking) as leased:
         assert (leased.generation, parts.slot.leases_on(2)) == (2, 1)
         assert leased.takes(booking)
-    assert (booking.cached, booking.group) == (None, "")
+    assert (booking.cached, booking.group) == (None, SLOT)
     assert parts.slot.leases_on(2) == 0
 
 
@@ -119,7 +119,11 @@ async def test_a_cached_booking_holds_its_model_through_eviction_until_released(
     booking_b = await asyncio.wait_for(loading_b, 5)
 
     assert parts.loader.detectors["a"].closed
-    assert (booking_b.group, parts.cache.loaded, parts.loader.loads) == ("b", ("b",), ["a", "b"])
+    assert (str(booking_b.group), parts.cache.loaded, parts.loader.loads) == (
+        "b",
+        ("b",),
+        ["a", "b"],
+    )
 
 
 @pytest.mark.parametrize(
