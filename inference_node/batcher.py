@@ -284,6 +284,7 @@ class Batcher:
                     pending.leased = leased
                     runnable.append(pending)
                 else:
+                    self._running -= 1
                     _fail([pending], _moved(pending, leased))
             if not runnable:
                 return

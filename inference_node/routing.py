@@ -9,13 +9,15 @@ A request's path through it goes one way:
   model the request is held on the on-demand cache, which loads it here if needed (the only
   place a catalog lookup can happen). A held model stays open until the booking is released.
 - ``lease(booking)`` is the worker's one lease per batch: the slot's current model, or the
-  booked cached model. Which queued requests join the batch is read from the lease
-  (``Leased.takes``), never from the slot beside it.
+  booked cached model. The batch is cut per ``Booking.group`` (the slot, or one cached load)
+  and which of its requests run is read from the lease (``Leased.takes``), never from the
+  slot beside it.
 
 A request naming the slot's model runs on whatever the slot serves when its batch starts, as
 an unnamed one does; if the slot went on to a model of *another name* meanwhile, that request
-fails with UNAVAILABLE (retry) instead of being moved. ``blame`` says which model a failure
-counts against (``ledger``): the model leased, else the slot's, for requests aimed at it.
+fails with UNAVAILABLE (retry) instead of being moved (the batcher fails it). ``blame`` says
+which model a failure counts against (``ledger``): the model leased, else the slot's, for
+requests aimed at it.
 """
 
 from __future__ import annotations
