@@ -1,16 +1,16 @@
 """The node's request queue and its single inference worker.
 
 Requests are admitted on arrival (``admit``: counted, with their bytes, before the server
-decodes them), then submitted decoded (``submit``), queued, and cut into batches of at most
-``max_size``. A request with no model name, or naming the assigned model, runs on the slot; a
-request naming another model runs on the on-demand ``ModelCache`` (when the node has one),
-which loads it *before* the request is queued, so the worker never waits for a load. A batch
-holds requests for one model only: the oldest queued request picks the model, and later
-requests for other models keep their place in the queue. The worker leases the slot or the
-cache entry *once per batch* and runs the whole batch on the device thread, so no batch mixes
-two models and nothing but that thread runs a served model. It waits up to ``max_wait_s`` for
-more requests only while some are known to be on their way (admitted, still decoding);
-otherwise an idle worker starts at once, so a lone request pays no batching delay.
+decodes them), then submitted decoded (``submit``), routed and booked by the ``Router`` (an
+on-demand model is loaded *before* the request is queued, so the worker never loads nor looks
+anything up), queued, and cut into batches of at most ``max_size``. A batch holds requests for
+one model only: the oldest queued request picks the model, and later requests for other models
+keep their place in the queue. The worker takes *one lease per batch* from the router and runs
+the requests that lease takes on the device thread, so no batch mixes two models and nothing
+but that thread runs a served model. It waits up to ``max_wait_s`` for more requests only while
+some are known to be on their way (admitted, still decoding); otherwise an idle worker starts
+at once, so a lone request pays no batching delay. Every submitted request's outcome goes to
+the ``Ledger`` here, with the model that answered it (or that the failure counts against).
 """
 
 from __future__ import annotations
@@ -24,16 +24,13 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from inference_node.admission import Admission, AdmissionLimits, Ticket
-from inference_node.errors import Draining, ModelNotFound, NodeError, NoModelLoaded, Overloaded
+from inference_node.errors import Draining, NodeError, Overloaded, Unavailable
+from inference_node.ledger import Ledger
 from inference_node.metrics import NodeMetrics
 from inference_node.model import Detection, Detector, DetectParams, Image, ModelRef
-from inference_node.model_cache import ModelCache
-from inference_node.slot import Active, ModelSlot
+from inference_node.routing import Booking, Group, Leased, Route, Router, Target
 
 logger = logging.getLogger(__name__)
-
-SLOT = ""
-"""The route of requests answered by the slot's (assigned) model."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,6 +42,8 @@ class DetectRequest:
     model_name: str = ""
     request_id: str = ""
     decode_s: float = 0.0
+    received_at: float = field(default_factory=time.perf_counter)
+    """``time.perf_counter()`` when the request arrived; its latency is counted from here."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,8 +67,11 @@ class DetectResult:
 @dataclass(slots=True, kw_only=True)
 class Pending:
     request: DetectRequest
+    booking: Booking
     future: asyncio.Future[DetectResult]
     enqueued_at: float = field(default_factory=time.perf_counter)
+    leased: Leased | None = None
+    """The model the worker leased for this request's batch, once it has."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,16 +86,16 @@ class Batcher:
 
     def __init__(
         self,
-        slot: ModelSlot,
+        router: Router,
         *,
         device_executor: Executor,
         limits: BatchLimits,
         metrics: NodeMetrics,
-        cache: ModelCache | None = None,
+        ledger: Ledger,
         admission: Admission | None = None,
     ) -> None:
-        self._slot = slot
-        self._cache = cache
+        self._router = router
+        self._ledger = ledger
         self._device = device_executor
         self._limits = limits
         self._admission = admission or Admission(AdmissionLimits(), max_waiting=limits.max_queue)
@@ -145,14 +147,31 @@ class Batcher:
 
         ``ticket`` is the request's admission (``admit``); without one it is admitted here.
         """
-        with self.admit() if ticket is None else nullcontext(ticket) as admitted:
-            admitted.submitted()
-            await self._prepare_model(request.model_name)
-            self._check_room()
-            pending = Pending(request=request, future=asyncio.get_running_loop().create_future())
-            self._queue.append(pending)
-            self._has_work.set()
-            return await pending.future
+        route = self._router.route(request.model_name)
+        pending: Pending | None = None
+        try:
+            with self.admit() if ticket is None else nullcontext(ticket) as admitted:
+                admitted.submitted()
+                booking = await self._prepare(route)
+                try:
+                    self._check_room()
+                    loop = asyncio.get_running_loop()
+                    pending = Pending(request=request, booking=booking, future=loop.create_future())
+                    self._queue.append(pending)
+                    self._has_work.set()
+                    result = await pending.future
+                finally:
+                    booking.release()
+        except Exception as exc:
+            leased = pending.leased if pending is not None else None
+            latency_s = time.perf_counter() - request.received_at
+            self._ledger.failed(exc, model=self._router.blame(route, leased), latency_s=latency_s)
+            raise
+        self._ledger.answered(
+            result.ref, latency_s=time.perf_counter() - request.received_at,
+            queue_s=result.queue_s, inference_s=result.inference_s, detections=result.detections,
+        )  # fmt: skip
+        return result
 
     async def drain(self, timeout_s: float) -> bool:
         """Stop taking requests and wait until every request taken is answered; False on timeout."""
@@ -177,8 +196,7 @@ class Batcher:
     def _admit(self) -> None:
         if not self._accepting:
             raise Draining("node is shutting down")
-        if self._slot.active is None:
-            raise NoModelLoaded("no model is live on this node yet")
+        self._router.check_live()
         self._check_room()
 
     def _check_room(self) -> None:
@@ -196,31 +214,18 @@ class Batcher:
         if self._in_flight == 0:
             self._idle.set()
 
-    async def _prepare_model(self, name: str) -> None:
-        """Load an on-demand model before its request is queued (refuse unknown ones)."""
-        if self._route(name) == SLOT:
-            return
-        if self._cache is None:
-            raise self._not_served(name)
+    async def _prepare(self, route: Route) -> Booking:
+        """Book ``route`` before its request is queued; a named model may load meanwhile, and
+        requests waiting for that count against the queue limit."""
+        if route.target is Target.ASSIGNED:
+            return await self._router.prepare(route)
         if self._preparing + len(self._queue) >= self._limits.max_queue:
             raise Overloaded(f"request queue is full ({self._limits.max_queue} waiting)")
         self._preparing += 1
         try:
-            await self._cache.ensure_loaded(name)
+            return await self._router.prepare(route)
         finally:
             self._preparing -= 1
-
-    def _route(self, name: str) -> str:
-        """Which model answers a request naming ``name``: ``SLOT``, or a cached model's name."""
-        active = self._slot.active
-        if not name or (active is not None and name == active.ref.name):
-            return SLOT
-        return name
-
-    def _not_served(self, name: str) -> ModelNotFound:
-        active = self._slot.active
-        serving = active.ref.name if active is not None else "nothing yet"
-        return ModelNotFound(f"model {name!r} is not served here (serving {serving})")
 
     async def _run(self) -> None:
         while True:
@@ -239,11 +244,11 @@ class Batcher:
             finally:
                 self._running = 0
 
-    async def _next_batch(self) -> tuple[str, list[Pending]]:
+    async def _next_batch(self) -> tuple[Group, list[Pending]]:
         while not self._queue:
             self._has_work.clear()
             await self._has_work.wait()
-        route = self._route(self._queue[0].request.model_name)
+        route = self._queue[0].booking.group
         batch = self._take_ready([], route)
         deadline = time.perf_counter() + self._limits.max_wait_s
         while len(batch) < self._limits.max_size and self._admission.arriving:
@@ -258,52 +263,36 @@ class Batcher:
             batch = self._take_ready(batch, route)
         return route, [pending for pending in batch if not pending.future.done()]
 
-    def _take_ready(self, batch: list[Pending], route: str) -> list[Pending]:
+    def _take_ready(self, batch: list[Pending], route: Group) -> list[Pending]:
         """Move queued requests for ``route`` into ``batch``; the others keep their order."""
         others: deque[Pending] = deque()
         while self._queue and len(batch) < self._limits.max_size:
             pending = self._queue.popleft()
-            same = self._route(pending.request.model_name) == route
+            same = pending.booking.group == route
             (batch if same else others).append(pending)
         others.extend(self._queue)
         self._queue = others
         return batch
 
-    async def _run_batch(self, route: str, batch: list[Pending]) -> None:
-        if route == SLOT:
-            await self._run_on_slot(batch)
-        elif self._cache is None:
-            _fail(batch, self._not_served(route))
-        else:
-            async with self._cache.lease(route) as model:
-                started, inference_s, found = await self._infer(model.detector, batch)
-            self._answer(
-                batch, found, ref=model.ref, generation=0, started=started, inference_s=inference_s
-            )
-
-    async def _run_on_slot(self, batch: list[Pending]) -> None:
-        with self._slot.lease() as active:
-            runnable = self._requeue_moved(batch, active)
+    async def _run_batch(self, route: Group, batch: list[Pending]) -> None:
+        """One lease for the batch; a request it does not take (it named a model the slot
+        stopped serving while it waited) fails with UNAVAILABLE, so the caller retries."""
+        with self._router.lease(batch[0].booking) as leased:
+            runnable: list[Pending] = []
+            for pending in batch:
+                if leased.takes(pending.booking):
+                    pending.leased = leased
+                    runnable.append(pending)
+                else:
+                    self._running -= 1
+                    _fail([pending], _moved(pending, leased))
             if not runnable:
                 return
-            started, inference_s, found = await self._infer(active.detector, runnable)
+            started, inference_s, found = await self._infer(leased.detector, runnable)
         self._answer(
-            runnable, found, ref=active.ref, generation=active.generation, started=started,
+            runnable, found, ref=leased.ref, generation=leased.generation, started=started,
             inference_s=inference_s,
         )  # fmt: skip
-
-    def _requeue_moved(self, batch: list[Pending], active: Active) -> list[Pending]:
-        """Requests naming a model the slot stopped serving while the batch was cut go back."""
-        runnable: list[Pending] = []
-        moved: list[Pending] = []
-        for pending in batch:
-            wanted = pending.request.model_name
-            (moved if wanted and wanted != active.ref.name else runnable).append(pending)
-        if moved:
-            self._queue.extendleft(reversed(moved))
-            self._running -= len(moved)
-            self._has_work.set()
-        return runnable
 
     async def _infer(
         self, detector: Detector, batch: list[Pending]
@@ -346,6 +335,13 @@ class Batcher:
                         image_height=pending.request.image.shape[0],
                     )
                 )
+
+
+def _moved(pending: Pending, leased: Leased) -> Unavailable:
+    return Unavailable(
+        f"model {pending.request.model_name!r} stopped being served here while the request "
+        f"waited (now serving {leased.ref.name}); retry"
+    )
 
 
 def _fail(batch: list[Pending], exc: Exception) -> None:

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -56,6 +56,31 @@ class CachedModel:
     detector: Detector
     weight_bytes: int
     load_s: float
+
+
+class CacheHold:
+    """One open use of a cached model; ``release()`` ends it (a second call does nothing)."""
+
+    __slots__ = ("_entry", "_release", "_released")
+
+    def __init__(self, entry: _Entry, *, release: Callable[[_Entry], None]) -> None:
+        entry.leases += 1
+        self._entry = entry
+        self._release = release
+        self._released = False
+
+    @property
+    def model(self) -> CachedModel:
+        return self._entry.model
+
+    def share(self) -> CacheHold:
+        """Another use of the same model, open until its own release (the worker's lease)."""
+        return CacheHold(self._entry, release=self._release)
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._release(self._entry)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -125,6 +150,15 @@ class ModelCache:
         entry = await self._resident(name)
         return entry.model
 
+    async def hold(self, name: str) -> CacheHold:
+        """Load ``name`` unless it is cached (counting a hit or miss) and keep it open until the
+        hold is released: evicted meanwhile, it is closed only after that. A request holds its
+        model from routing to answer, so the worker never loads (nor looks up) anything.
+        """
+        self.check_allowed(name)
+        self._metrics.cache_lookup(name, hit=name in self._entries)
+        return CacheHold(await self._resident(name), release=self._release)
+
     @asynccontextmanager
     async def lease(self, name: str) -> AsyncIterator[CachedModel]:
         """Use ``name`` for one batch, loading it if needed; it stays open until the lease ends."""
@@ -134,9 +168,12 @@ class ModelCache:
         try:
             yield entry.model
         finally:
-            entry.leases -= 1
-            if entry.leases == 0 and entry.evicted:
-                entry.drained.set()
+            self._release(entry)
+
+    def _release(self, entry: _Entry) -> None:
+        entry.leases -= 1
+        if entry.leases == 0 and entry.evicted:
+            entry.drained.set()
 
     async def stop(self) -> None:
         """Refuse new loads, cancel running ones (waiting at most ``STOP_GRACE_S``), close all."""

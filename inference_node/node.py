@@ -33,10 +33,12 @@ from inference_node.device import (
 from inference_node.executors import shut_down_executors
 from inference_node.guard import ErrorInterceptor
 from inference_node.health import INFERENCE_SERVICE, NodeHealth
+from inference_node.ledger import Ledger
 from inference_node.loader import ModelLoader
 from inference_node.metrics import NodeMetrics
 from inference_node.model import ModelRef
 from inference_node.model_cache import ModelCache
+from inference_node.routing import Router
 from inference_node.rpc_count import RpcCounter
 from inference_node.server import InferenceServicer
 from inference_node.slot import Active, ModelSlot
@@ -118,12 +120,14 @@ class InferenceNode:
         self._loader = loader
         self.cache = self._model_cache(loader)
         self.admission = Admission(config.admission, max_waiting=config.batch.max_queue)
+        router = Router(self.slot, self.cache)
+        self.ledger = Ledger(stats=self.stats, metrics=self.metrics, router=router)
         self.batcher = Batcher(
-            self.slot,
+            router,
             device_executor=self._device_executor,
             limits=config.batch,
             metrics=self.metrics,
-            cache=self.cache,
+            ledger=self.ledger,
             admission=self.admission,
         )
         self.agent = SwapAgent(
@@ -237,9 +241,8 @@ class InferenceNode:
             decode_executor=self._decode_executor,
             limits=config.images,
             max_det_limit=config.max_det_limit,
-            metrics=self.metrics,
+            ledger=self.ledger,
             stats=self.stats,
-            active_model=self._active_model,
         )
         inference_pb2_grpc.add_InferenceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
@@ -277,10 +280,6 @@ class InferenceNode:
             budget_bytes=self.config.model_memory_budget_bytes,
             metrics=self.metrics,
         )
-
-    def _active_model(self) -> ModelRef | None:
-        active = self.slot.active
-        return active.ref if active is not None else None
 
     def _announce(self, active: Active) -> None:
         if active.generation == 1:

@@ -3,8 +3,10 @@
 It decodes, submits and encodes, nothing else: a request is admitted by the batcher on
 arrival (``Batcher.admit``), its image is decoded on the decode pool within the bytes its
 ticket may hold, the typed ``DetectRequest`` is submitted, and the answer's boxes are mapped
-back to original-image pixels. Errors become statuses in one place, ``guard.ErrorInterceptor``;
-a DetectStream frame that fails gets its own error inside the stream instead.
+back to original-image pixels. The batcher records a submitted request's outcome in the
+``Ledger``; the server records only a request refused before it was submitted. Errors become
+statuses in one place, ``guard.ErrorInterceptor``; a DetectStream frame that fails gets its
+own error inside the stream instead.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from inference_node.errors import InvalidParameter, NodeError, to_status
 from inference_node.frames import Frame, FrameWindow
 from inference_node.guard import ErrorInterceptor, Malformed
 from inference_node.imaging import DecodedImage, ImageLimits, open_image
-from inference_node.metrics import NodeMetrics
+from inference_node.ledger import Ledger
 from inference_node.model import Detection, DetectParams, ModelRef
-from inference_node.stats import ModelId, NodeStatsSnapshot, Outcome, StatsRecorder, outcome_of
+from inference_node.stats import NodeStatsSnapshot, StatsRecorder
 from inference_node.status import NodeSnapshot, SlotPhase, StatusSource
 from yolofleet.v1 import inference_pb2 as pb
 from yolofleet.v1 import inference_pb2_grpc as pb_grpc
@@ -48,9 +50,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         decode_executor: Executor,
         limits: ImageLimits,
         max_det_limit: int,
-        metrics: NodeMetrics,
+        ledger: Ledger,
         stats: StatsRecorder,
-        active_model: Callable[[], ModelRef | None],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._batcher = batcher
@@ -59,9 +60,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self._decode = decode_executor
         self._limits = limits
         self._max_det_limit = max_det_limit
-        self._metrics = metrics
+        self._ledger = ledger
         self._stats = stats
-        self._active_model = active_model
         self._clock = clock
 
     async def Detect(
@@ -119,36 +119,29 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         received = time.perf_counter()
         try:
             params = self._params(request)
-            with self._batcher.admit(wire_bytes=len(request.image)) as ticket:
+            ticket = self._batcher.admit(wire_bytes=len(request.image))
+        except Exception as exc:
+            self._refused(request, exc, received=received)
+            raise
+        with ticket:
+            try:
                 decoded, decode_s = await asyncio.get_running_loop().run_in_executor(
                     self._decode, self._decode_image, request.image, ticket
                 )
-                typed = DetectRequest(
-                    image=decoded.pixels,
-                    params=params,
-                    model_name=request.model,
-                    request_id=request.request_id,
-                    decode_s=decode_s,
-                )
-                result = await self._batcher.submit(typed, ticket)
-        except Exception as exc:
-            self._metrics.observe_request(
-                version="", code=to_status(exc)[0].name, queue_s=0, inference_s=0, total_s=0
+            except Exception as exc:
+                self._refused(request, exc, received=received)
+                raise
+            typed = DetectRequest(
+                image=decoded.pixels,
+                params=params,
+                model_name=request.model,
+                request_id=request.request_id,
+                decode_s=decode_s,
+                received_at=received,
             )
-            self._record_failure(request, exc, latency_s=time.perf_counter() - received)
-            raise
+            result = await self._batcher.submit(typed, ticket)  # the batcher records its outcome
         total_s = time.perf_counter() - received
         detections = tuple(decoded.to_original(d) for d in result.detections)
-        self._metrics.observe_request(
-            version=result.ref.version,
-            code="OK",
-            queue_s=result.queue_s,
-            inference_s=result.inference_s,
-            total_s=total_s,
-        )
-        self._count(
-            ModelId.of(result.ref), latency_s=total_s, outcome=Outcome.OK, detections=detections
-        )
         return _to_response(request, result, decoded, detections, total_s=total_s)
 
     def _decode_image(self, data: bytes, ticket: Ticket) -> tuple[DecodedImage, float]:
@@ -161,38 +154,10 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         ticket.settle(decoded.nbytes)
         return decoded, time.perf_counter() - started
 
-    def _record_failure(
-        self, request: pb.DetectRequest, exc: Exception, *, latency_s: float
-    ) -> None:
-        """A server-side failure counts against the active model when the request went to the
-        slot (it named no model, or the active one); any other failure is not attributed.
-        """
-        active = self._active_model()
-        if active is None or request.model not in ("", active.name):
-            return
-        self._count(ModelId.of(active), latency_s=latency_s, outcome=outcome_of(exc))
-
-    def _count(
-        self,
-        model: ModelId,
-        *,
-        latency_s: float,
-        outcome: Outcome,
-        detections: tuple[Detection, ...] = (),
-    ) -> None:
-        """Count one finished request in the GetStats windows and, alike, in the per-digest
-        Prometheus families, so the two sources of canary figures agree.
-        """
-        self._stats.record(
-            model, at=self._clock(), latency_s=latency_s, outcome=outcome, detections=detections
-        )
-        if outcome is not Outcome.NOT_COUNTED:
-            self._metrics.observe_model(
-                model.sha256,
-                latency_s=latency_s,
-                failed=outcome is Outcome.MODEL_ERROR,
-                detections=detections,
-            )
+    def _refused(self, request: pb.DetectRequest, exc: Exception, *, received: float) -> None:
+        """A request that failed before it was submitted (bad parameters, admission, decoding)."""
+        latency_s = time.perf_counter() - received
+        self._ledger.refused(exc, model_name=request.model, latency_s=latency_s)
 
     def _params(self, message: pb.DetectRequest) -> DetectParams:
         defaults = DetectParams()

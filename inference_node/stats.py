@@ -9,10 +9,10 @@ Which requests count (``outcome_of``, from the gRPC code the caller sees):
 
 - OK: a request, an image, its detections, confidences and classes, for the model that answered.
 - A model error (``counts_as_model_error``: INTERNAL or UNKNOWN, a failure while running the
-  model): a request and an error, for the model it was aimed at. The server knows that model
-  only when the request went to the slot: it named no model or the active model's name; the
-  server then attributes it to the active model. A failure with no live model, or for a model
-  loaded on demand, is not counted.
+  model): a request and an error, for the model it was aimed at: the generation that ran it,
+  or, before any model ran, the slot's model when the request went to the slot (the router's
+  ``blame``; ``inference_node/ledger.py`` records it). A failure with no live model, or for a
+  model loaded on demand, is not counted.
 - Anything else is not counted at all: a caller's error (INVALID_ARGUMENT, NOT_FOUND,
   PERMISSION_DENIED, FAILED_PRECONDITION), a refusal before the model ran (RESOURCE_EXHAUSTED
   when the queue is full, UNAVAILABLE while draining or with no model), a caller that gave up

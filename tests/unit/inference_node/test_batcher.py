@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,12 +18,16 @@ from inference_node.errors import (
     ModelNotFound,
     NoModelLoaded,
     Overloaded,
+    Unavailable,
 )
+from inference_node.ledger import Ledger
 from inference_node.loader import LoadReport
 from inference_node.metrics import NodeMetrics
 from inference_node.model import DetectParams
 from inference_node.model_cache import ModelCache
+from inference_node.routing import Router
 from inference_node.slot import ModelSlot
+from inference_node.stats import StatsRecorder
 from tests.fakes import FakeDetector, FakeLoader, make_ref
 from tests.waits import until
 
@@ -34,16 +39,28 @@ def request(model_name: str = "") -> DetectRequest:
     return DetectRequest(image=IMAGE, params=DetectParams(), model_name=model_name)
 
 
+def make_batcher(
+    slot: ModelSlot,
+    *,
+    device: Executor,
+    limits: BatchLimits,
+    cache: ModelCache | None = None,
+    metrics: NodeMetrics | None = None,
+    stats: StatsRecorder | None = None,
+) -> Batcher:
+    metrics = metrics or NodeMetrics()
+    router = Router(slot, cache)
+    ledger = Ledger(stats=stats or StatsRecorder(), metrics=metrics, router=router)
+    return Batcher(router, device_executor=device, limits=limits, metrics=metrics, ledger=ledger)
+
+
 @pytest.fixture
 async def parts() -> AsyncIterator[tuple[ModelSlot, Batcher]]:
     device = ThreadPoolExecutor(1)
     decode = ThreadPoolExecutor(2)
     slot = ModelSlot()
-    batcher = Batcher(
-        slot,
-        device_executor=device,
-        limits=BatchLimits(max_size=4, max_wait_s=0.0, max_queue=8),
-        metrics=NodeMetrics(),
+    batcher = make_batcher(
+        slot, device=device, limits=BatchLimits(max_size=4, max_wait_s=0.0, max_queue=8)
     )
     batcher.start()
     yield slot, batcher
@@ -113,11 +130,8 @@ async def test_lone_request_runs_without_waiting_for_partners() -> None:
     device, decode = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
     slot = ModelSlot()
     slot.swap(make_ref("m"), FakeDetector(), load=REPORT, started_at=0)
-    batcher = Batcher(
-        slot,
-        device_executor=device,
-        limits=BatchLimits(max_size=16, max_wait_s=30.0, max_queue=8),
-        metrics=NodeMetrics(),
+    batcher = make_batcher(
+        slot, device=device, limits=BatchLimits(max_size=16, max_wait_s=30.0, max_queue=8)
     )
     batcher.start()
 
@@ -168,12 +182,12 @@ async def with_cache() -> AsyncIterator[WithCache]:
     slot = ModelSlot()
     assigned = FakeDetector(gate=threading.Event())
     slot.swap(make_ref("m", "9"), assigned, load=REPORT, started_at=0)
-    batcher = Batcher(
+    batcher = make_batcher(
         slot,
-        device_executor=device,
+        device=device,
         limits=BatchLimits(max_size=4, max_wait_s=0.0, max_queue=32),
-        metrics=metrics,
         cache=cache,
+        metrics=metrics,
     )
     batcher.start()
     yield WithCache(slot=slot, batcher=batcher, assigned=assigned, loader=loader)
@@ -272,3 +286,94 @@ async def test_requests_waiting_for_a_load_count_against_the_queue_limit(
     parts.loader.gate.set()
     results = await asyncio.gather(*(task for task in waiting if task not in refused))
     assert {result.ref.name for result in results} == {"a"}
+
+
+async def test_a_request_for_a_model_renamed_away_fails_alone_and_is_not_moved(
+    with_cache: WithCache,
+) -> None:
+    """Queued behind a batch, a request naming the slot's model meets a slot that now serves
+    another name: it gets UNAVAILABLE (retry); the unnamed one beside it runs on the new model,
+    and nothing is loaded on its behalf."""
+    parts = with_cache
+    blocked = asyncio.ensure_future(parts.batcher.submit(request()))
+    await until(lambda: parts.batcher.running == 1)
+    named = asyncio.ensure_future(parts.batcher.submit(request("m")))
+    unnamed = asyncio.ensure_future(parts.batcher.submit(request()))
+    await until(lambda: parts.batcher.queued == 2)
+    renamed = FakeDetector()
+    parts.slot.swap(make_ref("n", "7"), renamed, load=REPORT, started_at=0)
+    assert parts.assigned.gate is not None
+    parts.assigned.gate.set()
+
+    with pytest.raises(Unavailable, match="'m' stopped being served here"):
+        await named
+    assert ((await unnamed).ref.name, (await blocked).ref.name) == ("n", "m")
+    assert (renamed.batches, parts.loader.loads) == ([1], [])
+
+
+async def test_queued_requests_keep_their_evicted_model_and_the_worker_never_loads() -> None:
+    """With room for one on-demand model, requests queued for "a" are answered by "a" even once
+    "b" is asked for; "b" loads after them, before it is queued: one load each."""
+    device, loading = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
+    metrics = NodeMetrics()
+    loader = FakeLoader(detectors={"a": FakeDetector(), "b": FakeDetector()})
+    catalog = StaticCatalog({"a": make_ref("a", "1"), "b": make_ref("b", "2")})
+    cache = ModelCache(
+        loader, loader_executor=loading, catalog=catalog, allowed=frozenset({"a", "b"}),
+        budget_bytes=1500, metrics=metrics,
+    )  # fmt: skip
+    slot = ModelSlot()
+    gate = threading.Event()
+    slot.swap(make_ref("m", "9"), FakeDetector(gate=gate), load=REPORT, started_at=0)
+    batcher = make_batcher(
+        slot, device=device, limits=BatchLimits(max_size=4, max_wait_s=0.0, max_queue=8),
+        cache=cache, metrics=metrics,
+    )  # fmt: skip
+    batcher.start()
+    blocked = asyncio.ensure_future(batcher.submit(request()))
+    await until(lambda: batcher.running == 1)
+    for_a = [asyncio.ensure_future(batcher.submit(request("a"))) for _ in range(3)]
+    await until(lambda: batcher.queued == 3)
+    for_b = asyncio.ensure_future(batcher.submit(request("b")))
+    await until(lambda: cache.loaded == ())  # "a" evicted for "b", still held by its requests
+
+    gate.set()
+    answers = await asyncio.gather(blocked, *for_a, for_b)
+
+    assert [answer.ref.name for answer in answers] == ["m", "a", "a", "a", "b"]
+    assert (loader.loads, loader.detectors["a"].batches) == (["a", "b"], [3])
+    await batcher.stop()
+    await cache.stop()
+    device.shutdown()
+    loading.shutdown()
+
+
+async def test_the_batcher_counts_answers_and_failures_against_the_model(
+    parts: tuple[ModelSlot, Batcher],
+) -> None:
+    slot, _ = parts
+    stats = StatsRecorder()
+    device = ThreadPoolExecutor(1)
+    batcher = make_batcher(
+        slot, device=device, limits=BatchLimits(max_size=1, max_wait_s=0, max_queue=1),
+        stats=stats,
+    )  # fmt: skip
+    gate = threading.Event()
+    slot.swap(make_ref("m", "9"), FakeDetector(gate=gate), load=REPORT, started_at=0)
+    batcher.start()
+    running = asyncio.ensure_future(batcher.submit(request()))
+    await until(lambda: batcher.running == 1)
+    with pytest.raises(ModelNotFound):  # the caller's error: not counted
+        await batcher.submit(request("other"))
+    queued = asyncio.ensure_future(batcher.submit(request("m")))
+    await until(lambda: batcher.queued == 1)
+
+    with pytest.raises(Overloaded):  # aimed at the slot: counted against its model
+        await batcher.submit(request())
+    gate.set()
+    await asyncio.gather(running, queued)
+
+    (model,) = stats.window(0, time.time()).models
+    assert (model.model.sha256, model.requests, model.errors, model.images) == ("9" * 64, 3, 1, 2)
+    await batcher.stop()
+    device.shutdown()
