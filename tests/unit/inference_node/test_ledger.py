@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from inference_node.errors import InvalidImage, NodeError, Overloaded
+from inference_node.errors import InvalidImage, Overloaded
 from inference_node.ledger import Ledger
 from inference_node.loader import LoadReport
 from inference_node.metrics import NodeMetrics
@@ -49,11 +49,12 @@ def test_an_answer_counts_in_stats_and_metrics_alike() -> None:
 @pytest.mark.parametrize(
     ("exc", "code", "counted"),
     [
-        pytest.param(Overloaded("full"), "RESOURCE_EXHAUSTED", True, id="server-side"),
+        pytest.param(RuntimeError("model crashed"), "INTERNAL", True, id="model-error"),
+        pytest.param(Overloaded("full"), "RESOURCE_EXHAUSTED", False, id="refused-queue-full"),
         pytest.param(InvalidImage("bad"), "INVALID_ARGUMENT", False, id="caller-error"),
     ],
 )
-def test_a_failure_counts_against_the_model_given(exc: NodeError, code: str, counted: bool) -> None:
+def test_a_failure_counts_against_the_model_given(exc: Exception, code: str, counted: bool) -> None:
     ledger, stats, metrics = make_ledger()
 
     ledger.failed(exc, model=M, latency_s=0.01)
@@ -79,7 +80,7 @@ def test_a_refusal_before_the_batcher_counts_against_the_slot_model_it_was_aimed
 ) -> None:
     ledger, stats, _ = make_ledger(live=live)
 
-    ledger.refused(Overloaded("full"), model_name=name, latency_s=0.01)
+    ledger.refused(RuntimeError("model crashed"), model_name=name, latency_s=0.01)
 
     models = stats.window(NOW - 1, NOW).models
     assert [(m.model.sha256, m.errors) for m in models] == ([(M.sha256, 1)] if blamed else [])
