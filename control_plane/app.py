@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from control_plane.controller import Controller
+from control_plane.epoch import EpochKeeper
 from control_plane.leader import LeaderLock
 from control_plane.nodes import GrpcMetricSource
 from control_plane.prometheus import PrometheusMetricSource
@@ -97,7 +98,8 @@ class ControlPlane:
                 selector=config.prometheus_selector,
             )
         )
-        self.controller = Controller(self.store, self.metrics)
+        epochs = EpochKeeper(self.client, self.store.layout)
+        self.controller = Controller(self.store, self.metrics, epochs=epochs)
         holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.leader = LeaderLock(self.client, self.store.layout, holder=holder)
         if config.artifact_dir is not None:

@@ -1,8 +1,8 @@
 """`ctl`: the operator's command line, a gRPC client of `yolofleet.v1.ControlPlane`.
 
-Mutations (`rollout`, `pause`, `resume`, `promote`, `abort`, `undo`, `models register`) record
-intent and print one line saying what happened. Reads (`status`, `history`, `nodes`, `models
-list|show`) print tables, or JSON with `--output json`.
+Mutations (`rollout`, `pause`, `resume`, `promote`, `abort`, `undo`, `adopt`, `models
+register`) record intent and print one line saying what happened. Reads (`status`, `history`,
+`nodes`, `models list|show`) print tables, or JSON with `--output json`.
 
 Exit codes:
     0  success; for `status --watch`, the rollout completed (or the group is idle)
@@ -47,6 +47,7 @@ SETTLED = {
     "idle": EXIT_OK,
     "rolled_back": EXIT_ROLLED_BACK,
     "aborted": EXIT_ROLLED_BACK,
+    "adopted": EXIT_OK,
 }
 
 _EXIT_BY_STATUS = {
@@ -166,6 +167,17 @@ def cmd_undo(stub: Stub, args: argparse.Namespace) -> int:
     r = stub.Undo(request, timeout=RPC_TIMEOUT_S)
     target = args.to or "the previous stable model"
     return _applied(stub, r, args, action=f"undo of {r.group} to {target}")
+
+
+def cmd_adopt(stub: Stub, args: argparse.Namespace) -> int:
+    request = pb.AdoptRequest(group=args.group, stable=args.stable or "")
+    r = stub.Adopt(request, timeout=RPC_TIMEOUT_S)
+    model = r.pending.model if r.HasField("pending") else args.stable or "?"
+    return _applied(stub, r, args, action=f"adopt of {r.group} ({model})", said=_adopted)
+
+
+def _adopted(r: pb.Rollout) -> str:
+    return f"{r.reason} [revision {r.revision}]"
 
 
 def _applied(
@@ -400,6 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("undo", cmd_undo, "go back to an earlier model", intent=True)
     p.add_argument("group", metavar="GROUP")
     p.add_argument("--to", metavar="MODEL", help="model to go back to (default: previous stable)")
+    p = add("adopt", cmd_adopt, "after lost Consul state: keep what the nodes serve", intent=True)
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument(
+        "--stable", metavar="MODEL", help="model to make stable (default: what most nodes serve)"
+    )
     add("history", cmd_history, "list a group's past rollouts", read=True).add_argument(
         "group", metavar="GROUP"
     )

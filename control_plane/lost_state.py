@@ -23,9 +23,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from control_plane.errors import RequestRefused
+from control_plane.errors import AdoptRefused
 from control_plane.fleet import FleetView
-from control_plane.state import GroupState
+from control_plane.state import HISTORY_LIMIT, GroupState, HistoryEntry, Phase
+from yolofleet.records import ModelPin
 
 
 class GroupHistory(StrEnum):
@@ -35,10 +36,6 @@ class GroupHistory(StrEnum):
     """What Consul holds explains what the nodes serve."""
     LOST = "lost"
     """Nodes serve what nothing recorded explains; rollouts wait for ``ctl adopt``."""
-
-
-class AdoptRefused(RequestRefused):
-    """The group cannot be adopted as asked (nothing served, a tie, an unknown ``--stable``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,6 +147,44 @@ def adopt(group: str, fleet: FleetView, *, stable: str | None = None) -> AdoptPl
         stranded=tuple(sorted(stranded)),
         joining=joining,
         reason=_adopt_reason(group, chosen, served, stranded, joining, picked=stable is not None),
+    )
+
+
+def adopted(
+    prior: GroupState, found: Assessment, fleet: FleetView, pin: ModelPin, now: float
+) -> GroupState:
+    """The state ``ctl adopt`` leaves: ``pin`` stable on every node (stranded canaries back),
+    phase ADOPTED, one history entry saying what was adopted. ``found`` must say LOST and the
+    nodes must still serve ``pin`` (its digest) most (or as asked); ``AdoptRefused`` otherwise.
+    """
+    group = prior.group
+    if not found.lost:
+        raise AdoptRefused(f"group {group} is {found.history}, not lost: nothing to adopt")
+    plan = adopt(group, fleet, stable=pin.name)
+    if plan.stable.sha256 is not None and plan.stable.sha256 != pin.sha256:
+        raise AdoptRefused(
+            f"nodes of group {group} serve {plan.stable.label}, not the build the adopt request "
+            f"pinned (sha256 {pin.version}…); run `ctl adopt {group}` again"
+        )
+    entry = HistoryEntry(
+        target=pin.name,
+        stable_before=prior.stable,
+        stable_after=pin.name,
+        outcome=Phase.ADOPTED,
+        reason=plan.reason,
+        started_at=now,
+        ended_at=now,
+    )
+    return GroupState(
+        group=group,
+        stable=pin.name,
+        previous_stable=prior.stable if prior.stable != pin.name else prior.previous_stable,
+        phase=Phase.ADOPTED,
+        step_started_at=now,
+        phase_since=now,
+        reason=plan.reason,
+        history=(*prior.history, entry)[-HISTORY_LIMIT:],
+        pins=(pin, *(p for p in prior.pins if p.name != pin.name)),
     )
 
 

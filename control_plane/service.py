@@ -24,7 +24,9 @@ import grpc
 
 from control_plane.controller import Controller
 from control_plane.errors import (
+    AdoptRefused,
     BackendError,
+    GroupLost,
     GroupUnknown,
     ModelUnknown,
     NodeUnreachable,
@@ -68,7 +70,7 @@ def to_status(exc: Exception) -> tuple[grpc.StatusCode, str]:
             return code.INVALID_ARGUMENT, str(exc)
         case ModelUnknown() | GroupUnknown() | registry.ModelUnknown():
             return code.NOT_FOUND, str(exc)
-        case RolloutConflict() | NothingToDo():
+        case RolloutConflict() | NothingToDo() | GroupLost() | AdoptRefused():
             return code.FAILED_PRECONDITION, str(exc)
         case registry.RegistryConflict():
             return code.ALREADY_EXISTS, str(exc)
@@ -191,12 +193,20 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
         undo_to = request.to_model or None
         return await self._intent(request.group, Intent.UNDO, context, undo_to=undo_to)
 
+    async def Adopt(self, request: control_pb2.AdoptRequest, context: Any) -> control_pb2.Rollout:
+        async with _refusals(context, "Adopt"):
+            group = await self._known_group(request.group)
+            stable = _segment(request.stable, "model name") if request.stable else None
+            doc, intent_id = await self._controller.adopt(group, stable=stable)
+            return rollout_pb(doc, intent_id=intent_id)
+        raise AssertionError("unreachable")
+
     async def GetRollout(
         self, request: control_pb2.GroupRequest, context: Any
     ) -> control_pb2.Rollout:
         async with _refusals(context, "GetRollout"):
             group = _segment(request.group, "group name")
-            return rollout_pb(await self._store.read_rollout(group))
+            return await self._rollout(group)
         raise AssertionError("unreachable")
 
     async def WatchRollout(
@@ -207,7 +217,7 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
             key = self._layout.rollout(group)
             last: control_pb2.Rollout | None = None
             async for _ in KeyWatch(self._client, key, wait=WATCH_WAIT_S, min_interval=0.05):
-                current = rollout_pb(await self._store.read_rollout(group))
+                current = await self._rollout(group)
                 if current != last:
                     last = current
                     yield current
@@ -243,6 +253,11 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
         raise AssertionError("unreachable")
 
     # Helpers.
+
+    async def _rollout(self, group: str) -> control_pb2.Rollout:
+        """The group's rollout with, when Consul's state is lost, the reason."""
+        doc = await self._store.read_rollout(group)
+        return rollout_pb(doc, lost=await self._controller.lost(doc))
 
     async def _intent(
         self,

@@ -12,7 +12,8 @@ Phases, and the moves ``rollout.begin`` / ``rollout.step`` make between them::
 
     from                         on                                   to
     settled (IDLE, COMPLETED,    begin, no stable model yet           DEPLOYING
-      ROLLED_BACK, ABORTED)      begin                                PROGRESSING, step 1
+      ROLLED_BACK, ABORTED,      begin                                PROGRESSING, step 1
+      ADOPTED)
                                  UNDO                                 ROLLED_BACK to the previous
     DEPLOYING                    every live node serves the target    COMPLETED
                                  a node failed to load it / deadline  ROLLED_BACK to no model
@@ -33,6 +34,7 @@ Phases, and the moves ``rollout.begin`` / ``rollout.step`` make between them::
                                  PROMOTE_FULL                         COMPLETED
                                  ABORT                                ABORTED
                                  stored spec missing or mismatched    ABORTED
+    any, the group LOST          ADOPT (``lost_state``)               ADOPTED
 
 "Next step" is PROGRESSING at the next step's share. ROLLED_BACK and ABORTED clear the canary;
 COMPLETED makes the target stable and remembers the old stable for UNDO.
@@ -72,12 +74,14 @@ class Phase(StrEnum):
     """A failure (or an undo) sent every node back to ``stable``."""
     ABORTED = "aborted"
     """The operator stopped the rollout; every node went back to ``stable``."""
+    ADOPTED = "adopted"
+    """After lost Consul state, ``stable`` was rebuilt from what the nodes serve (``ctl adopt``)."""
 
     @property
     def running(self) -> bool:
         """True while a rollout is under way (a second ``begin`` is a conflict)."""
         match self:
-            case Phase.IDLE | Phase.COMPLETED | Phase.ROLLED_BACK | Phase.ABORTED:
+            case Phase.IDLE | Phase.COMPLETED | Phase.ROLLED_BACK | Phase.ABORTED | Phase.ADOPTED:
                 return False
             case (
                 Phase.DEPLOYING | Phase.PROGRESSING | Phase.HOLDING | Phase.ANALYZING | Phase.PAUSED
@@ -101,6 +105,8 @@ class Intent(StrEnum):
     """With no rollout running: make the previous stable model stable again."""
     START = "start"
     """Begin the rollout the request carries (its spec and the target's pin)."""
+    ADOPT = "adopt"
+    """After lost state: make the model the request pins (what the nodes serve) stable."""
 
 
 class Result(StrEnum):

@@ -79,6 +79,11 @@ class ControlPlaneStub:
                 request_serializer=yolofleet_dot_v1_dot_control__pb2.UndoRequest.SerializeToString,
                 response_deserializer=yolofleet_dot_v1_dot_control__pb2.Rollout.FromString,
                 _registered_method=True)
+        self.Adopt = channel.unary_unary(
+                '/yolofleet.v1.ControlPlane/Adopt',
+                request_serializer=yolofleet_dot_v1_dot_control__pb2.AdoptRequest.SerializeToString,
+                response_deserializer=yolofleet_dot_v1_dot_control__pb2.Rollout.FromString,
+                _registered_method=True)
         self.GetRollout = channel.unary_unary(
                 '/yolofleet.v1.ControlPlane/GetRollout',
                 request_serializer=yolofleet_dot_v1_dot_control__pb2.GroupRequest.SerializeToString,
@@ -165,6 +170,13 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Adopt(self, request, context):
+        """After lost Consul state (see Rollout.lost): make what the nodes serve stable again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetRollout(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -243,6 +255,11 @@ def add_ControlPlaneServicer_to_server(servicer, server):
             'Undo': grpc.unary_unary_rpc_method_handler(
                     servicer.Undo,
                     request_deserializer=yolofleet_dot_v1_dot_control__pb2.UndoRequest.FromString,
+                    response_serializer=yolofleet_dot_v1_dot_control__pb2.Rollout.SerializeToString,
+            ),
+            'Adopt': grpc.unary_unary_rpc_method_handler(
+                    servicer.Adopt,
+                    request_deserializer=yolofleet_dot_v1_dot_control__pb2.AdoptRequest.FromString,
                     response_serializer=yolofleet_dot_v1_dot_control__pb2.Rollout.SerializeToString,
             ),
             'GetRollout': grpc.unary_unary_rpc_method_handler(
@@ -513,6 +530,33 @@ class ControlPlane:
             target,
             '/yolofleet.v1.ControlPlane/Undo',
             yolofleet_dot_v1_dot_control__pb2.UndoRequest.SerializeToString,
+            yolofleet_dot_v1_dot_control__pb2.Rollout.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Adopt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yolofleet.v1.ControlPlane/Adopt',
+            yolofleet_dot_v1_dot_control__pb2.AdoptRequest.SerializeToString,
             yolofleet_dot_v1_dot_control__pb2.Rollout.FromString,
             options,
             channel_credentials,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from control_plane.errors import AdoptRefused
 from control_plane.fleet import FleetView, NodeView
 from control_plane.lost_state import (
-    AdoptRefused,
+    Assessment,
     GroupHistory,
     Recorded,
     Served,
     adopt,
+    adopted,
     assess,
     served_by,
 )
@@ -26,7 +28,7 @@ from tests.unit.control_plane.builders import (
     running,
     settled,
 )
-from yolofleet.records import NodePhase
+from yolofleet.records import ModelPin, NodePhase
 
 EPOCH = "epoch-a"
 FOUR_OLD_ONE_NEW = fleet(("n1", "n2", "n3", "n4", "n5"), new=("n5",))
@@ -284,5 +286,56 @@ def test_adopt_plans(
 def test_adopt_refusals(view: FleetView, stable: str | None, says: str) -> None:
     with pytest.raises(AdoptRefused) as refused:
         adopt(GROUP, view, stable=stable)
+
+    assert says in str(refused.value)
+
+
+LOST = assess(GROUP, doc(None), FOUR_OLD_ONE_NEW, epoch=EPOCH)
+
+
+def test_adopted_makes_the_majority_stable_everywhere_and_records_it() -> None:
+    state = adopted(GroupState(group=GROUP), LOST, FOUR_OLD_ONE_NEW, pin(OLD), now=50.0)
+
+    assert state.phase is Phase.ADOPTED
+    assert not state.phase.running
+    assert (state.stable, state.canary, state.canary_nodes) == (OLD, None, ())
+    assert state.model_for("n5") == OLD
+    assert state.pin(OLD) == pin(OLD)
+    (entry,) = state.history
+    assert (entry.target, entry.stable_before, entry.outcome) == (OLD, None, Phase.ADOPTED)
+    assert entry.reason == state.reason
+    assert f"stranded canaries back to {OLD}: n5 ({NEW})" in state.reason
+    assert entry.started_at == entry.ended_at == state.phase_since == 50.0
+
+
+@pytest.mark.parametrize(
+    ("found", "view", "stable", "says"),
+    [
+        pytest.param(
+            assess(GROUP, doc(settled()), fleet(("n1",)), epoch=EPOCH),
+            fleet(("n1",)),
+            pin(OLD),
+            f"group {GROUP} is consistent, not lost: nothing to adopt",
+            id="not-lost",
+        ),
+        pytest.param(
+            LOST,
+            FOUR_OLD_ONE_NEW,
+            ModelPin(name=OLD, sha256="e" * 64, uri="http://artifacts/other"),
+            "not the build the adopt request pinned (sha256 eeeeeeeeeeee…)",
+            id="nodes-serve-another-build",
+        ),
+        pytest.param(
+            LOST,
+            FOUR_OLD_ONE_NEW,
+            pin("shapes-v9"),
+            "serves shapes-v9",
+            id="nodes-no-longer-serve-it",
+        ),
+    ],
+)
+def test_adopted_refusals(found: Assessment, view: FleetView, stable: ModelPin, says: str) -> None:
+    with pytest.raises(AdoptRefused) as refused:
+        adopted(GroupState(group=GROUP), found, view, stable, now=1.0)
 
     assert says in str(refused.value)
