@@ -172,6 +172,7 @@ def _state(raw: _Fields, *, revision: int) -> GroupState:
         pins=tuple(
             _pin(p, f"{raw.where} pins[{i}]") for i, p in enumerate(raw.array("pins", missing=True))
         ),
+        stranded=raw.texts("stranded") if raw.has("stranded") else (),
     )
 
 

@@ -185,6 +185,7 @@ def adopted(
         reason=plan.reason,
         history=(*prior.history, entry)[-HISTORY_LIMIT:],
         pins=(pin, *(p for p in prior.pins if p.name != pin.name)),
+        stranded=tuple(dict.fromkeys(served.model for _, served in plan.stranded)),
     )
 
 
@@ -215,9 +216,9 @@ def _lost(group: str, why: str) -> Assessment:
 
 def _names(state: GroupState) -> tuple[str, ...]:
     """Every model the document names, including the targets of finished rollouts (a rolled
-    back canary may still serve its target for a moment)."""
+    back canary may still serve its target for a moment) and the models an adopt stranded."""
     targets = (entry.target for entry in state.history)
-    return tuple(dict.fromkeys((*state.named(), *targets)))
+    return tuple(dict.fromkeys((*state.named(), *targets, *state.stranded)))
 
 
 def _explains(state: GroupState, served: Served) -> bool:

@@ -188,6 +188,9 @@ class GroupState:
     pins: tuple[ModelPin, ...] = ()
     """The pin of every model this state names (stable, canary, earlier stables), resolved once
     when the rollout was requested: targets and digest comparisons come from here."""
+    stranded: tuple[str, ...] = ()
+    """Models nodes served when the group was last adopted (``lost_state``), sent back to
+    stable then: a node still on one is explained, not lost. Not pinned, so not ``named``."""
 
     def pin(self, name: str | None) -> ModelPin | None:
         """The pin of model ``name``, None when the state holds none for it."""

@@ -109,6 +109,9 @@ class FakeControlPlane(pb_grpc.ControlPlaneServicer):
     def Undo(self, request, context):  # type: ignore[no-untyped-def]
         return self._rollout_rpc("Undo", request, context)
 
+    def Adopt(self, request, context):  # type: ignore[no-untyped-def]
+        return self._rollout_rpc("Adopt", request, context)
+
     def GetRollout(self, request, context):  # type: ignore[no-untyped-def]
         self._answer("GetRollout", request, context)
         return pb.Rollout(**{**_fields(self.rollout), "group": request.group})
@@ -116,7 +119,7 @@ class FakeControlPlane(pb_grpc.ControlPlaneServicer):
     def WatchRollout(self, request, context):  # type: ignore[no-untyped-def]
         self._answer("WatchRollout", request, context)
         yield from self.watch_script
-        mutations = {"StartRollout", "Pause", "Resume", "Promote", "Abort", "Undo"}
+        mutations = {"StartRollout", "Pause", "Resume", "Promote", "Abort", "Undo", "Adopt"}
         if self.applied is not None and mutations & set(self.calls):
             outcome = pb.IntentOutcome(id="i-1", result=self.result, detail=self.detail)
             fields = {**_fields(self.applied), "group": request.group, "intent_id": ""}
@@ -413,6 +416,48 @@ def test_promote_full_and_undo_to_reach_the_request(cp: Harness) -> None:
     assert (undo.group, undo.to_model) == ("zone-a", "shapes-v0")
 
 
+ADOPTED = (
+    "adopted group zone-a after lost state: stable shapes-v1 (sha256 abababababab…), served by "
+    "most nodes (3 of 4 serving); stranded canaries back to shapes-v1: n1 (shapes-v2)"
+)
+
+
+def test_adopt_prints_what_was_adopted(cp: Harness) -> None:
+    cp.fake.rollout = _rollout(
+        "idle", pending=pb.PendingIntent(id="i-1", intent="adopt", model="shapes-v1")
+    )
+    cp.fake.applied = _rollout(
+        "adopted", canary="", canary_nodes=[], steps=[], reason=ADOPTED, revision=43
+    )
+
+    code, out, err = cp.run("adopt", "zone-a", "--stable", "shapes-v1")
+
+    assert (code, err) == (0, "")
+    assert out == f"{ADOPTED} [revision 43]\n"
+    request = cp.fake.requests[0]
+    assert isinstance(request, pb.AdoptRequest)
+    assert (request.group, request.stable) == ("zone-a", "shapes-v1")
+
+
+def test_adopt_refused_says_why(cp: Harness) -> None:
+    cp.fake.rollout = _rollout(
+        "idle", pending=pb.PendingIntent(id="i-1", intent="adopt", model="shapes-v1")
+    )
+    cp.fake.applied = _rollout("idle", revision=43)
+    cp.fake.result, cp.fake.detail = "refused", "nodes of group zone-a serve shapes-v2"
+
+    code, out, _ = cp.run("adopt", "zone-a")
+
+    assert (code, out) == (
+        3,
+        "adopt of zone-a (shapes-v1) refused: nodes of group zone-a serve shapes-v2 "
+        "[revision 43]\n",
+    )
+    request = cp.fake.requests[0]
+    assert isinstance(request, pb.AdoptRequest)
+    assert request.stable == ""
+
+
 def test_models_register_sends_absolute_path(cp: Harness, tmp_path: Path) -> None:
     model_file = tmp_path / "shapes-v2.pt"
     model_file.write_bytes(b"weights")
@@ -457,6 +502,21 @@ def test_status_shows_state_and_latest_checks(cp: Harness) -> None:
         "REASON",
     ]
     assert lines[-1].split()[:6] == ["error_rate", "pass", "0.01", "0.02", "0.05", "120/980"]
+
+
+LOST = "group zone-a: has 3 nodes serving shapes-v1 but no rollout document explains them"
+
+
+def test_status_shows_why_a_group_is_lost(cp: Harness) -> None:
+    cp.fake.rollout = _rollout("idle", lost=LOST)
+
+    code, out, _ = cp.run("status", "zone-a")
+    _, table, _ = cp.run("status")
+
+    assert code == 0
+    assert f"LOST      {LOST}" in out.splitlines()
+    assert "idle LOST" in table
+    assert LOST in table
 
 
 def test_status_shows_timing_and_the_failure_count(cp: Harness) -> None:

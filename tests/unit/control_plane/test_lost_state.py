@@ -306,6 +306,9 @@ def test_adopted_makes_the_majority_stable_everywhere_and_records_it() -> None:
     assert entry.reason == state.reason
     assert f"stranded canaries back to {OLD}: n5 ({NEW})" in state.reason
     assert entry.started_at == entry.ended_at == state.phase_since == 50.0
+    assert state.stranded == (NEW,)
+    still_back = assess(GROUP, doc(state), FOUR_OLD_ONE_NEW, epoch=EPOCH)
+    assert still_back.history is GroupHistory.CONSISTENT  # n5 is on its way back
 
 
 @pytest.mark.parametrize(
