@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import pytest
 
+from control_plane.codec import RolloutDoc, decode_doc, encode_doc
 from control_plane.errors import AdoptRefused
 from control_plane.fleet import FleetView, NodeView
 from control_plane.lost_state import (
@@ -342,3 +346,16 @@ def test_adopted_refusals(found: Assessment, view: FleetView, stable: ModelPin, 
         adopted(GroupState(group=GROUP), found, view, stable, now=1.0)
 
     assert says in str(refused.value)
+
+
+def test_the_document_keeps_its_epoch_and_what_an_adopt_stranded() -> None:
+    state = adopted(GroupState(group=GROUP), LOST, FOUR_OLD_ONE_NEW, pin(OLD), now=50.0)
+    doc_ = RolloutDoc(spec=None, state=state, epoch=EPOCH)
+
+    back = decode_doc(encode_doc(doc_), revision=7)
+
+    assert back == replace(doc_, state=replace(state, revision=7))
+    older = json.loads(encode_doc(doc_))
+    del older["epoch"], older["state"]["stranded"]
+    legacy = decode_doc(json.dumps(older).encode(), revision=7)
+    assert (legacy.epoch, legacy.state.stranded) == (None, ())
