@@ -107,18 +107,19 @@ def assess(group: str, recorded: Recorded, fleet: FleetView, *, epoch: str | Non
     if not served and not _names(state):
         return Assessment(history=GroupHistory.NEW)
     if recorded.doc_epoch is not None and recorded.doc_epoch != epoch:
-        now = f"the cluster's epoch is {epoch}" if epoch else "the cluster has no epoch"
+        current = f"the cluster's epoch is {epoch}" if epoch else "the cluster has no epoch"
         return _lost(
             group,
             f"its rollout document was written under cluster epoch {recorded.doc_epoch} but "
-            f"{now}: Consul was wiped or restored from another cluster's snapshot",
+            f"{current}: Consul was wiped or restored from another cluster's snapshot",
         )
     unexplained = {s: ids for s, ids in served.items() if not _explains(state, s)}
     if unexplained:
-        named = ", ".join(_names(state)) or "no model"
+        names = _names(state)
+        named = f"names only {', '.join(names)}" if names else "names no model"
         return _lost(
             group,
-            f"{_census(unexplained)} but its rollout document names only {named}: "
+            f"{_census(unexplained)} but its rollout document {named}: "
             "Consul state was lost or partly restored",
         )
     return Assessment(history=GroupHistory.CONSISTENT)

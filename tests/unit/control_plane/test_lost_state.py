@@ -97,7 +97,7 @@ def doc(
             FOUR_OLD_ONE_NEW,
             EPOCH,
             GroupHistory.LOST,
-            "but its rollout document names only no model",
+            "but its rollout document names no model: Consul state was lost",
             id="fresh-idle-document-nodes-serving",
         ),
         pytest.param(
