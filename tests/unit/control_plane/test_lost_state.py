@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from control_plane import intents
 from control_plane.codec import RolloutDoc, decode_doc, encode_doc
 from control_plane.errors import AdoptRefused
 from control_plane.fleet import FleetView, NodeView
@@ -20,7 +21,7 @@ from control_plane.lost_state import (
     assess,
     served_by,
 )
-from control_plane.state import GroupState, HistoryEntry, Phase
+from control_plane.state import GroupState, HistoryEntry, Intent, IntentRequest, Phase, Result
 from tests.unit.control_plane.builders import (
     GROUP,
     NEW,
@@ -359,3 +360,17 @@ def test_the_document_keeps_its_epoch_and_what_an_adopt_stranded() -> None:
     del older["epoch"], older["state"]["stranded"]
     legacy = decode_doc(json.dumps(older).encode(), revision=7)
     assert (legacy.epoch, legacy.state.stranded) == (None, ())
+
+
+@pytest.mark.parametrize("pending", [Intent.START, Intent.PAUSE, Intent.UNDO], ids=str)
+def test_an_adopt_supersedes_whatever_is_pending(pending: Intent) -> None:
+    waiting = IntentRequest(id="i-1", intent=pending, requested_at=1.0)
+    adopt_ = IntentRequest(id="i-2", intent=Intent.ADOPT, requested_at=2.0, pin=pin(OLD))
+
+    now_pending, outcomes = intents.admit(running(Phase.HOLDING), waiting, adopt_, 3.0)
+
+    assert now_pending == adopt_
+    (superseded,) = outcomes
+    assert (superseded.id, superseded.result, superseded.by) == ("i-1", Result.SUPERSEDED, "i-2")
+    assert "Consul state was lost" in superseded.detail
+    assert intents.describe(adopt_) == f"adopt of {OLD} (id i-2)"
