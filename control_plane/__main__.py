@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--interval", type=float, default=2.0, help="controller tick, seconds")
     parser.add_argument("--key-prefix", default=DEFAULT_PREFIX, help="Consul key prefix")
     parser.add_argument(
+        "--leader-ttl",
+        type=float,
+        default=10.0,
+        help="leader session TTL and lock-delay, seconds (Consul's minimum is 10)",
+    )
+    parser.add_argument(
         "--prometheus-url",
         type=_base_url,
         default=None,
@@ -74,6 +80,8 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
     args = parser.parse_args(argv)
     if args.interval <= 0:
         parser.error(f"--interval {args.interval} must be above 0 seconds")
+    if args.leader_ttl <= 0:
+        parser.error(f"--leader-ttl {args.leader_ttl} must be above 0 seconds")
     if problem := node_label_problem(args.prometheus_node_label):
         parser.error(f"--prometheus-node-label: {problem}")
     return AppConfig(
@@ -88,6 +96,7 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
         prometheus_url=args.prometheus_url,
         prometheus_node_label=args.prometheus_node_label,
         prometheus_selector=args.prometheus_selector,
+        leader_ttl_s=args.leader_ttl,
     )
 
 

@@ -58,6 +58,8 @@ class AppConfig:
     """Prometheus' base URL to read canary figures from; None: each node's ``GetStats``."""
     prometheus_node_label: str = "node_id"
     prometheus_selector: str = ""
+    leader_ttl_s: float = 10.0
+    """TTL (and lock-delay) of the leader session; Consul's minimum is 10 s."""
 
 
 class PublishedArtifacts:
@@ -101,7 +103,13 @@ class ControlPlane:
         epochs = EpochKeeper(self.client, self.store.layout)
         self.controller = Controller(self.store, self.metrics, epochs=epochs)
         holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.leader = LeaderLock(self.client, self.store.layout, holder=holder)
+        self.leader = LeaderLock(
+            self.client,
+            self.store.layout,
+            holder=holder,
+            ttl=config.leader_ttl_s,
+            check_s=min(1.0, config.leader_ttl_s / 4),
+        )
         if config.artifact_dir is not None:
             config.artifact_dir.mkdir(parents=True, exist_ok=True)
             self.artifacts = ArtifactServer(config.artifact_dir, config.host, config.artifact_port)

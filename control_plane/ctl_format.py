@@ -110,6 +110,7 @@ def rollout_detail(rollout: pb.Rollout) -> str:
         ("canary", canary),
         ("reason", rollout.reason or "-"),
         *_analysis_fields(rollout),
+        *_intent_fields(rollout),
         ("revision", str(rollout.revision)),
     ]
     width = max(len(key) for key, _ in fields)
@@ -119,6 +120,29 @@ def rollout_detail(rollout: pb.Rollout) -> str:
     else:
         lines += ["", "no analysis yet"]
     return "\n".join(lines)
+
+
+def _intent_fields(rollout: pb.Rollout) -> list[tuple[str, str]]:
+    """The pinned digests, the pending intent and the latest intent's outcome, when there are."""
+    fields = []
+    pinned = [
+        f"{name} {digest[:12]}"
+        for name, digest in (
+            (rollout.stable, rollout.stable_sha256),
+            (rollout.canary, rollout.canary_sha256),
+        )
+        if name and digest
+    ]
+    if pinned:
+        fields.append(("pinned", ", ".join(pinned)))
+    if rollout.HasField("pending"):
+        p = rollout.pending
+        model = f" {p.model}" if p.model else ""
+        fields.append(("pending", f"{p.intent}{model} (id {p.id}), waiting for the leader's tick"))
+    if rollout.intents:
+        last = rollout.intents[-1]
+        fields.append(("last intent", f"{last.intent} (id {last.id}) {last.result}: {last.detail}"))
+    return fields
 
 
 def _analysis_fields(rollout: pb.Rollout) -> list[tuple[str, str]]:

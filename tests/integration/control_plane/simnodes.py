@@ -49,6 +49,10 @@ class SimNode:
     broken: frozenset[str] = frozenset()
     load_s: float = 0.02
     serving: str | None = None
+    endpoint: str = ""
+    """Reported as the node's endpoint (where the control plane asks GetStats)."""
+    history: list[str] = field(default_factory=list)
+    """Every model this node began serving, in order."""
 
     async def run(self) -> None:
         await self._report(NodePhase.WAITING, desired=None)
@@ -69,6 +73,7 @@ class SimNode:
                 )
             else:
                 self.serving = want
+                self.history.append(want)
                 await self._report(NodePhase.SERVING, desired=want)
 
     async def _report(self, phase: NodePhase, *, desired: str | None, error: str = "") -> None:
@@ -80,6 +85,7 @@ class SimNode:
             sha256=digest(self.serving) if self.serving else None,
             desired=desired,
             last_error=error,
+            endpoint=self.endpoint,
         )
         put = functools.partial(
             self.client.put, self.layout.node(self.group, self.node_id), record_json(state)

@@ -370,3 +370,47 @@ async def test_metric_source_raises_when_no_node_answers() -> None:
             await source.sample(GROUP, _fleet(down="127.0.0.1:1"), since=0.0, until=1.0)
     finally:
         await source.close()
+
+
+async def test_lost_state_refuses_a_rollout_until_adopt(
+    plane: Plane, fleet: SimFleet, client: ConsulClient, layout: KeyLayout
+) -> None:
+    async def ticked_to(phase: str) -> bool:
+        return (await plane.controller.tick(GROUP)).phase == phase
+
+    async def all_report() -> bool:
+        return len((await plane.store.observe(GROUP)).nodes) == 4
+
+    await eventually(all_report, what="every node to report")
+    await plane.stub.StartRollout(pb.StartRolloutRequest(group=GROUP, model=OLD, steps=[100]))
+    await eventually(lambda: ticked_to("completed"), what=f"{OLD} on every node")
+    client.delete(layout.rollout(GROUP))  # Consul lost the group's state
+    client.delete(layout.group_target(GROUP))
+    before = snapshot(client, layout)
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await plane.stub.StartRollout(
+            pb.StartRolloutRequest(group=GROUP, model=NEW, canary_percent=25)
+        )
+    await plane.controller.tick(GROUP)
+    unmoved = snapshot(client, layout)
+    adopted = await plane.stub.Adopt(pb.AdoptRequest(group=GROUP))
+    state = await plane.controller.tick(GROUP)
+    started = await plane.stub.StartRollout(
+        pb.StartRolloutRequest(group=GROUP, model=NEW, canary_percent=25)
+    )
+    begun = await plane.controller.tick(GROUP)
+
+    assert refused.value.code() is Code.FAILED_PRECONDITION
+    assert "ctl adopt zone-a" in (refused.value.details() or "")
+    assert unmoved == before  # nothing written, no node moved
+    assert adopted.pending.intent == "adopt"
+    assert adopted.pending.model == OLD
+    assert (state.phase, state.stable) == (Phase.ADOPTED, OLD)
+    assert f"adopted group {GROUP} after lost state" in state.history[-1].reason
+    target = await plane.store.read_target(GROUP)
+    assert target is not None
+    assert target.stable is not None
+    assert target.stable.sha256 == digest(OLD)
+    assert started.intent_id
+    assert (begun.phase, len(begun.canary_nodes)) == (Phase.PROGRESSING, 1)

@@ -405,6 +405,16 @@ def test_an_outcome_already_in_the_reply_is_printed_without_waiting(cp: Harness)
     assert "applied" in out
 
 
+def test_adopt_waits_for_its_outcome(cp: Harness) -> None:
+    cp.fake.applied = _rollout("adopted", canary="", canary_nodes=[], revision=43)
+
+    code, out, _ = cp.run("adopt", "zone-a")
+
+    assert code == 0
+    assert out == "holding step 1 [revision 43]\n"  # the reason the adopt was applied with
+    assert cp.fake.calls == ["Adopt", "WatchRollout"]
+
+
 def test_promote_full_and_undo_to_reach_the_request(cp: Harness) -> None:
     cp.run("promote", "zone-a", "--full", "--wait", "0")
     cp.run("undo", "zone-a", "--to", "shapes-v0", "--wait", "0")
@@ -514,7 +524,9 @@ def test_status_shows_why_a_group_is_lost(cp: Harness) -> None:
     _, table, _ = cp.run("status")
 
     assert code == 0
-    assert f"LOST      {LOST}" in out.splitlines()
+    assert [line.split(None, 1) for line in out.splitlines() if line.startswith("LOST ")] == [
+        ["LOST", LOST]
+    ]
     assert "idle LOST" in table
     assert LOST in table
 
@@ -775,3 +787,19 @@ def test_nodes_table_shows_what_a_loading_node_was_told_to_serve() -> None:
     assert rows[1].split()[:4] == ["zone-a", "n2", "loading", "shapes-v2"]
     assert rows[1].split()[4] == "shapes-v1"
     assert rows[2].split()[:4] == ["zone-a", "n3", "serving", "shapes-v2"]
+
+
+def test_status_shows_pins_the_pending_intent_and_the_last_outcome(cp: Harness) -> None:
+    cp.fake.rollout = _rollout(
+        stable_sha256="ab" * 32,
+        canary_sha256="cd" * 32,
+        pending=pb.PendingIntent(id="i-9", intent="promote"),
+        intents=[pb.IntentOutcome(id="i-8", intent="pause", result="refused", detail="why")],
+    )
+
+    code, out, _ = cp.run("status", "zone-a")
+
+    assert code == 0
+    assert "pinned       shapes-v1 abababababab, shapes-v2 cdcdcdcdcdcd" in out
+    assert "pending      promote (id i-9), waiting for the leader's tick" in out
+    assert "last intent  pause (id i-8) refused: why" in out
