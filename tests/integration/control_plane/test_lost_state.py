@@ -28,6 +28,8 @@ from tests.unit.control_plane.builders import NEW, OLD, samples
 from tests.waits import eventually
 from yolofleet.consul import ConsulClient
 from yolofleet.keys import KeyLayout
+from yolofleet.records import ModelRecord
+from yolofleet.records import to_json as record_json
 from yolofleet.v1 import control_pb2 as pb
 from yolofleet.v1 import control_pb2_grpc as pb_grpc
 
@@ -272,3 +274,32 @@ async def test_over_grpc_adopt_of_an_unknown_group_or_model_is_refused(
     assert unknown_group.value.code() is grpc.StatusCode.NOT_FOUND
     assert unserved.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert "serves shapes-v9" in str(unserved.value.details())
+
+
+async def test_adopt_needs_the_registry_to_hold_what_the_nodes_serve(world: World) -> None:
+    world.lose_state()
+    world.client.delete(world.layout.model(OLD))  # the registry was lost too
+
+    with pytest.raises(AdoptRefused) as unregistered:
+        await world.controller.adopt(GROUP)
+    world.client.put(
+        world.layout.model(OLD),
+        record_json(
+            ModelRecord(
+                name=OLD,
+                uri=f"file:///{OLD}.pt",
+                sha256="e" * 64,
+                size=1,
+                class_names=("circle",),
+                input_size=160,
+            )
+        ),
+    )
+    with pytest.raises(AdoptRefused) as other_build:
+        await world.controller.adopt(GROUP)
+
+    assert f"register the file they serve (`ctl models register PATH --name {OLD}`)" in str(
+        unregistered.value
+    )
+    assert f"the registry's {OLD} is sha256 eeeeeeeeeeee… but nodes" in str(other_build.value)
+    assert world.client.get(world.layout.rollout(GROUP)) is None  # nothing recorded
