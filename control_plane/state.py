@@ -11,8 +11,8 @@ Phases, and the moves ``rollout.begin`` / ``rollout.step`` make between them::
       └──────────────────────────────────────────────────────────────┘
 
     from                         on                                   to
-    settled (IDLE, COMPLETED,    begin, no stable model yet           DEPLOYING
-      ROLLED_BACK, ABORTED,      begin                                PROGRESSING, step 1
+    settled (IDLE, COMPLETED,    START (begin), no stable model yet   DEPLOYING
+      ROLLED_BACK, ABORTED,      START (begin)                        PROGRESSING, step 1
       ADOPTED)
                                  UNDO                                 ROLLED_BACK to the previous
     DEPLOYING                    every live node serves the target    COMPLETED
@@ -34,7 +34,9 @@ Phases, and the moves ``rollout.begin`` / ``rollout.step`` make between them::
                                  PROMOTE_FULL                         COMPLETED
                                  ABORT                                ABORTED
                                  stored spec missing or mismatched    ABORTED
-    any, the group LOST          ADOPT (``lost_state``)               ADOPTED
+    any, the group LOST (nodes   ADOPT (``lost_state``)               ADOPTED, stable = what most
+      serve what no document                                            nodes serve, stranded
+      explains)                                                         canaries back to it
 
 "Next step" is PROGRESSING at the next step's share. ROLLED_BACK and ABORTED clear the canary;
 COMPLETED makes the target stable and remembers the old stable for UNDO.

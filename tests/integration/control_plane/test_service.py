@@ -261,18 +261,17 @@ async def test_rollout_runs_to_completion_seen_through_get_and_watch(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    # the first rollout the watch saw with the start's outcome (it may have moved on since)
     begun = next(r for r in seen if any(o.id == started.intent_id for o in r.intents))
-    assert [(o.result, o.intent) for o in begun.intents if o.id == started.intent_id] == [
-        ("applied", "start")
-    ]
-    assert begun.phase == "progressing"
+    outcome = next(o for o in begun.intents if o.id == started.intent_id)
+    assert (outcome.result, outcome.intent) == ("applied", "start")
+    assert outcome.detail.startswith("step 1/3: shapes-v2 on 1 of 4 live nodes (25%)")
     assert list(begun.steps) == [25, 50, 100]
     assert begun.thresholds.confidence_drift == 0.3
     assert begun.thresholds.consecutive_failures == 3
     assert begun.thresholds.p99_latency_ratio == 1.5  # unset: the default
     assert done.thresholds == begun.thresholds  # stored with the spec
-    assert len(begun.canary_nodes) == 1
-    assert begun.canary_sha256 == digest(NEW)
+    assert {r.canary_sha256 for r in seen if r.canary} == {digest(NEW)}  # the pin's digest
     assert done.stable_sha256 == digest(NEW)
     assert done.phase == "completed"
     assert {c.outcome for c in done.checks} == {"pass"}
