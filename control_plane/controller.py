@@ -23,14 +23,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Protocol
 
-from control_plane import intents, lost_state, rollout
+from control_plane import intents, rollout
 from control_plane.analysis import Verdict, assess
 from control_plane.decide import decide
-from control_plane.errors import Deposed, RequestRefused, StoreConflict
+from control_plane.errors import Deposed, StoreConflict
 from control_plane.fleet import FleetView
 from control_plane.leader import Fence
-from control_plane.lost_guard import Epochs, LostStateGuard
-from control_plane.lost_state import Assessment
+from control_plane.lost_guard import Adoption, Epochs, LostStateGuard, adopt_pending
 from control_plane.metrics import MetricSource, sides
 from control_plane.spec import RolloutSpec, Thresholds, build_spec
 from control_plane.state import (
@@ -101,7 +100,8 @@ class Controller:
         epoch = await self._guard.epoch(begin_at=now)
         found = await self._guard.assess(doc, fleet, epoch=epoch)
         if doc.pending is not None and doc.pending.intent is Intent.ADOPT:
-            return await self._adopt(read, doc, fleet, found, epoch=epoch, fence=fence, now=now)
+            adoption = adopt_pending(read, doc, fleet, found, epoch=epoch, now=now)
+            return await self._adopt(read, adoption, fence=fence)
         if found.lost:
             return doc.state  # nothing moves in a lost group until it is adopted
         verdict = await self._verdict(doc.state, doc.spec, fleet, now)
@@ -200,43 +200,17 @@ class Controller:
         return (await self._guard.assess(doc, fleet, epoch=await self._guard.epoch())).reason
 
     async def _adopt(
-        self,
-        read: RolloutDoc,
-        doc: RolloutDoc,
-        fleet: FleetView,
-        found: Assessment,
-        *,
-        epoch: str | None,
-        fence: Fence | None,
-        now: float,
+        self, read: RolloutDoc, adoption: Adoption, *, fence: Fence | None
     ) -> GroupState:
-        """Applies the pending ADOPT: the adopted state and its target in one commit, or the
-        refusal recorded in the document alone (the target of a lost group is left as it is).
+        """Writes what the pending ADOPT led to: the adopted state and its target in one
+        commit, or the refusal in the document alone (a lost group's target is left as it is).
         """
-        pending = doc.pending
-        assert pending is not None
-        try:
-            if pending.pin is None:
-                raise RequestRefused("the adopt request carries no model pin")
-            state = lost_state.adopted(doc.state, found, fleet, pending.pin, now)
-        except RequestRefused as exc:
-            outcome = intents.refused(pending, str(exc), now)
-            refused = replace(
-                read, pending=None, outcomes=(*read.outcomes, outcome)[-OUTCOME_LIMIT:]
-            )
-            revision = await self._store.write_rollout(refused)
-            _log_change(read.state, read.state, outcome)
-            return replace(read.state, revision=revision)
-        outcome = intents.applied(pending, state.reason, now)
-        new = RolloutDoc(
-            spec=None,
-            state=replace(state, revision=read.state.revision),
-            outcomes=(*doc.outcomes, outcome)[-OUTCOME_LIMIT:],
-            epoch=epoch,
-        )
-        committed = await self._store.commit(new, changed=True, fence=fence)
-        _log_change(doc.state, state, outcome)
-        return replace(state, revision=committed.revision)
+        if adoption.applied:
+            revision = (await self._store.commit(adoption.doc, changed=True, fence=fence)).revision
+        else:
+            revision = await self._store.write_rollout(adoption.doc)
+        _log_change(read.state, adoption.doc.state, adoption.outcome)
+        return replace(adoption.doc.state, revision=revision)
 
     async def _record(
         self, group: str, request: IntentRequest, *, check: bool

@@ -5,23 +5,76 @@ when there is no document, the cluster epoch now) and answers: the assessment fo
 ``GroupLost`` refusal for an operator's request into a lost group, and the pin an adopt request
 carries (the model the nodes serve, resolved once from the registry and checked against the
 digest they report). Without an ``Epochs`` source (tests, tools) the epoch is not compared.
+``adopt_pending`` (pure) is what the tick writes for a pending ADOPT.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, replace
 from typing import Protocol
 
-from control_plane import lost_state
+from control_plane import intents, lost_state
 from control_plane.codec import RolloutDoc
 from control_plane.epoch import Epoch
-from control_plane.errors import AdoptRefused, GroupLost, ModelUnknown, NothingToDo
+from control_plane.errors import (
+    AdoptRefused,
+    GroupLost,
+    ModelUnknown,
+    NothingToDo,
+    RequestRefused,
+)
 from control_plane.fleet import FleetView
 from control_plane.lost_state import Assessment, Recorded
+from control_plane.state import OUTCOME_LIMIT, IntentOutcome
 from control_plane.store import Store
 from yolofleet.records import ModelPin
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Adoption:
+    """What a pending ADOPT led to: the document to write, and whether it was applied (then
+    the target goes with it) or refused (the document alone, the target left as it is)."""
+
+    doc: RolloutDoc
+    applied: bool
+    outcome: IntentOutcome
+
+
+def adopt_pending(
+    read: RolloutDoc,
+    doc: RolloutDoc,
+    fleet: FleetView,
+    found: Assessment,
+    *,
+    epoch: str | None,
+    now: float,
+) -> Adoption:
+    """The document after ``doc``'s pending ADOPT (``read`` is it as stored, before pins were
+    migrated): the adopted state under ``epoch``, or the refusal recorded in ``read``."""
+    pending = doc.pending
+    if pending is None:
+        raise ValueError("adopt_pending needs a document with a pending ADOPT")
+    try:
+        if pending.pin is None:
+            raise RequestRefused("the adopt request carries no model pin")
+        state = lost_state.adopted(doc.state, found, fleet, pending.pin, now)
+    except RequestRefused as exc:
+        outcome = intents.refused(pending, str(exc), now)
+        outcomes = (*read.outcomes, outcome)[-OUTCOME_LIMIT:]
+        return Adoption(
+            doc=replace(read, pending=None, outcomes=outcomes), applied=False, outcome=outcome
+        )
+    outcome = intents.applied(pending, state.reason, now)
+    adopted = RolloutDoc(
+        spec=None,
+        state=replace(state, revision=read.state.revision),
+        outcomes=(*doc.outcomes, outcome)[-OUTCOME_LIMIT:],
+        epoch=epoch,
+    )
+    return Adoption(doc=adopted, applied=True, outcome=outcome)
 
 
 class Epochs(Protocol):

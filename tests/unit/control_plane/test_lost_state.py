@@ -11,6 +11,7 @@ from control_plane import intents
 from control_plane.codec import RolloutDoc, decode_doc, encode_doc
 from control_plane.errors import AdoptRefused
 from control_plane.fleet import FleetView, NodeView
+from control_plane.lost_guard import adopt_pending
 from control_plane.lost_state import (
     Assessment,
     GroupHistory,
@@ -374,3 +375,22 @@ def test_an_adopt_supersedes_whatever_is_pending(pending: Intent) -> None:
     assert (superseded.id, superseded.result, superseded.by) == ("i-1", Result.SUPERSEDED, "i-2")
     assert "Consul state was lost" in superseded.detail
     assert intents.describe(adopt_) == f"adopt of {OLD} (id i-2)"
+
+
+def test_a_pending_adopt_is_applied_under_the_epoch_or_refused_leaving_the_rest() -> None:
+    request = IntentRequest(id="i-7", intent=Intent.ADOPT, requested_at=1.0, pin=pin(OLD))
+    wiped = RolloutDoc(spec=None, state=GroupState(group=GROUP, revision=3), pending=request)
+    consistent = replace(wiped, state=settled(revision=3), epoch=EPOCH)
+    found = assess(GROUP, doc(consistent.state), fleet(("n1",)), epoch=EPOCH)
+
+    applied = adopt_pending(wiped, wiped, FOUR_OLD_ONE_NEW, LOST, epoch=EPOCH, now=9.0)
+    refused = adopt_pending(consistent, consistent, fleet(("n1",)), found, epoch=EPOCH, now=9.0)
+
+    assert applied.applied
+    assert (applied.doc.epoch, applied.doc.pending, applied.doc.state.revision) == (EPOCH, None, 3)
+    assert applied.doc.state.phase is Phase.ADOPTED
+    assert (applied.outcome.id, applied.outcome.result) == ("i-7", Result.APPLIED)
+    assert not refused.applied
+    assert refused.doc == replace(consistent, pending=None, outcomes=(refused.outcome,))
+    assert refused.outcome.result is Result.REFUSED
+    assert "is consistent, not lost: nothing to adopt" in refused.outcome.detail
