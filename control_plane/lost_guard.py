@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from control_plane import intents, lost_state
-from control_plane.codec import RolloutDoc
 from control_plane.epoch import Epoch
 from control_plane.errors import (
     AdoptRefused,
@@ -27,7 +26,7 @@ from control_plane.errors import (
 from control_plane.fleet import FleetView
 from control_plane.lost_state import Assessment, Recorded
 from control_plane.state import OUTCOME_LIMIT, IntentOutcome
-from control_plane.store import Store
+from control_plane.store import RolloutDoc, Store
 from yolofleet.records import ModelPin
 
 logger = logging.getLogger(__name__)
