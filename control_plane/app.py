@@ -28,11 +28,12 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from control_plane.controller import Controller
+from control_plane.epoch import EpochKeeper
 from control_plane.leader import LeaderLock
 from control_plane.nodes import GrpcMetricSource
 from control_plane.prometheus import PrometheusMetricSource
-from control_plane.service import ControlPlaneService
-from control_plane.store import ConsulStore, RolloutDoc
+from control_plane.service import ControlPlaneService, WatchedRollout, watched_rollout
+from control_plane.store import ConsulStore
 from control_plane.telemetry import ControlPlaneMetrics
 from control_plane.watches import DEFAULT_MAX_STREAMS, GroupWatches, StreamLimit
 from yolofleet.artifact_server import ArtifactServer
@@ -116,7 +117,10 @@ class ControlPlane:
         )
         calls, polls = aiothread.configure(config.blocking_threads, max_polls=config.poll_threads)
         self.telemetry = ControlPlaneMetrics()
-        self.controller = Controller(self.store, self.metrics, observer=self.telemetry)
+        epochs = EpochKeeper(self.client, self.store.layout)
+        self.controller = Controller(
+            self.store, self.metrics, observer=self.telemetry, epochs=epochs
+        )
         holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.leader = LeaderLock(
             self.client,
@@ -126,10 +130,10 @@ class ControlPlane:
             check_s=min(1.0, config.leader_ttl_s / 4),
             observer=self.telemetry,
         )
-        self.watches: GroupWatches[RolloutDoc] = GroupWatches(
+        self.watches: GroupWatches[WatchedRollout] = GroupWatches(
             self.client,
             key=self.store.layout.rollout,
-            read=self.store.read_rollout,
+            read=watched_rollout(self.store, self.controller),
             on_error=self.telemetry.watch_failed,
         )
         self.streams = StreamLimit(config.max_watch_streams)

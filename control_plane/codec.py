@@ -48,6 +48,9 @@ class RolloutDoc:
     state: GroupState
     pending: IntentRequest | None = None
     outcomes: tuple[IntentOutcome, ...] = ()
+    epoch: str | None = None
+    """The cluster epoch the leader's tick last wrote the document under (``epoch.py``); None
+    for a document written before epochs, or only recorded into (intents do not stamp it)."""
 
     def outcome(self, intent_id: str) -> IntentOutcome | None:
         return next((o for o in self.outcomes if o.id == intent_id), None)
@@ -62,6 +65,7 @@ def encode_doc(doc: RolloutDoc) -> bytes:
         "state": state,
         "pending": asdict(doc.pending) if doc.pending is not None else None,
         "outcomes": [asdict(outcome) for outcome in doc.outcomes],
+        "epoch": doc.epoch,
     }
     return json.dumps(body, sort_keys=True).encode()
 
@@ -79,6 +83,7 @@ def decode_doc(data: bytes, *, revision: int) -> RolloutDoc:
         state=_state(body.require_obj("state"), revision=revision),
         pending=_request(pending) if pending is not None else _legacy_intent(body, revision),
         outcomes=tuple(_outcome(o) for o in body.objs("outcomes", missing=True)),
+        epoch=body.opt_text("epoch"),
     )
 
 
@@ -167,6 +172,7 @@ def _state(raw: _Fields, *, revision: int) -> GroupState:
         pins=tuple(
             _pin(p, f"{raw.where} pins[{i}]") for i, p in enumerate(raw.array("pins", missing=True))
         ),
+        stranded=raw.texts("stranded") if raw.has("stranded") else (),
     )
 
 

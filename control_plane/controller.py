@@ -6,6 +6,11 @@ both in one ``Store.commit`` fenced by the leader's session. The operator's requ
 (``start_rollout``, ``record_intent``) only validate and record an intent in the rollout
 document (check-and-set, any replica); the leader's next tick applies it and records what became
 of it (``decide``).
+
+Lost state (``lost_state``, ``lost_guard``): a group whose nodes serve what Consul no longer
+explains (wiped, partly restored, another cluster epoch) is left alone by the tick, and every
+request into it but ``adopt`` is refused with the reason, until an ADOPT intent makes what most
+nodes serve stable again.
 """
 
 from __future__ import annotations
@@ -18,12 +23,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Protocol
 
-from control_plane import intents, lost, rollout
+from control_plane import intents, rollout
 from control_plane.analysis import Verdict, assess
 from control_plane.decide import decide
 from control_plane.errors import Deposed, StoreConflict
 from control_plane.fleet import FleetView
 from control_plane.leader import Fence
+from control_plane.lost_guard import Adoption, Epochs, LostStateGuard, adopt_pending
 from control_plane.metrics import MetricSource, sides
 from control_plane.observer import NULL_OBSERVER, Observer
 from control_plane.spec import RolloutSpec, Thresholds, build_spec
@@ -78,11 +84,13 @@ class Controller:
         clock: Clock | None = None,
         *,
         observer: Observer = NULL_OBSERVER,
+        epochs: Epochs | None = None,
     ) -> None:
         self._observer = observer
         self._store = store
         self._metrics = metrics
         self._clock = clock or SystemClock()
+        self._guard = LostStateGuard(store, epochs)
 
     async def tick(self, group: str, *, fence: Fence | None = None) -> GroupState:
         """One pass over ``group``; returns the state now stored. Raises what went wrong
@@ -93,12 +101,23 @@ class Controller:
         doc = await self._migrate(read)
         fleet = await self._store.observe(group)
         now = self._clock.now()
+        epoch = await self._guard.epoch(begin_at=now)
+        found = await self._guard.assess(doc, fleet, epoch=epoch)
+        if doc.pending is not None and doc.pending.intent is Intent.ADOPT:
+            adoption = adopt_pending(read, doc, fleet, found, epoch=epoch, now=now)
+            return await self._adopt(read, adoption, fence=fence)
+        if found.lost:
+            return doc.state  # nothing moves in a lost group until it is adopted
         verdict = await self._verdict(doc.state, doc.spec, fleet, now)
         decision = decide(doc.state, doc.spec, fleet, verdict, doc.pending, now)
         outcomes = doc.outcomes
         if decision.outcome is not None:
             outcomes = (*outcomes, decision.outcome)[-OUTCOME_LIMIT:]
-        new = RolloutDoc(spec=decision.spec, state=decision.state, outcomes=outcomes)
+        new = RolloutDoc(
+            spec=decision.spec, state=decision.state, outcomes=outcomes, epoch=read.epoch
+        )
+        if new != read or (read.state.revision and read.epoch != epoch):
+            new = replace(new, epoch=epoch or read.epoch)  # stamped when written
         changed = new != read
         committed = await self._store.commit(new, changed=changed, fence=fence)
         if changed:
@@ -172,28 +191,45 @@ class Controller:
         )
         return await self._record(group, request, check=False)
 
-    async def adopt(self, group: str) -> tuple[RolloutDoc, str]:
-        """After lost state: records an ADOPT of the model most of the group's nodes serve
-        (pinned now). Raises ``NothingToDo`` when the state explains every node, and
-        ``ModelUnknown`` when that model is not registered.
+    async def adopt(self, group: str, *, stable: str | None = None) -> tuple[RolloutDoc, str]:
+        """Records an ADOPT intent for a lost group: ``stable`` (default: what most live nodes
+        serve) pinned from the registry. Raises ``NothingToDo`` when the group is not lost and
+        ``AdoptRefused`` when it cannot be adopted as asked; writes nothing then.
         """
-        doc = await self._store.read_rollout(group)
-        model = lost.adoptable(doc.state, await self._store.observe(group))
-        pin = ModelPin.of(await self._store.get_model(model))
+        pin = await self._guard.adopt_pin(group, stable=stable)
         request = IntentRequest(
             id=new_intent_id(), intent=Intent.ADOPT, requested_at=self._clock.now(), pin=pin
         )
         return await self._record(group, request, check=False)
+
+    async def lost(self, doc: RolloutDoc) -> str:
+        """Why the group of ``doc`` (as just read) is lost ("": it is not), for status."""
+        fleet = await self._store.observe(doc.state.group)
+        return (await self._guard.assess(doc, fleet, epoch=await self._guard.epoch())).reason
+
+    async def _adopt(
+        self, read: RolloutDoc, adoption: Adoption, *, fence: Fence | None
+    ) -> GroupState:
+        """Writes what the pending ADOPT led to: the adopted state and its target in one
+        commit, or the refusal in the document alone (a lost group's target is left as it is).
+        """
+        if adoption.applied:
+            revision = (await self._store.commit(adoption.doc, changed=True, fence=fence)).revision
+        else:
+            revision = await self._store.write_rollout(adoption.doc)
+        _log_change(read.state, adoption.doc.state, adoption.outcome)
+        return replace(adoption.doc.state, revision=revision)
 
     async def _record(
         self, group: str, request: IntentRequest, *, check: bool
     ) -> tuple[RolloutDoc, str]:
         for attempt in range(RECORD_ATTEMPTS):
             doc = await self._store.read_rollout(group)
+            fleet = await self._store.observe(group)
+            if request.intent is not Intent.ADOPT:
+                await self._guard.refuse_if_lost(doc, fleet)
             if check and request.spec is not None:
-                fleet = await self._store.observe(group)
                 rollout.begin(doc.state, request.spec, fleet, request.requested_at, pin=request.pin)
-                lost.check_explained(doc.state, fleet)
             pending, outcomes = intents.admit(doc.state, doc.pending, request, self._clock.now())
             recorded = replace(
                 doc, pending=pending, outcomes=(*doc.outcomes, *outcomes)[-OUTCOME_LIMIT:]

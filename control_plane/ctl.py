@@ -1,8 +1,8 @@
 """`ctl`: the operator's command line, a gRPC client of `yolofleet.v1.ControlPlane`.
 
-Mutations (`rollout`, `pause`, `resume`, `promote`, `abort`, `undo`, `models register`) record
-intent and print one line saying what happened. Reads (`status`, `history`, `nodes`, `models
-list|show`) print tables, or JSON with `--output json`.
+Mutations (`rollout`, `pause`, `resume`, `promote`, `abort`, `undo`, `adopt`, `models
+register`) record intent and print one line saying what happened. Reads (`status`, `history`,
+`nodes`, `models list|show`) print tables, or JSON with `--output json`.
 
 `status --watch` follows the group across control-plane restarts and leader changes: when
 the stream breaks it reconnects with backoff (until `--timeout`) and goes on printing from the
@@ -60,6 +60,7 @@ SETTLED = {
     "idle": EXIT_OK,
     "rolled_back": EXIT_ROLLED_BACK,
     "aborted": EXIT_ROLLED_BACK,
+    "adopted": EXIT_OK,
 }
 
 _EXIT_BY_STATUS = {
@@ -184,8 +185,14 @@ def cmd_undo(stub: Stub, args: argparse.Namespace) -> int:
 
 
 def cmd_adopt(stub: Stub, args: argparse.Namespace) -> int:
-    r = stub.Adopt(pb.GroupRequest(group=args.group), timeout=RPC_TIMEOUT_S)
-    return _applied(stub, r, args, action=f"adoption of {r.group}")
+    request = pb.AdoptRequest(group=args.group, stable=args.stable or "")
+    r = stub.Adopt(request, timeout=RPC_TIMEOUT_S)
+    model = r.pending.model if r.HasField("pending") else args.stable or "?"
+    return _applied(stub, r, args, action=f"adopt of {r.group} ({model})", said=_adopted)
+
+
+def _adopted(r: pb.Rollout) -> str:
+    return f"{r.reason} [revision {r.revision}]"
 
 
 def _applied(
@@ -502,9 +509,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("undo", cmd_undo, "go back to an earlier model", intent=True)
     p.add_argument("group", metavar="GROUP", help="the group to undo the last rollout of")
     p.add_argument("--to", metavar="MODEL", help="model to go back to (default: previous stable)")
-    add(
-        "adopt", cmd_adopt, "after lost state: take what the nodes serve as stable", intent=True
-    ).add_argument("group", metavar="GROUP", help="the group whose Consul state was lost")
+    p = add("adopt", cmd_adopt, "after lost Consul state: keep what the nodes serve", intent=True)
+    p.add_argument("group", metavar="GROUP", help="the group whose Consul state was lost")
+    p.add_argument(
+        "--stable", metavar="MODEL", help="model to make stable (default: what most nodes serve)"
+    )
     add("history", cmd_history, "list a group's past rollouts", read=True).add_argument(
         "group", metavar="GROUP", help="the group"
     )

@@ -91,6 +91,8 @@ def summary(rollout: pb.Rollout) -> str:
     text = ", ".join(parts)
     if rollout.reason:
         text += f" ({rollout.reason})"
+    if rollout.lost:
+        text += f"; LOST: {rollout.lost}"
     return text
 
 
@@ -101,6 +103,7 @@ def rollout_detail(rollout: pb.Rollout) -> str:
         canary += f" on {nodes_list(rollout.canary_nodes)}"
     fields = [
         ("group", rollout.group),
+        *([("LOST", rollout.lost)] if rollout.lost else []),
         ("phase", f"{rollout.phase or 'unknown'} since {when(rollout.phase_since_unix)}"),
         ("step", step(rollout)),
         ("stable", rollout.stable or "-"),
@@ -180,12 +183,12 @@ def rollouts_table(rollouts: Sequence[pb.Rollout]) -> str:
     rows = [
         (
             r.group,
-            r.phase or "unknown",
+            f"{r.phase or 'unknown'}{' LOST' if r.lost else ''}",
             step(r),
             r.stable or "-",
             r.canary or "-",
             str(r.revision),
-            r.reason or "-",
+            r.lost or r.reason or "-",
         )
         for r in rollouts
     ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from control_plane import intents, lost, rollout
+from control_plane import intents, rollout
 from control_plane.analysis import Verdict
 from control_plane.errors import RequestRefused
 from control_plane.fleet import FleetView
@@ -44,8 +44,6 @@ def decide(
         return Decision(state=rollout.step(state, spec, fleet, verdict, None, now), spec=spec)
     if pending.intent is Intent.START:
         return _start(state, spec, fleet, verdict, pending, now)
-    if pending.intent is Intent.ADOPT:
-        return _adopt(state, spec, fleet, pending, now)
     without = rollout.step(state, spec, fleet, verdict, None, now)
     moved = rollout.step(state, spec, fleet, verdict, pending.intent, now, undo_to=pending.undo_to)
     if moved != without:
@@ -70,26 +68,11 @@ def _start(
     try:
         if wanted is None or pending.pin is None:
             raise RequestRefused("the start request carries no spec or no model pin")
-        lost.check_explained(state, fleet)
         begun = rollout.begin(state, wanted, fleet, now, pin=pending.pin)
     except RequestRefused as exc:
         kept = rollout.step(state, spec, fleet, verdict, None, now)
         return Decision(state=kept, spec=spec, outcome=intents.refused(pending, str(exc), now))
     return Decision(state=begun, spec=wanted, outcome=intents.applied(pending, begun.reason, now))
-
-
-def _adopt(
-    state: GroupState,
-    spec: RolloutSpec | None,
-    fleet: FleetView,
-    pending: IntentRequest,
-    now: float,
-) -> Decision:
-    adopted = lost.adopt(state, fleet, pending.pin, now) if pending.pin is not None else state
-    if adopted == state:
-        why = f"group {state.group} has nothing to adopt any more: its state explains its nodes"
-        return Decision(state=state, spec=spec, outcome=intents.refused(pending, why, now))
-    return Decision(state=adopted, spec=spec, outcome=intents.applied(pending, adopted.reason, now))
 
 
 def _why(state: GroupState, pending: IntentRequest) -> str:

@@ -6,7 +6,9 @@ ControlPlaneError
 │   ├── RolloutConflict      a rollout is already running in the group
 │   ├── ModelUnknown         the model is not in the registry
 │   ├── GroupUnknown         no such group, or none of its nodes is live to pick canaries from
-│   └── NothingToDo          nothing would change (no rollout running, model already stable)
+│   ├── NothingToDo          nothing would change (no rollout running, model already stable)
+│   ├── GroupLost            Consul does not explain what the group's nodes serve: `ctl adopt`
+│   └── AdoptRefused         the group cannot be adopted as asked (a tie, nothing served, ...)
 └── BackendError             the control plane could not reach its own dependencies
     ├── StoreConflict        a check-and-set write lost to a concurrent writer; re-read and retry
     ├── Deposed              this replica's session no longer holds the leader lock; nothing written
@@ -47,6 +49,15 @@ class GroupUnknown(RequestRefused):
 
 class NothingToDo(RequestRefused):
     """The request would change nothing: no rollout to promote or abort, model already stable."""
+
+
+class GroupLost(RequestRefused):
+    """Consul's state does not explain what the group's nodes serve (wiped, partly restored);
+    nothing moves in it until the operator runs ``ctl adopt``."""
+
+
+class AdoptRefused(RequestRefused):
+    """The group cannot be adopted as asked: nothing served, a tie, an unknown ``--stable``."""
 
 
 class BackendError(ControlPlaneError):

@@ -11,6 +11,7 @@ One intent is pending at a time, and ``admit`` decides how a new one meets it:
 - nothing pending: the new one is recorded;
 - ABORT over a pending PAUSE, RESUME, PROMOTE or PROMOTE_FULL: the abort takes its place (abort
   wins over everything else), and the pending one's outcome is "superseded by" the abort;
+- ADOPT over anything pending (only a lost group is adopted): the pending one is superseded;
 - ABORT over a pending START: the start is cancelled before it began (superseded), and the
   abort's own outcome is "applied" at once: nothing had moved;
 - anything else: refused with a reason naming the pending intent; the operator waits for it
@@ -49,6 +50,9 @@ def admit(
     Raises ``RolloutConflict`` when it must wait for ``pending``, and what ``check_intent``
     raises when the phase would ignore it. ``START`` is checked by the caller (``begin``).
     """
+    if pending is not None and request.intent is Intent.ADOPT:
+        why = f"by adopt {request.id}: Consul state was lost"
+        return request, (_outcome(pending, Result.SUPERSEDED, why, now, by=request.id),)
     if pending is not None and request.intent is Intent.ABORT:
         if pending.intent is Intent.START:
             target = pending.spec.target if pending.spec else "?"
@@ -90,6 +94,8 @@ def describe(request: IntentRequest) -> str:
         what = f"start of {request.spec.target}"
     elif request.undo_to is not None:
         what = f"undo to {request.undo_to}"
+    elif request.intent is Intent.ADOPT and request.pin is not None:
+        what = f"adopt of {request.pin.name}"
     return f"{what} (id {request.id})"
 
 
@@ -134,11 +140,11 @@ def check_intent(state: GroupState, intent: Intent, *, undo_to: str | None = Non
         case Intent.RESUME:
             if phase is not Phase.PAUSED:
                 raise NothingToDo(f"group {group} is not paused (phase {phase})")
-        case Intent.ADOPT:
-            pass  # lost.adoptable checks it against the fleet
         case Intent.START:
             if phase.running:
                 raise RolloutConflict(f"group {group} is already rolling out (phase {phase})")
+        case Intent.ADOPT:
+            pass  # in any phase: the controller checks the group is lost (lost_state)
         case _:
             assert_never(intent)
 

@@ -68,8 +68,9 @@ def model_pb(record: ModelRecord) -> control_pb2.ModelRecord:
     )
 
 
-def rollout_pb(doc: RolloutDoc, *, intent_id: str = "") -> control_pb2.Rollout:
-    """The rollout as the API shows it; ``intent_id`` is the intent the replying call recorded."""
+def rollout_pb(doc: RolloutDoc, *, intent_id: str = "", lost: str = "") -> control_pb2.Rollout:
+    """The rollout as the API shows it; ``intent_id`` is the intent the replying call recorded,
+    ``lost`` why Consul's state no longer explains the group's nodes (empty: it does)."""
     state = doc.state
     checks = [
         control_pb2.CheckResult(
@@ -104,13 +105,14 @@ def rollout_pb(doc: RolloutDoc, *, intent_id: str = "") -> control_pb2.Rollout:
         intents=[outcome_pb(outcome) for outcome in doc.outcomes],
         stable_sha256=_digest(state.pin(state.stable)),
         canary_sha256=_digest(state.pin(state.canary)),
+        lost=lost,
     )
 
 
 def pending_pb(request: IntentRequest) -> control_pb2.PendingIntent:
     model = request.spec.target if request.spec is not None else request.undo_to
     if model is None and request.pin is not None:
-        model = request.pin.name
+        model = request.pin.name  # adopt
     return control_pb2.PendingIntent(
         id=request.id,
         intent=request.intent.value,

@@ -102,7 +102,7 @@ def step(
             return _regroup(state, spec, fleet, now) or _analyzing(state, spec, fleet, verdict, now)
         case Phase.PAUSED:
             return state  # only an intent, a failed canary or a failing verdict moves it
-        case Phase.IDLE | Phase.COMPLETED | Phase.ROLLED_BACK | Phase.ABORTED:
+        case Phase.IDLE | Phase.COMPLETED | Phase.ROLLED_BACK | Phase.ABORTED | Phase.ADOPTED:
             return state
         case _:
             assert_never(state.phase)

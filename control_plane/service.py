@@ -16,7 +16,8 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -24,7 +25,9 @@ import grpc
 
 from control_plane.controller import Controller
 from control_plane.errors import (
+    AdoptRefused,
     BackendError,
+    GroupLost,
     GroupUnknown,
     ModelUnknown,
     NodeUnreachable,
@@ -54,6 +57,28 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WatchedRollout:
+    """What every WatchRollout stream of a group gets on a change: the document as read and,
+    when Consul's state is lost, why (read once per change, however many streams follow).
+    """
+
+    doc: RolloutDoc
+    lost: str
+
+
+def watched_rollout(
+    store: ConsulStore, controller: Controller
+) -> Callable[[str], Awaitable[WatchedRollout]]:
+    """The read a group's shared watch runs on every change of its rollout document."""
+
+    async def read(group: str) -> WatchedRollout:
+        doc = await store.read_rollout(group)
+        return WatchedRollout(doc=doc, lost=await controller.lost(doc))
+
+    return read
+
+
 class Artifacts(Protocol):
     def publish(self, sha256: str, path: Path) -> str:
         """Makes ``path`` fetchable as ``sha256``; returns the URI nodes fetch it from."""
@@ -68,7 +93,7 @@ def to_status(exc: Exception) -> tuple[grpc.StatusCode, str]:
             return code.INVALID_ARGUMENT, str(exc)
         case ModelUnknown() | GroupUnknown() | registry.ModelUnknown():
             return code.NOT_FOUND, str(exc)
-        case RolloutConflict() | NothingToDo():
+        case RolloutConflict() | NothingToDo() | GroupLost() | AdoptRefused():
             return code.FAILED_PRECONDITION, str(exc)
         case registry.RegistryConflict():
             return code.ALREADY_EXISTS, str(exc)
@@ -103,11 +128,11 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
         store: ConsulStore,
         controller: Controller,
         artifacts: Artifacts | None = None,
-        watches: GroupWatches[RolloutDoc] | None = None,
+        watches: GroupWatches[WatchedRollout] | None = None,
         streams: StreamLimit | None = None,
     ) -> None:
         self._watches = watches or GroupWatches(
-            client, key=store.layout.rollout, read=store.read_rollout
+            client, key=store.layout.rollout, read=watched_rollout(store, controller)
         )
         self._streams = streams or StreamLimit()
         self._client = client
@@ -197,9 +222,11 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
         undo_to = request.to_model or None
         return await self._intent(request.group, Intent.UNDO, context, undo_to=undo_to)
 
-    async def Adopt(self, request: control_pb2.GroupRequest, context: Any) -> control_pb2.Rollout:
+    async def Adopt(self, request: control_pb2.AdoptRequest, context: Any) -> control_pb2.Rollout:
         async with _refusals(context, "Adopt"):
-            doc, intent_id = await self._controller.adopt(_segment(request.group, "group name"))
+            group = await self._known_group(request.group)
+            stable = _segment(request.stable, "model name") if request.stable else None
+            doc, intent_id = await self._controller.adopt(group, stable=stable)
             return rollout_pb(doc, intent_id=intent_id)
         raise AssertionError("unreachable")
 
@@ -208,7 +235,7 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
     ) -> control_pb2.Rollout:
         async with _refusals(context, "GetRollout"):
             group = _segment(request.group, "group name")
-            return rollout_pb(await self._store.read_rollout(group))
+            return await self._rollout(group)
         raise AssertionError("unreachable")
 
     async def WatchRollout(
@@ -225,8 +252,8 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
                 group = _segment(request.group, "group name")
                 last: control_pb2.Rollout | None = None
                 async with self._watches.subscribe(group) as changes:
-                    async for doc in changes:
-                        current = rollout_pb(doc)
+                    async for watched in changes:
+                        current = rollout_pb(watched.doc, lost=watched.lost)
                         if current != last:
                             last = current
                             yield current
@@ -264,6 +291,11 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
         raise AssertionError("unreachable")
 
     # Helpers.
+
+    async def _rollout(self, group: str) -> control_pb2.Rollout:
+        """The group's rollout with, when Consul's state is lost, the reason."""
+        doc = await self._store.read_rollout(group)
+        return rollout_pb(doc, lost=await self._controller.lost(doc))
 
     async def _intent(
         self,

@@ -12,10 +12,9 @@ Phases, and the moves ``rollout.begin`` / ``rollout.step`` make between them::
 
     from                         on                                   to
     settled (IDLE, COMPLETED,    START (begin), no stable model yet   DEPLOYING
-      ROLLED_BACK, ABORTED)      START (begin)                        PROGRESSING, step 1
+      ROLLED_BACK, ABORTED,      START (begin)                        PROGRESSING, step 1
+      ADOPTED)
                                  UNDO                                 ROLLED_BACK to the previous
-    IDLE, state lost             ADOPT (lost.py)                      COMPLETED, stable = what
-      (nodes serve models)                                              most nodes serve
     DEPLOYING                    every live node serves the target    COMPLETED
                                  a node failed to load it / deadline  ROLLED_BACK to no model
     PROGRESSING                  every canary serves the target       HOLDING; analysis window opens
@@ -35,6 +34,9 @@ Phases, and the moves ``rollout.begin`` / ``rollout.step`` make between them::
                                  PROMOTE_FULL                         COMPLETED
                                  ABORT                                ABORTED
                                  stored spec missing or mismatched    ABORTED
+    any, the group LOST (nodes   ADOPT (``lost_state``)               ADOPTED, stable = what most
+      serve what no document                                            nodes serve, stranded
+      explains)                                                         canaries back to it
 
 "Next step" is PROGRESSING at the next step's share. ROLLED_BACK and ABORTED clear the canary;
 COMPLETED makes the target stable and remembers the old stable for UNDO.
@@ -74,12 +76,14 @@ class Phase(StrEnum):
     """A failure (or an undo) sent every node back to ``stable``."""
     ABORTED = "aborted"
     """The operator stopped the rollout; every node went back to ``stable``."""
+    ADOPTED = "adopted"
+    """After lost Consul state, ``stable`` was rebuilt from what the nodes serve (``ctl adopt``)."""
 
     @property
     def running(self) -> bool:
         """True while a rollout is under way (a second ``begin`` is a conflict)."""
         match self:
-            case Phase.IDLE | Phase.COMPLETED | Phase.ROLLED_BACK | Phase.ABORTED:
+            case Phase.IDLE | Phase.COMPLETED | Phase.ROLLED_BACK | Phase.ABORTED | Phase.ADOPTED:
                 return False
             case (
                 Phase.DEPLOYING | Phase.PROGRESSING | Phase.HOLDING | Phase.ANALYZING | Phase.PAUSED
@@ -104,7 +108,7 @@ class Intent(StrEnum):
     START = "start"
     """Begin the rollout the request carries (its spec and the target's pin)."""
     ADOPT = "adopt"
-    """After lost state: make what the nodes serve (the request's pin) stable (``lost.py``)."""
+    """After lost state: make the model the request pins (what the nodes serve) stable."""
 
 
 class Result(StrEnum):
@@ -186,6 +190,9 @@ class GroupState:
     pins: tuple[ModelPin, ...] = ()
     """The pin of every model this state names (stable, canary, earlier stables), resolved once
     when the rollout was requested: targets and digest comparisons come from here."""
+    stranded: tuple[str, ...] = ()
+    """Models nodes served when the group was last adopted (``lost_state``), sent back to
+    stable then: a node still on one is explained, not lost. Not pinned, so not ``named``."""
 
     def pin(self, name: str | None) -> ModelPin | None:
         """The pin of model ``name``, None when the state holds none for it."""

@@ -186,7 +186,7 @@ class ConsulStore:
         wanted = target_for(state, generation=generation + 1)
         unchanged = same_assignment(parsed or GroupTarget(), wanted)
         if wanted.stable is None and wanted.canary is None and not state.history:
-            unchanged = True  # lost (or no) state: nodes keep the target they have (lost.py)
+            unchanged = True  # lost (or no) state: nodes keep the target they have (lost_state.py)
         # an absent key and nothing to serve count as unchanged; an unreadable one is rewritten
         target = None if unchanged and (pair is None or parsed is not None) else wanted
         index = pair.modify_index if pair is not None else 0

@@ -40,6 +40,11 @@ class KeyLayout:
     def leader(self) -> str:
         return f"{self.prefix}leader"
 
+    @property
+    def epoch(self) -> str:
+        """The cluster epoch: written once, when the control plane first finds none."""
+        return f"{self.prefix}cluster/epoch"
+
 
 def _segment(value: str) -> str:
     if not value or "/" in value or value in {".", ".."} or not value.isprintable():

@@ -134,6 +134,14 @@ class UndoRequest(_message.Message):
     to_model: str
     def __init__(self, group: _Optional[str] = ..., to_model: _Optional[str] = ...) -> None: ...
 
+class AdoptRequest(_message.Message):
+    __slots__ = ("group", "stable")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    STABLE_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    stable: str
+    def __init__(self, group: _Optional[str] = ..., stable: _Optional[str] = ...) -> None: ...
+
 class CheckResult(_message.Message):
     __slots__ = ("name", "outcome", "canary_value", "baseline_value", "threshold", "canary_samples", "baseline_samples", "reason")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -155,7 +163,7 @@ class CheckResult(_message.Message):
     def __init__(self, name: _Optional[str] = ..., outcome: _Optional[str] = ..., canary_value: _Optional[float] = ..., baseline_value: _Optional[float] = ..., threshold: _Optional[float] = ..., canary_samples: _Optional[int] = ..., baseline_samples: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Rollout(_message.Message):
-    __slots__ = ("group", "phase", "stable", "canary", "canary_nodes", "step_index", "steps", "reason", "checks", "revision", "phase_since_unix", "thresholds", "hold_s", "failing_assessments", "intent_id", "pending", "intents", "stable_sha256", "canary_sha256")
+    __slots__ = ("group", "phase", "stable", "canary", "canary_nodes", "step_index", "steps", "reason", "checks", "revision", "phase_since_unix", "thresholds", "hold_s", "failing_assessments", "intent_id", "pending", "intents", "stable_sha256", "canary_sha256", "lost")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     STABLE_FIELD_NUMBER: _ClassVar[int]
@@ -175,6 +183,7 @@ class Rollout(_message.Message):
     INTENTS_FIELD_NUMBER: _ClassVar[int]
     STABLE_SHA256_FIELD_NUMBER: _ClassVar[int]
     CANARY_SHA256_FIELD_NUMBER: _ClassVar[int]
+    LOST_FIELD_NUMBER: _ClassVar[int]
     group: str
     phase: str
     stable: str
@@ -194,7 +203,8 @@ class Rollout(_message.Message):
     intents: _containers.RepeatedCompositeFieldContainer[IntentOutcome]
     stable_sha256: str
     canary_sha256: str
-    def __init__(self, group: _Optional[str] = ..., phase: _Optional[str] = ..., stable: _Optional[str] = ..., canary: _Optional[str] = ..., canary_nodes: _Optional[_Iterable[str]] = ..., step_index: _Optional[int] = ..., steps: _Optional[_Iterable[int]] = ..., reason: _Optional[str] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ..., revision: _Optional[int] = ..., phase_since_unix: _Optional[float] = ..., thresholds: _Optional[_Union[Thresholds, _Mapping]] = ..., hold_s: _Optional[float] = ..., failing_assessments: _Optional[int] = ..., intent_id: _Optional[str] = ..., pending: _Optional[_Union[PendingIntent, _Mapping]] = ..., intents: _Optional[_Iterable[_Union[IntentOutcome, _Mapping]]] = ..., stable_sha256: _Optional[str] = ..., canary_sha256: _Optional[str] = ...) -> None: ...
+    lost: str
+    def __init__(self, group: _Optional[str] = ..., phase: _Optional[str] = ..., stable: _Optional[str] = ..., canary: _Optional[str] = ..., canary_nodes: _Optional[_Iterable[str]] = ..., step_index: _Optional[int] = ..., steps: _Optional[_Iterable[int]] = ..., reason: _Optional[str] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ..., revision: _Optional[int] = ..., phase_since_unix: _Optional[float] = ..., thresholds: _Optional[_Union[Thresholds, _Mapping]] = ..., hold_s: _Optional[float] = ..., failing_assessments: _Optional[int] = ..., intent_id: _Optional[str] = ..., pending: _Optional[_Union[PendingIntent, _Mapping]] = ..., intents: _Optional[_Iterable[_Union[IntentOutcome, _Mapping]]] = ..., stable_sha256: _Optional[str] = ..., canary_sha256: _Optional[str] = ..., lost: _Optional[str] = ...) -> None: ...
 
 class PendingIntent(_message.Message):
     __slots__ = ("id", "intent", "model", "requested_unix")

@@ -81,7 +81,7 @@ class ControlPlaneStub:
                 _registered_method=True)
         self.Adopt = channel.unary_unary(
                 '/yolofleet.v1.ControlPlane/Adopt',
-                request_serializer=yolofleet_dot_v1_dot_control__pb2.GroupRequest.SerializeToString,
+                request_serializer=yolofleet_dot_v1_dot_control__pb2.AdoptRequest.SerializeToString,
                 response_deserializer=yolofleet_dot_v1_dot_control__pb2.Rollout.FromString,
                 _registered_method=True)
         self.GetRollout = channel.unary_unary(
@@ -171,8 +171,7 @@ class ControlPlaneServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Adopt(self, request, context):
-        """After lost state (nodes serve models the group's rollout state does not explain): make the
-        model most nodes serve stable and bring the others back to it; an intent like the others.
+        """After lost Consul state (see Rollout.lost): make what the nodes serve stable again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -260,7 +259,7 @@ def add_ControlPlaneServicer_to_server(servicer, server):
             ),
             'Adopt': grpc.unary_unary_rpc_method_handler(
                     servicer.Adopt,
-                    request_deserializer=yolofleet_dot_v1_dot_control__pb2.GroupRequest.FromString,
+                    request_deserializer=yolofleet_dot_v1_dot_control__pb2.AdoptRequest.FromString,
                     response_serializer=yolofleet_dot_v1_dot_control__pb2.Rollout.SerializeToString,
             ),
             'GetRollout': grpc.unary_unary_rpc_method_handler(
@@ -557,7 +556,7 @@ class ControlPlane:
             request,
             target,
             '/yolofleet.v1.ControlPlane/Adopt',
-            yolofleet_dot_v1_dot_control__pb2.GroupRequest.SerializeToString,
+            yolofleet_dot_v1_dot_control__pb2.AdoptRequest.SerializeToString,
             yolofleet_dot_v1_dot_control__pb2.Rollout.FromString,
             options,
             channel_credentials,

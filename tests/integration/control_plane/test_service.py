@@ -393,7 +393,7 @@ async def test_lost_state_refuses_a_rollout_until_adopt(
         )
     await plane.controller.tick(GROUP)
     unmoved = snapshot(client, layout)
-    adopted = await plane.stub.Adopt(pb.GroupRequest(group=GROUP))
+    adopted = await plane.stub.Adopt(pb.AdoptRequest(group=GROUP))
     state = await plane.controller.tick(GROUP)
     started = await plane.stub.StartRollout(
         pb.StartRolloutRequest(group=GROUP, model=NEW, canary_percent=25)
@@ -405,8 +405,8 @@ async def test_lost_state_refuses_a_rollout_until_adopt(
     assert unmoved == before  # nothing written, no node moved
     assert adopted.pending.intent == "adopt"
     assert adopted.pending.model == OLD
-    assert (state.phase, state.stable) == (Phase.COMPLETED, OLD)
-    assert "adopted by the operator after lost state" in state.history[-1].reason
+    assert (state.phase, state.stable) == (Phase.ADOPTED, OLD)
+    assert f"adopted group {GROUP} after lost state" in state.history[-1].reason
     target = await plane.store.read_target(GROUP)
     assert target is not None
     assert target.stable is not None

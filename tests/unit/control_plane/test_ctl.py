@@ -406,12 +406,12 @@ def test_an_outcome_already_in_the_reply_is_printed_without_waiting(cp: Harness)
 
 
 def test_adopt_waits_for_its_outcome(cp: Harness) -> None:
-    cp.fake.applied = _rollout("completed", canary="", canary_nodes=[], revision=43)
+    cp.fake.applied = _rollout("adopted", canary="", canary_nodes=[], revision=43)
 
     code, out, _ = cp.run("adopt", "zone-a")
 
     assert code == 0
-    assert out.startswith("adoption of zone-a applied: zone-a: completed")
+    assert out == "holding step 1 [revision 43]\n"  # the reason the adopt was applied with
     assert cp.fake.calls == ["Adopt", "WatchRollout"]
 
 
@@ -424,6 +424,48 @@ def test_promote_full_and_undo_to_reach_the_request(cp: Harness) -> None:
     assert isinstance(undo, pb.UndoRequest)
     assert (promote.group, promote.full) == ("zone-a", True)
     assert (undo.group, undo.to_model) == ("zone-a", "shapes-v0")
+
+
+ADOPTED = (
+    "adopted group zone-a after lost state: stable shapes-v1 (sha256 abababababab…), served by "
+    "most nodes (3 of 4 serving); stranded canaries back to shapes-v1: n1 (shapes-v2)"
+)
+
+
+def test_adopt_prints_what_was_adopted(cp: Harness) -> None:
+    cp.fake.rollout = _rollout(
+        "idle", pending=pb.PendingIntent(id="i-1", intent="adopt", model="shapes-v1")
+    )
+    cp.fake.applied = _rollout(
+        "adopted", canary="", canary_nodes=[], steps=[], reason=ADOPTED, revision=43
+    )
+
+    code, out, err = cp.run("adopt", "zone-a", "--stable", "shapes-v1")
+
+    assert (code, err) == (0, "")
+    assert out == f"{ADOPTED} [revision 43]\n"
+    request = cp.fake.requests[0]
+    assert isinstance(request, pb.AdoptRequest)
+    assert (request.group, request.stable) == ("zone-a", "shapes-v1")
+
+
+def test_adopt_refused_says_why(cp: Harness) -> None:
+    cp.fake.rollout = _rollout(
+        "idle", pending=pb.PendingIntent(id="i-1", intent="adopt", model="shapes-v1")
+    )
+    cp.fake.applied = _rollout("idle", revision=43)
+    cp.fake.result, cp.fake.detail = "refused", "nodes of group zone-a serve shapes-v2"
+
+    code, out, _ = cp.run("adopt", "zone-a")
+
+    assert (code, out) == (
+        3,
+        "adopt of zone-a (shapes-v1) refused: nodes of group zone-a serve shapes-v2 "
+        "[revision 43]\n",
+    )
+    request = cp.fake.requests[0]
+    assert isinstance(request, pb.AdoptRequest)
+    assert request.stable == ""
 
 
 def test_models_register_sends_absolute_path(cp: Harness, tmp_path: Path) -> None:
@@ -470,6 +512,23 @@ def test_status_shows_state_and_latest_checks(cp: Harness) -> None:
         "REASON",
     ]
     assert lines[-1].split()[:6] == ["error_rate", "pass", "0.01", "0.02", "0.05", "120/980"]
+
+
+LOST = "group zone-a: has 3 nodes serving shapes-v1 but no rollout document explains them"
+
+
+def test_status_shows_why_a_group_is_lost(cp: Harness) -> None:
+    cp.fake.rollout = _rollout("idle", lost=LOST)
+
+    code, out, _ = cp.run("status", "zone-a")
+    _, table, _ = cp.run("status")
+
+    assert code == 0
+    assert [line.split(None, 1) for line in out.splitlines() if line.startswith("LOST ")] == [
+        ["LOST", LOST]
+    ]
+    assert "idle LOST" in table
+    assert LOST in table
 
 
 def test_status_shows_timing_and_the_failure_count(cp: Harness) -> None:

@@ -70,6 +70,7 @@ CASES = {
         fields={"stable": OLD, "previous_stable": NEW, "canary": None},
     ),
     "rolled-back-stays": Case(state=settled(Phase.ROLLED_BACK), verdict=FAIL),
+    "adopted-stays": Case(state=settled(Phase.ADOPTED), verdict=FAIL, intent=Intent.PAUSE),
     "aborted-undo-returns-to-previous-stable": Case(
         state=settled(Phase.ABORTED, previous_stable="shapes-v0"),
         intent=Intent.UNDO,
@@ -620,12 +621,14 @@ QUIET = {
     "completed-first": (settled(Phase.COMPLETED, stable=NEW), fleet(new=TEN)),
     "rolled-back": (settled(Phase.ROLLED_BACK), fleet()),
     "aborted": (settled(Phase.ABORTED, previous_stable="shapes-v0"), fleet()),
+    "adopted": (settled(Phase.ADOPTED), fleet()),
 }
 """A state of each phase where nothing happens on a tick without an intent."""
 
 
 STEPPED = [intent for intent in Intent if intent not in (Intent.START, Intent.ADOPT)]
-"""Intents ``step`` applies; START and ADOPT go through ``decide`` (test_rollout_intents)."""
+"""Intents ``step`` applies; START goes through ``begin`` (``decide``, test_rollout_intents),
+ADOPT through ``lost_state.adopted`` (the controller, test_lost_state)."""
 
 
 @pytest.mark.parametrize(

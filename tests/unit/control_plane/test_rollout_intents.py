@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pytest
 
@@ -12,8 +12,7 @@ from control_plane.decide import decide
 from control_plane.errors import NothingToDo, RolloutConflict
 from control_plane.fleet import FleetView
 from control_plane.intents import admit
-from control_plane.lost import StateLost, adoptable, check_explained
-from control_plane.state import GroupState, HistoryEntry, Intent, IntentRequest, Phase, Result
+from control_plane.state import GroupState, Intent, IntentRequest, Phase, Result
 from tests.unit.control_plane.builders import (
     NEW,
     OLD,
@@ -237,81 +236,3 @@ def test_a_node_on_the_right_name_but_another_digest_is_not_serving_the_pin() ->
     got = decide(state, SPEC, lying, None, None, T)
 
     assert got.state.phase is Phase.PROGRESSING
-
-
-# --- lost state -----------------------------------------------------------------------------
-
-WIPED = GroupState(group="zone-a")
-"""What a group reads as after its rollout document was lost."""
-ROLLED_BACK_FIRST = HistoryEntry(
-    target=NEW,
-    stable_before=None,
-    stable_after=None,
-    outcome=Phase.ROLLED_BACK,
-    reason="first model failed",
-    started_at=1.0,
-    ended_at=2.0,
-)
-
-
-@pytest.mark.parametrize(
-    ("state", "nodes", "lost"),
-    [
-        pytest.param(WIPED, fleet(), True, id="wiped-nodes-serve"),
-        pytest.param(WIPED, fleet(new=("n0",)), True, id="wiped-a-stranded-canary"),
-        pytest.param(
-            WIPED, FleetView(), False, id="no-nodes"
-        ),
-        pytest.param(settled(), fleet(), False, id="explained-by-stable"),
-        pytest.param(
-            replace(WIPED, history=(ROLLED_BACK_FIRST,)), FleetView(), False,
-            id="first-model-rolled-back-nothing-serves",
-        ),
-    ],
-)  # fmt: skip
-def test_lost_state_is_nodes_serving_what_no_state_explains(
-    state: GroupState, nodes: FleetView, lost: bool
-) -> None:
-    if lost:
-        with pytest.raises(StateLost, match="ctl adopt zone-a"):
-            check_explained(state, nodes)
-    else:
-        check_explained(state, nodes)
-
-
-def test_a_first_model_still_goes_everywhere_when_no_node_serves_one() -> None:
-    waiting = FleetView.of(replace(n, model=None, sha256=None) for n in fleet().nodes)
-
-    got = decide(WIPED, None, waiting, None, START, T)
-
-    assert got.outcome is not None
-    assert got.outcome.result is Result.APPLIED
-    assert got.state.phase is Phase.DEPLOYING
-
-
-def test_start_into_lost_state_is_refused_and_moves_nothing() -> None:
-    got = decide(WIPED, None, fleet(new=("n0",)), None, START, T)
-
-    assert got.outcome is not None
-    assert got.outcome.result is Result.REFUSED
-    assert "ctl adopt" in got.outcome.detail
-    assert got.state == WIPED
-
-
-def test_adopt_makes_what_most_nodes_serve_stable_and_brings_stranded_canaries_back() -> None:
-    stranded = fleet(new=("n0", "n1"))
-    model = adoptable(WIPED, stranded)
-    request = req(Intent.ADOPT, "ad", pin=pin(model))
-
-    got = decide(WIPED, None, stranded, None, request, T)
-
-    assert model == OLD
-    assert got.outcome is not None
-    assert got.outcome.result is Result.APPLIED
-    assert (got.state.phase, got.state.stable, got.state.pin(OLD)) == (
-        Phase.COMPLETED, OLD, pin(OLD)
-    )  # fmt: skip
-    assert "n0 serves shapes-v2, n1 serves shapes-v2 and go back to it" in got.state.reason
-    assert [(e.target, e.outcome) for e in got.state.history] == [(OLD, Phase.COMPLETED)]
-    with pytest.raises(NothingToDo, match="nothing to adopt"):
-        adoptable(got.state, stranded)
