@@ -17,34 +17,34 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from inference_node import validate
-from inference_node.admission import Admission
-from inference_node.agent import SwapAgent
-from inference_node.batcher import Batcher
-from inference_node.catalog import ModelCatalog, StaticCatalog
 from inference_node.config import NodeConfig
-from inference_node.device import (
+from inference_node.model import ModelRef
+from inference_node.serving.admission import Admission
+from inference_node.serving.batcher import Batcher
+from inference_node.serving.catalog import ModelCatalog, StaticCatalog
+from inference_node.serving.guard import ErrorInterceptor
+from inference_node.serving.health import INFERENCE_SERVICE, NodeHealth
+from inference_node.serving.ledger import Ledger
+from inference_node.serving.model_cache import ModelCache
+from inference_node.serving.routing import Router
+from inference_node.serving.server import InferenceServicer
+from inference_node.serving.status import StatusSource
+from inference_node.swapping import validate
+from inference_node.swapping.agent import SwapAgent
+from inference_node.swapping.executors import shut_down_executors
+from inference_node.swapping.loader import ModelLoader
+from inference_node.swapping.slot import Active, ModelSlot
+from inference_node.telemetry.device import (
     GpuTelemetry,
     apply_threads,
     release_device_memory,
     resolve_device,
     telemetry_for,
 )
-from inference_node.executors import shut_down_executors
-from inference_node.guard import ErrorInterceptor
-from inference_node.health import INFERENCE_SERVICE, NodeHealth
-from inference_node.ledger import Ledger
-from inference_node.loader import ModelLoader
-from inference_node.metrics import NodeMetrics
-from inference_node.model import ModelRef
-from inference_node.model_cache import ModelCache
-from inference_node.routing import Router
-from inference_node.rpc_count import RpcCounter
-from inference_node.server import InferenceServicer
-from inference_node.slot import Active, ModelSlot
-from inference_node.stats import StatsRecorder
-from inference_node.status import StatusSource
-from inference_node.watchdog import DeviceHeartbeat, Watchdog, WatchedExecutor
+from inference_node.telemetry.metrics import NodeMetrics
+from inference_node.telemetry.rpc_count import RpcCounter
+from inference_node.telemetry.stats import StatsRecorder
+from inference_node.telemetry.watchdog import DeviceHeartbeat, Watchdog, WatchedExecutor
 from yolofleet.digests import file_sha256
 from yolofleet.offline import ensure_offline
 from yolofleet.v1 import inference_pb2_grpc

@@ -27,8 +27,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 
-from inference_node.catalog import ModelCatalog
-from inference_node.device import release_device_memory
 from inference_node.errors import (
     Draining,
     ModelLoadFailed,
@@ -37,9 +35,11 @@ from inference_node.errors import (
     NodeError,
     SwapError,
 )
-from inference_node.loader import Loader
-from inference_node.metrics import NodeMetrics
 from inference_node.model import Detector, ModelRef
+from inference_node.serving.catalog import ModelCatalog
+from inference_node.swapping.loader import Loader
+from inference_node.telemetry.device import release_device_memory
+from inference_node.telemetry.metrics import NodeMetrics
 
 logger = logging.getLogger(__name__)
 

@@ -23,12 +23,12 @@ from concurrent.futures import Executor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
-from inference_node.admission import Admission, AdmissionLimits, Ticket
 from inference_node.errors import Draining, NodeError, Overloaded, Unavailable
-from inference_node.ledger import Ledger
-from inference_node.metrics import NodeMetrics
 from inference_node.model import Detection, Detector, DetectParams, Image, ModelRef
-from inference_node.routing import Booking, Group, Leased, Route, Router, Target
+from inference_node.serving.admission import Admission, AdmissionLimits, Ticket
+from inference_node.serving.ledger import Ledger
+from inference_node.serving.routing import Booking, Group, Leased, Route, Router, Target
+from inference_node.telemetry.metrics import NodeMetrics
 
 logger = logging.getLogger(__name__)
 

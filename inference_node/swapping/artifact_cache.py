@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inference_node.errors import LoadCancelled
-from inference_node.fetch_limits import Cancellation
+from inference_node.swapping.fetch_limits import Cancellation
 
 logger = logging.getLogger(__name__)
 
