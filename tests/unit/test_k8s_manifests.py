@@ -26,7 +26,7 @@ from prometheus_client import generate_latest
 
 from control_plane.__main__ import parse_args as control_plane_args
 from control_plane.telemetry import ControlPlaneMetrics
-from inference_node.config import from_args as node_args
+from inference_node.config_args import from_args as node_args
 from inference_node.telemetry.metrics import NodeMetrics
 from tests.promql import exported_names, metric_names
 

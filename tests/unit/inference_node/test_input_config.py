@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from inference_node.config import from_args
+from inference_node.config_args import from_args
 from inference_node.imaging import ImageLimits
 from inference_node.serving.admission import AdmissionLimits
 
