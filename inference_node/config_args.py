@@ -10,7 +10,7 @@ from pathlib import Path
 from inference_node.config import FleetConfig, GateConfig, NodeConfig
 from inference_node.imaging import ImageLimits
 from inference_node.serving.admission import AdmissionLimits
-from inference_node.serving.batcher import BatchLimits
+from inference_node.serving.requests import BatchLimits
 from inference_node.swapping.artifact_cache import DEFAULT_MAX_BYTES as DEFAULT_ARTIFACT_CACHE_BYTES
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from inference_node.model import ModelRef
 from inference_node.serving.admission import AdmissionLimits
-from inference_node.serving.batcher import BatchLimits
+from inference_node.serving.requests import BatchLimits
 from tests.images import png_claiming
 from tests.integration.harness import RunningNode, encode
 from yolofleet.synthetic import render_image

@@ -19,10 +19,11 @@ from inference_node.errors import (
     Unavailable,
 )
 from inference_node.model import DetectParams
-from inference_node.serving.batcher import Batcher, BatchLimits, DetectRequest
+from inference_node.serving.batcher import Batcher
 from inference_node.serving.catalog import StaticCatalog
 from inference_node.serving.ledger import Ledger
 from inference_node.serving.model_cache import ModelCache
+from inference_node.serving.requests import BatchLimits, DetectRequest
 from inference_node.serving.routing import Router
 from inference_node.swapping.loader import LoadReport
 from inference_node.swapping.slot import ModelSlot
