@@ -107,9 +107,9 @@ def replay_chunk(
 
 
 def record(model: Path, images: list[npt.NDArray[np.uint8]], cache: Path) -> dict[str, object]:
-    from inference_node.loader import ModelLoader
     from inference_node.model import DetectParams
-    from inference_node.node import ref_for_file
+    from inference_node.node_parts import ref_for_file
+    from inference_node.swapping.loader import ModelLoader
 
     detector, _ = ModelLoader(device="cpu", cache_dir=cache, warmup_batch=1).load(
         ref_for_file(model)

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from control_plane.samples import LatencyHistogram, Samples
-from inference_node.metrics import LATENCY_BUCKETS
+from inference_node.telemetry.metrics import LATENCY_BUCKETS
 
 Counts = npt.NDArray[np.int64]
 CLASSES = ("circle", "square", "triangle")

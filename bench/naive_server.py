@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from ultralytics import YOLO  # type: ignore[attr-defined]  # noqa: E402
 
-from inference_node.device import apply_threads  # noqa: E402
+from inference_node.telemetry.device import apply_threads  # noqa: E402
 from yolofleet.v1 import inference_pb2 as pb  # noqa: E402
 from yolofleet.v1 import inference_pb2_grpc as pb_grpc  # noqa: E402
 

@@ -40,10 +40,10 @@ import numpy as np  # noqa: E402
 
 from bench.load import Call, closed_loop, jpeg, percentile, summary  # noqa: E402
 from bench.peers import NaiveProcess, NodeProcess  # noqa: E402
-from inference_node.device import apply_threads  # noqa: E402
-from inference_node.loader import ModelLoader  # noqa: E402
 from inference_node.model import DetectParams  # noqa: E402
-from inference_node.node import ref_for_file  # noqa: E402
+from inference_node.node_parts import ref_for_file  # noqa: E402
+from inference_node.swapping.loader import ModelLoader  # noqa: E402
+from inference_node.telemetry.device import apply_threads  # noqa: E402
 from yolofleet.demo_models import ensure_models  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

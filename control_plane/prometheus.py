@@ -1,6 +1,6 @@
 """A ``MetricSource`` that reads the nodes' per-digest figures from Prometheus instead of GetStats.
 
-Nodes export the GetStats figures as counters (``inference_node/metrics.py``,
+Nodes export the GetStats figures as counters (``inference_node/telemetry/metrics.py``,
 ``yolofleet_model_*``). For a window ``[since, until]`` this source asks Prometheus' HTTP API
 (``GET /api/v1/query``, evaluated at ``until``) for six instant vectors, each
 ``sum by (<node label>, sha256[, outcome | le | class_name]) (increase(<family>{<selector>}[Ns]))``

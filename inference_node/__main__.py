@@ -18,10 +18,12 @@ import signal  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
-from inference_node.config import NodeConfig, from_args  # noqa: E402
-from inference_node.file_watch import FileWatcher  # noqa: E402
-from inference_node.fleet import ConsulCatalog, FleetLink  # noqa: E402
-from inference_node.node import InferenceNode, ref_for_file  # noqa: E402
+from inference_node.config import NodeConfig  # noqa: E402
+from inference_node.config_args import from_args  # noqa: E402
+from inference_node.link.fleet import ConsulCatalog, FleetLink  # noqa: E402
+from inference_node.node import InferenceNode  # noqa: E402
+from inference_node.node_parts import ref_for_file  # noqa: E402
+from inference_node.swapping.file_watch import FileWatcher  # noqa: E402
 from yolofleet.consul import ConsulClient, ConsulSettings  # noqa: E402
 from yolofleet.keys import KeyLayout  # noqa: E402
 

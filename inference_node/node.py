@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TypeVar
 from wsgiref.simple_server import WSGIServer
 
@@ -17,35 +14,34 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from inference_node import validate
-from inference_node.admission import Admission
-from inference_node.agent import SwapAgent
-from inference_node.batcher import Batcher
-from inference_node.catalog import ModelCatalog, StaticCatalog
 from inference_node.config import NodeConfig
-from inference_node.device import (
+from inference_node.model import ModelRef
+from inference_node.node_parts import loader_executor, local_catalog, validation_policy
+from inference_node.serving.admission import Admission
+from inference_node.serving.batcher import Batcher
+from inference_node.serving.catalog import ModelCatalog
+from inference_node.serving.guard import ErrorInterceptor
+from inference_node.serving.health import INFERENCE_SERVICE, NodeHealth
+from inference_node.serving.ledger import Ledger
+from inference_node.serving.model_cache import ModelCache
+from inference_node.serving.routing import Router
+from inference_node.serving.server import InferenceServicer
+from inference_node.serving.status import StatusSource
+from inference_node.swapping.agent import SwapAgent
+from inference_node.swapping.executors import shut_down_executors
+from inference_node.swapping.loader import ModelLoader
+from inference_node.swapping.slot import Active, ModelSlot
+from inference_node.telemetry.device import (
     GpuTelemetry,
     apply_threads,
     release_device_memory,
     resolve_device,
     telemetry_for,
 )
-from inference_node.executors import shut_down_executors
-from inference_node.guard import ErrorInterceptor
-from inference_node.health import INFERENCE_SERVICE, NodeHealth
-from inference_node.ledger import Ledger
-from inference_node.loader import ModelLoader
-from inference_node.metrics import NodeMetrics
-from inference_node.model import ModelRef
-from inference_node.model_cache import ModelCache
-from inference_node.routing import Router
-from inference_node.rpc_count import RpcCounter
-from inference_node.server import InferenceServicer
-from inference_node.slot import Active, ModelSlot
-from inference_node.stats import StatsRecorder
-from inference_node.status import StatusSource
-from inference_node.watchdog import DeviceHeartbeat, Watchdog, WatchedExecutor
-from yolofleet.digests import file_sha256
+from inference_node.telemetry.metrics import NodeMetrics
+from inference_node.telemetry.rpc_count import RpcCounter
+from inference_node.telemetry.stats import StatsRecorder
+from inference_node.telemetry.watchdog import DeviceHeartbeat, Watchdog, WatchedExecutor
 from yolofleet.offline import ensure_offline
 from yolofleet.v1 import inference_pb2_grpc
 
@@ -57,17 +53,8 @@ GRPC_OVERHEAD_BYTES = 1 << 20
 CONTROL_RPC_HEADROOM = 32
 """RPCs beyond the inference cap that gRPC still takes, so health, status and stats answer
 while inference calls are at their cap."""
-LOADER_NICENESS = 10
 EXECUTOR_SHUTDOWN_S = 5.0
 """How long stop() waits for worker threads to finish; a thread still busy after is left."""
-
-
-def ref_for_file(path: Path, *, name: str | None = None) -> ModelRef:
-    """A standalone node's reference to a model file: version is the digest's first 12 digits."""
-    digest = file_sha256(path)
-    return ModelRef(
-        name=name or path.stem, version=digest[:12], uri=path.resolve().as_uri(), sha256=digest
-    )
 
 
 class InferenceNode:
@@ -82,7 +69,7 @@ class InferenceNode:
     ) -> None:
         ensure_offline()
         self.config = config
-        self._catalog = catalog if catalog is not None else _local_catalog(config)
+        self._catalog = catalog if catalog is not None else local_catalog(config)
         self.cache: ModelCache | None = None
         self.device = resolve_device(config.device)
         self.threads = apply_threads(config.threads)  # after ensure_offline: its import is done
@@ -95,8 +82,8 @@ class InferenceNode:
         self._device_executor = WatchedExecutor(
             ThreadPoolExecutor(1, thread_name_prefix="device"), self.heartbeat
         )
-        self._slot_loader_executor = _loader_executor("slot-loader")
-        self._cache_loader_executor = _loader_executor("cache-loader")  # never behind a slot load
+        self._slot_loader_executor = loader_executor("slot-loader")
+        self._cache_loader_executor = loader_executor("cache-loader")  # never behind a slot load
         self._loader: ModelLoader | None = None
         self._decode_executor = ThreadPoolExecutor(2, thread_name_prefix="decode")
         self._server: grpc.aio.Server | None = None
@@ -110,7 +97,7 @@ class InferenceNode:
     async def start(self) -> None:
         """Build the parts, bind the ports and start serving (NOT_SERVING until a model is live)."""
         config = self.config
-        policy = _policy(config)
+        policy = validation_policy(config)
         loader = ModelLoader(
             device=self.device,
             cache_dir=config.artifact_cache,
@@ -287,44 +274,3 @@ class InferenceNode:
                 "node serving model=%s grpc_port=%d metrics_port=%s device=%s",
                 active.ref, self.port, self.metrics_port, self.device,
             )  # fmt: skip
-
-
-def _local_catalog(config: NodeConfig) -> StaticCatalog | None:
-    """A standalone node's ``--allow-model NAME=PATH`` files, as a catalog."""
-    if not config.local_models:
-        return None
-    return StaticCatalog(
-        {name: ref_for_file(path, name=name) for name, path in config.local_models}
-    )
-
-
-def _loader_executor(name: str) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(1, thread_name_prefix=name, initializer=lower_thread_priority)
-
-
-def lower_thread_priority() -> None:
-    """Run the calling thread at a lower CPU priority, so loads yield to serving under contention.
-
-    Loading, validating and warming up a candidate happen beside live traffic; where both need
-    the CPU (a CPU-only node, or unpickling on a GPU node) requests should win.
-    """
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADER_NICENESS)
-    except (OSError, AttributeError) as exc:  # not Linux, or not permitted: run as is
-        logger.debug("loader thread keeps its priority: %s", exc)
-
-
-def _policy(config: NodeConfig) -> validate.ValidationPolicy:
-    gates = config.gates
-    calibration = (
-        validate.load_calibration_set(gates.calibration_dir, config.images)
-        if gates.calibration_dir is not None
-        else ()
-    )
-    return validate.ValidationPolicy(
-        pinned_classes=gates.pinned_classes,
-        allow_class_change=gates.allow_class_change,
-        require_same_input_size=gates.require_same_input_size,
-        calibration=calibration,
-        latency_factor=gates.latency_factor,
-    )

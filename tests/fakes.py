@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from inference_node.errors import ArtifactError, LoadError, Superseded
-from inference_node.loader import LoadReport
 from inference_node.model import Detection, DetectParams, Image, ModelRef, ModelSpec
+from inference_node.swapping.loader import LoadReport
 
 SHAPES = ("circle", "square", "triangle")
 

@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 import pytest
 import torch
 
-from inference_node.device import nvml_uuid
 from inference_node.model import ModelRef
+from inference_node.telemetry.device import nvml_uuid
 from tests.integration.harness import RunningNode, encode, iou
 from yolofleet.synthetic import render_image
 from yolofleet.v1 import inference_pb2 as pb

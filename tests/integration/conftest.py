@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from inference_node.batcher import BatchLimits
 from inference_node.config import GateConfig, NodeConfig
 from inference_node.model import ModelRef
-from inference_node.node import ref_for_file
+from inference_node.node_parts import ref_for_file
+from inference_node.serving.requests import BatchLimits
 from tests.integration.harness import RunningNode
 from yolofleet.demo_models import DemoModels, ensure_models
 

@@ -21,12 +21,12 @@ import grpc
 import numpy as np
 from PIL import Image
 
-from inference_node.catalog import ModelCatalog
 from inference_node.config import FleetConfig, NodeConfig
-from inference_node.fleet import FleetLink
+from inference_node.link.fleet import FleetLink
 from inference_node.model import ModelRef
 from inference_node.node import InferenceNode
-from inference_node.slot import Active
+from inference_node.serving.catalog import ModelCatalog
+from inference_node.swapping.slot import Active
 from yolofleet.consul import ConsulClient, ConsulSettings
 from yolofleet.v1 import inference_pb2 as pb
 from yolofleet.v1 import inference_pb2_grpc as pb_grpc

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from inference_node.artifact_cache import ArtifactCache, Pin
-from inference_node.loader import ModelLoader
 from inference_node.model import ModelRef
+from inference_node.swapping.artifact_cache import ArtifactCache, Pin
+from inference_node.swapping.loader import ModelLoader
 from yolofleet.artifact_server import ArtifactServer
 from yolofleet.demo_models import DemoModels
 from yolofleet.digests import file_sha256
@@ -118,7 +118,7 @@ def test_unchanged_hit_is_not_hashed_again_but_an_unmarked_one_is(
     cache = ArtifactCache(tmp_path)
     _put(cache, b"a" * 100).release()
     sha256 = hashlib.sha256(b"a" * 100).hexdigest()
-    caplog.set_level(logging.INFO, logger="inference_node.artifact_cache")
+    caplog.set_level(logging.INFO, logger="inference_node.swapping.artifact_cache")
 
     hit = cache.lookup(sha256)
     assert hit is not None

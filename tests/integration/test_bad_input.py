@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference_node.admission import AdmissionLimits
-from inference_node.batcher import BatchLimits
 from inference_node.model import ModelRef
+from inference_node.serving.admission import AdmissionLimits
+from inference_node.serving.requests import BatchLimits
 from tests.images import png_claiming
 from tests.integration.harness import RunningNode, encode
 from yolofleet.synthetic import render_image

@@ -14,8 +14,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from inference_node.batcher import BatchLimits
 from inference_node.model import ModelRef
+from inference_node.serving.requests import BatchLimits
 from tests.integration.harness import RunningNode, encode, iou
 from tests.waits import wait_for
 from yolofleet.synthetic import render_image

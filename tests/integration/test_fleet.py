@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from inference_node.config import FleetConfig
-from inference_node.fleet import ConsulCatalog
+from inference_node.link.fleet import ConsulCatalog
 from inference_node.model import ModelRef
 from tests.integration.harness import RunningNode, encode, free_port
 from tests.waits import wait_for

@@ -13,7 +13,7 @@ import torch
 from inference_node.config import GateConfig
 from inference_node.errors import DigestMismatch, LoadError, SwapError, ValidationFailed
 from inference_node.model import ModelRef
-from inference_node.node import ref_for_file
+from inference_node.node_parts import ref_for_file
 from tests.integration.harness import RunningNode, encode
 from yolofleet.demo_models import DemoModels
 from yolofleet.synthetic import render_image

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from inference_node.catalog import StaticCatalog
 from inference_node.config import FleetConfig
 from inference_node.model import ModelRef
+from inference_node.serving.catalog import StaticCatalog
 from tests.integration.conftest import node_config
 from tests.integration.harness import RunningNode, encode
 from tests.integration.hostile_http import Hostile

@@ -11,9 +11,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from inference_node.catalog import StaticCatalog
-from inference_node.loader import ModelLoader
 from inference_node.model import ModelRef
+from inference_node.serving.catalog import StaticCatalog
+from inference_node.swapping.loader import ModelLoader
 from tests.integration.conftest import node_config
 from tests.integration.harness import RunningNode, encode
 from yolofleet.synthetic import render_image

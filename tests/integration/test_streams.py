@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 import grpc
 import pytest
 
-from inference_node.admission import AdmissionLimits
 from inference_node.model import ModelRef
+from inference_node.serving.admission import AdmissionLimits
 from tests.integration.harness import RunningNode, encode
 from yolofleet.synthetic import render_image
 from yolofleet.v1 import inference_pb2 as pb

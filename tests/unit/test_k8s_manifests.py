@@ -26,8 +26,8 @@ from prometheus_client import generate_latest
 
 from control_plane.__main__ import parse_args as control_plane_args
 from control_plane.telemetry import ControlPlaneMetrics
-from inference_node.config import from_args as node_args
-from inference_node.metrics import NodeMetrics
+from inference_node.config_args import from_args as node_args
+from inference_node.telemetry.metrics import NodeMetrics
 from tests.promql import exported_names, metric_names
 
 ROOT = Path(__file__).resolve().parents[2]

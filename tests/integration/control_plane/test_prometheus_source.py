@@ -33,8 +33,8 @@ from control_plane.errors import MetricsUnavailable
 from control_plane.fleet import FleetView, NodeView
 from control_plane.nodes import GrpcMetricSource
 from control_plane.prometheus import PrometheusMetricSource
-from inference_node.batcher import BatchLimits
 from inference_node.model import ModelRef
+from inference_node.serving.requests import BatchLimits
 from tests.integration.harness import RunningNode, encode, free_port
 from yolofleet.records import NodePhase
 from yolofleet.synthetic import render_image

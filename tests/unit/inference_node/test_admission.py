@@ -4,14 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from inference_node.admission import (
+from inference_node.errors import InvalidImage, Overloaded
+from inference_node.serving.admission import (
     MEMORY_FRACTION,
     MIN_INFLIGHT_BYTES,
     Admission,
     AdmissionLimits,
     memory_limit_bytes,
 )
-from inference_node.errors import InvalidImage, Overloaded
 
 MB = 1 << 20
 

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from inference_node.agent import SwapAgent
 from inference_node.errors import ArtifactError, LoadError, Superseded, ValidationFailed
-from inference_node.metrics import NodeMetrics
 from inference_node.model import ModelSpec
-from inference_node.policy import SlotPhase
-from inference_node.slot import ModelSlot
-from inference_node.validate import CalibrationCase, ValidationPolicy
+from inference_node.swapping.agent import SwapAgent
+from inference_node.swapping.policy import SlotPhase
+from inference_node.swapping.slot import ModelSlot
+from inference_node.swapping.validate import CalibrationCase, ValidationPolicy
+from inference_node.telemetry.metrics import NodeMetrics
 from tests.fakes import FakeClock, FakeDetector, FakeLoader, make_ref
 from tests.waits import until
 
@@ -226,7 +226,7 @@ async def test_a_request_while_the_old_model_retires_loads_only_the_newest(rig: 
 async def test_min_interval_holds_new_model_but_not_a_return_to_previous(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="inference_node.agent")
+    caplog.set_level(logging.INFO, logger="inference_node.swapping.agent")
     loader = FakeLoader({"a": FakeDetector(), "b": FakeDetector(), "c": FakeDetector()})
     clock = FakeClock()
     made, pools = await _rig(loader, interval_s=30.0, clock=clock)

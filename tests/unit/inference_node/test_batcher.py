@@ -10,8 +10,6 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from inference_node.batcher import Batcher, BatchLimits, DetectRequest
-from inference_node.catalog import StaticCatalog
 from inference_node.errors import (
     Draining,
     ModelNotAllowed,
@@ -20,14 +18,17 @@ from inference_node.errors import (
     Overloaded,
     Unavailable,
 )
-from inference_node.ledger import Ledger
-from inference_node.loader import LoadReport
-from inference_node.metrics import NodeMetrics
 from inference_node.model import DetectParams
-from inference_node.model_cache import ModelCache
-from inference_node.routing import Router
-from inference_node.slot import ModelSlot
-from inference_node.stats import StatsRecorder
+from inference_node.serving.batcher import Batcher
+from inference_node.serving.catalog import StaticCatalog
+from inference_node.serving.ledger import Ledger
+from inference_node.serving.model_cache import ModelCache
+from inference_node.serving.requests import BatchLimits, DetectRequest
+from inference_node.serving.routing import Router
+from inference_node.swapping.loader import LoadReport
+from inference_node.swapping.slot import ModelSlot
+from inference_node.telemetry.metrics import NodeMetrics
+from inference_node.telemetry.stats import StatsRecorder
 from tests.fakes import FakeDetector, FakeLoader, make_ref
 from tests.waits import until
 

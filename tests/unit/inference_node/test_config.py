@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from inference_node.config import NodeConfig, from_args
+from inference_node.config import NodeConfig
+from inference_node.config_args import from_args
 
 
 @pytest.fixture(autouse=True)

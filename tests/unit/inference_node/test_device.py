@@ -18,8 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from inference_node.agent import SwapAgent
-from inference_node.device import (
+from inference_node.serving.status import SlotPhase, StatusSource
+from inference_node.swapping.agent import SwapAgent
+from inference_node.swapping.slot import ModelSlot
+from inference_node.swapping.validate import ValidationPolicy
+from inference_node.telemetry.device import (
     NO_MEMORY_FIGURES,
     DeviceMemory,
     NullTelemetry,
@@ -32,10 +35,7 @@ from inference_node.device import (
     telemetry_for,
     usable_cores,
 )
-from inference_node.metrics import NodeMetrics
-from inference_node.slot import ModelSlot
-from inference_node.status import SlotPhase, StatusSource
-from inference_node.validate import ValidationPolicy
+from inference_node.telemetry.metrics import NodeMetrics
 from tests.fakes import FakeLoader
 
 GIB = 1024**3
@@ -171,7 +171,7 @@ def test_nvml_error_during_sample_reports_no_figures_and_warns(
     telemetry = NvmlTelemetry(FIRST_UUID)
     nvml.sample_error = FakeNVMLError("GPU is lost")
 
-    with caplog.at_level(logging.WARNING, logger="inference_node.device"):
+    with caplog.at_level(logging.WARNING, logger="inference_node.telemetry.device"):
         memory = telemetry.sample()
 
     assert memory == NO_MEMORY_FIGURES
@@ -245,7 +245,7 @@ def test_nvml_init_failure_falls_back_to_null_telemetry_with_warning(
     _cuda(monkeypatch, uuids=(FIRST_UUID,))
     nvml.init_error = FakeNVMLError("Driver Not Loaded")
 
-    with caplog.at_level(logging.WARNING, logger="inference_node.device"):
+    with caplog.at_level(logging.WARNING, logger="inference_node.telemetry.device"):
         telemetry = telemetry_for("cuda:0")
 
     assert isinstance(telemetry, NullTelemetry)
@@ -260,7 +260,7 @@ def test_missing_pynvml_falls_back_to_null_telemetry(
     _cuda(monkeypatch, uuids=(FIRST_UUID,))
     monkeypatch.setitem(sys.modules, "pynvml", None)  # makes ``import pynvml`` fail
 
-    with caplog.at_level(logging.WARNING, logger="inference_node.device"):
+    with caplog.at_level(logging.WARNING, logger="inference_node.telemetry.device"):
         telemetry = telemetry_for("cuda:0")
 
     assert isinstance(telemetry, NullTelemetry)

@@ -4,7 +4,7 @@ import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from inference_node.executors import shut_down_executors
+from inference_node.swapping.executors import shut_down_executors
 
 
 async def test_shutdown_waits_for_finished_threads() -> None:

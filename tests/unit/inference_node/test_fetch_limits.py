@@ -12,7 +12,7 @@ from inference_node.errors import (
     SwapError,
     ValidationFailed,
 )
-from inference_node.fetch_limits import CopyPhase, FetchLimits, ProgressView, broken_limit
+from inference_node.swapping.fetch_limits import CopyPhase, FetchLimits, ProgressView, broken_limit
 
 LIMITS = FetchLimits(connect_s=10.0, idle_s=30.0, deadline_s=900.0)
 C, R = CopyPhase.CONNECTING, CopyPhase.RECEIVING

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from inference_node.file_watch import FileWatcher
 from inference_node.model import ModelRef
+from inference_node.swapping.file_watch import FileWatcher
 from tests.waits import until
 from yolofleet.digests import file_sha256
 

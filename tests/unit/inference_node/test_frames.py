@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from inference_node.errors import StreamIdle
-from inference_node.frames import Frame, FrameWindow
+from inference_node.serving.frames import Frame, FrameWindow
 from tests.waits import until
 from yolofleet.v1 import inference_pb2 as pb
 

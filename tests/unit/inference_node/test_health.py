@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 from grpc_health.v1 import health_pb2
 
-from inference_node.health import INFERENCE_SERVICE, NodeHealth
-from inference_node.loader import LoadReport
-from inference_node.slot import Active
+from inference_node.serving.health import INFERENCE_SERVICE, NodeHealth
+from inference_node.swapping.loader import LoadReport
+from inference_node.swapping.slot import Active
 from tests.fakes import FakeDetector, make_ref
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

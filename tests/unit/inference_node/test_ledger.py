@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from inference_node.errors import InvalidImage, Overloaded
-from inference_node.ledger import Ledger
-from inference_node.loader import LoadReport
-from inference_node.metrics import NodeMetrics
 from inference_node.model import Detection
-from inference_node.routing import Router
-from inference_node.slot import ModelSlot
-from inference_node.stats import StatsRecorder
+from inference_node.serving.ledger import Ledger
+from inference_node.serving.routing import Router
+from inference_node.swapping.loader import LoadReport
+from inference_node.swapping.slot import ModelSlot
+from inference_node.telemetry.metrics import NodeMetrics
+from inference_node.telemetry.stats import StatsRecorder
 from tests.fakes import FakeDetector, make_ref
 
 REPORT = LoadReport(fetch_s=0, build_s=0, warmup_s=0, weight_bytes=0)

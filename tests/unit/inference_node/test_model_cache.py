@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import pytest
 
-from inference_node.catalog import StaticCatalog
 from inference_node.errors import (
     LoadCancelled,
     ModelLoadFailed,
@@ -16,10 +15,11 @@ from inference_node.errors import (
     ModelNotFound,
     ModelTooLarge,
 )
-from inference_node.loader import LoadReport
-from inference_node.metrics import NodeMetrics
 from inference_node.model import ModelRef
-from inference_node.model_cache import ModelCache
+from inference_node.serving.catalog import StaticCatalog
+from inference_node.serving.model_cache import ModelCache
+from inference_node.swapping.loader import LoadReport
+from inference_node.telemetry.metrics import NodeMetrics
 from tests.fakes import FakeDetector, FakeLoader, make_ref
 from tests.waits import until
 

@@ -11,7 +11,8 @@ from inference_node.errors import (
     SwapError,
     ValidationFailed,
 )
-from inference_node.policy import (
+from inference_node.serving.status import node_phase
+from inference_node.swapping.policy import (
     Action,
     Backoff,
     Move,
@@ -22,7 +23,6 @@ from inference_node.policy import (
     on_refusal,
     phase_of,
 )
-from inference_node.status import node_phase
 from tests.fakes import make_ref
 from yolofleet.records import NodePhase
 

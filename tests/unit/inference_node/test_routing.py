@@ -9,13 +9,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from inference_node.catalog import StaticCatalog
 from inference_node.errors import ModelNotFound, NoModelLoaded
-from inference_node.loader import LoadReport
-from inference_node.metrics import NodeMetrics
-from inference_node.model_cache import ModelCache
-from inference_node.routing import SLOT, Route, Router, Target
-from inference_node.slot import ModelSlot
+from inference_node.serving.catalog import StaticCatalog
+from inference_node.serving.model_cache import ModelCache
+from inference_node.serving.routing import SLOT, Route, Router, Target
+from inference_node.swapping.loader import LoadReport
+from inference_node.swapping.slot import ModelSlot
+from inference_node.telemetry.metrics import NodeMetrics
 from tests.fakes import FakeDetector, FakeLoader, make_ref
 from tests.waits import until
 

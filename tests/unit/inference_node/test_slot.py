@@ -5,8 +5,8 @@ import asyncio
 import pytest
 
 from inference_node.errors import NoModelLoaded
-from inference_node.loader import LoadReport
-from inference_node.slot import ModelSlot
+from inference_node.swapping.loader import LoadReport
+from inference_node.swapping.slot import ModelSlot
 from tests.fakes import FakeDetector, make_ref
 
 REPORT = LoadReport(fetch_s=0, build_s=0, warmup_s=0, weight_bytes=0)

@@ -13,7 +13,7 @@ from inference_node.errors import (
     Overloaded,
 )
 from inference_node.model import Detection
-from inference_node.stats import (
+from inference_node.telemetry.stats import (
     ModelId,
     ModelStats,
     Outcome,

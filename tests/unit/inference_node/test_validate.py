@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference_node import validate
 from inference_node.errors import ValidationFailed
 from inference_node.model import ModelSpec
+from inference_node.swapping import validate
 from tests.fakes import SHAPES, make_ref
 
 REF = make_ref("cand")

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from inference_node.watchdog import (
+from inference_node.telemetry.watchdog import (
     MIN_TIMEOUT_S,
     Beat,
     DeviceHeartbeat,

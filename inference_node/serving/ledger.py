@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable, Sequence
 
 from inference_node.errors import to_status
-from inference_node.metrics import NodeMetrics
 from inference_node.model import Detection, ModelRef
-from inference_node.routing import Router
-from inference_node.stats import ModelId, Outcome, StatsRecorder, outcome_of
+from inference_node.serving.routing import Router
+from inference_node.telemetry.metrics import NodeMetrics
+from inference_node.telemetry.stats import ModelId, Outcome, StatsRecorder, outcome_of
 
 
 class Ledger:

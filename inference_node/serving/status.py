@@ -10,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import assert_never
 
-from inference_node.agent import SwapAgent
-from inference_node.device import DeviceMemory, GpuTelemetry
 from inference_node.model import ModelRef
-from inference_node.policy import SlotPhase as SlotPhase
-from inference_node.slot import ModelSlot
+from inference_node.swapping.agent import SwapAgent
+from inference_node.swapping.policy import SlotPhase as SlotPhase
+from inference_node.swapping.slot import ModelSlot
+from inference_node.telemetry.device import DeviceMemory, GpuTelemetry
 from yolofleet.records import NodePhase
 
 

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from inference_node.errors import StreamIdle
-from inference_node.guard import Malformed
+from inference_node.serving.guard import Malformed
 from yolofleet.v1 import inference_pb2 as pb
 
 Frame = pb.DetectRequest | Malformed

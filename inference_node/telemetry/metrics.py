@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from inference_node.device import DeviceMemory
 from inference_node.model import Detection, ModelRef
+from inference_node.telemetry.device import DeviceMemory
 
 LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,

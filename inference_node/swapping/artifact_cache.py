@@ -23,26 +23,29 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from inference_node.errors import LoadCancelled
-from inference_node.fetch_limits import Cancellation
+from inference_node.swapping.artifact_files import (
+    file_identity,
+    hash_fd,
+    locked_exclusively,
+    same_file,
+    touch,
+)
+from inference_node.swapping.fetch_limits import Cancellation
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 8 << 30
 """Four artifacts at the fetch size limit (2 GiB); a few dozen YOLO checkpoints."""
 PARTIAL_PREFIX, PARTIAL_SUFFIX = ".fetch-", ".part"
-HASH_CHUNK_BYTES = 1 << 20
 
 
 class Pin:
@@ -91,7 +94,7 @@ class ArtifactCache:
         """Remove partial files no live copy holds, and markers without artifacts; the count."""
         removed = 0
         for path in self.directory.glob(f"{PARTIAL_PREFIX}*{PARTIAL_SUFFIX}"):
-            with _locked_exclusively(path) as fd:
+            with locked_exclusively(path) as fd:
                 if fd is not None:
                     path.unlink(missing_ok=True)
                     removed += 1
@@ -116,7 +119,7 @@ class ArtifactCache:
         pin = Pin(self, sha256=sha256, fd=fd, size=os.fstat(fd).st_size)
         fcntl.flock(fd, fcntl.LOCK_SH)  # waits only for an eviction in progress
         try:
-            if not _same_file(fd, path):  # evicted or replaced between open and lock
+            if not same_file(fd, path):  # evicted or replaced between open and lock
                 pin.release()
                 return self.lookup(sha256, cancel=cancel)
             if self._verified(sha256, fd, cancel=cancel):
@@ -153,7 +156,7 @@ class ArtifactCache:
                 dir=self.directory, prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX
             )
             fcntl.flock(fd, fcntl.LOCK_EX)
-            if _same_file(fd, Path(name)):
+            if same_file(fd, Path(name)):
                 return Staging(path=Path(name), fd=fd)
             os.close(fd)
 
@@ -171,7 +174,7 @@ class ArtifactCache:
         stat = os.fstat(staging.fd)
         pin = Pin(self, sha256=sha256, fd=staging.fd, size=stat.st_size)
         try:
-            self._write_marker(sha256, _identity(stat))
+            self._write_marker(sha256, file_identity(stat))
             self.trim()
         except BaseException:
             pin.release()  # else the fd and its lock stay: never closed, never evictable
@@ -219,8 +222,8 @@ class ArtifactCache:
         """Remove the artifact and its marker if nobody holds it (and, given ``only``, if it is
         still that (device, inode): not a good copy another node put in place meanwhile)."""
         path = self.artifact_path(sha256)
-        with _locked_exclusively(path) as fd:
-            if fd is None or not _same_file(fd, path):
+        with locked_exclusively(path) as fd:
+            if fd is None or not same_file(fd, path):
                 return False
             held = os.fstat(fd)
             if only is not None and (held.st_dev, held.st_ino) != only:
@@ -230,13 +233,13 @@ class ArtifactCache:
         return True
 
     def _verified(self, sha256: str, fd: int, *, cancel: Cancellation | None) -> bool:
-        identity = _identity(os.fstat(fd))
+        identity = file_identity(os.fstat(fd))
         marker = self._marker(sha256)
         if self._read_marker(marker) == identity:
-            _touch(marker)
+            touch(marker)
             return True
         logger.info("artifact cache sha256=%s re-verifying: file changed or unmarked", sha256[:12])
-        if _hash_fd(fd, cancel) != sha256:
+        if hash_fd(fd, cancel) != sha256:
             return False
         self._write_marker(sha256, identity)
         return True
@@ -255,61 +258,4 @@ class ArtifactCache:
     def _write_marker(self, sha256: str, identity: dict[str, int]) -> None:
         marker = self._marker(sha256)
         marker.write_text(json.dumps(identity, sort_keys=True))
-        _touch(marker)
-
-
-def _touch(marker: Path) -> None:
-    """Record a use in the marker's mtime (the clock's own resolution, not the file system's
-    coarser one, so uses in quick succession keep their order)."""
-    now = time.time_ns()
-    with contextlib.suppress(OSError):  # removed meanwhile: only the LRU order suffers
-        os.utime(marker, ns=(now, now))
-
-
-def _identity(stat: os.stat_result) -> dict[str, int]:
-    return {
-        "device": stat.st_dev,
-        "inode": stat.st_ino,
-        "size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
-        "ctime_ns": stat.st_ctime_ns,
-    }
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        on_disk = path.stat()
-    except FileNotFoundError:
-        return False
-    held = os.fstat(fd)
-    return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
-
-
-@contextlib.contextmanager
-def _locked_exclusively(path: Path) -> Iterator[int | None]:
-    """An fd on ``path`` locked exclusively without waiting, or None when someone holds it."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        yield None
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield None
-            return
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def _hash_fd(fd: int, cancel: Cancellation | None) -> str:
-    digest = hashlib.sha256()
-    offset = 0
-    while chunk := os.pread(fd, HASH_CHUNK_BYTES, offset):
-        if cancel is not None and cancel.is_set():
-            raise LoadCancelled("cancelled while re-verifying a cached artifact")
-        digest.update(chunk)
-        offset += len(chunk)
-    return digest.hexdigest()
+        touch(marker)

@@ -20,16 +20,17 @@ from typing import Any
 
 import grpc
 
-from inference_node.admission import Admission, Ticket
-from inference_node.batcher import Batcher, DetectRequest, DetectResult
 from inference_node.errors import InvalidParameter, NodeError, to_status
-from inference_node.frames import Frame, FrameWindow
-from inference_node.guard import ErrorInterceptor, Malformed
 from inference_node.imaging import DecodedImage, ImageLimits, open_image
-from inference_node.ledger import Ledger
 from inference_node.model import Detection, DetectParams, ModelRef
-from inference_node.stats import NodeStatsSnapshot, StatsRecorder
-from inference_node.status import NodeSnapshot, SlotPhase, StatusSource
+from inference_node.serving.admission import Admission, Ticket
+from inference_node.serving.batcher import Batcher
+from inference_node.serving.frames import Frame, FrameWindow
+from inference_node.serving.guard import ErrorInterceptor, Malformed
+from inference_node.serving.ledger import Ledger
+from inference_node.serving.requests import DetectRequest, DetectResult
+from inference_node.serving.status import NodeSnapshot, SlotPhase, StatusSource
+from inference_node.telemetry.stats import NodeStatsSnapshot, StatsRecorder
 from yolofleet.v1 import inference_pb2 as pb
 from yolofleet.v1 import inference_pb2_grpc as pb_grpc
 

@@ -2,8 +2,8 @@
 
 Each gate is a plain function with no I/O that either returns a ``GateResult`` or raises
 ``ValidationFailed`` naming the gate and the figures that failed; the figures (detections,
-timings) are measured by ``inference_node.trial``, which runs them in order (digest is checked
-by the loader before anything is unpickled): classes, compat, calibration, latency.
+timings) are measured by ``inference_node.swapping.trial``, which runs them in order (digest is
+checked by the loader before anything is unpickled): classes, compat, calibration, latency.
 """
 
 from __future__ import annotations

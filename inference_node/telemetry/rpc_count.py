@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from inference_node.metrics import NodeMetrics
+from inference_node.telemetry.metrics import NodeMetrics
 
 Handler = Callable[..., Any]
 

@@ -23,45 +23,15 @@ from concurrent.futures import Executor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
-from inference_node.admission import Admission, AdmissionLimits, Ticket
 from inference_node.errors import Draining, NodeError, Overloaded, Unavailable
-from inference_node.ledger import Ledger
-from inference_node.metrics import NodeMetrics
-from inference_node.model import Detection, Detector, DetectParams, Image, ModelRef
-from inference_node.routing import Booking, Group, Leased, Route, Router, Target
+from inference_node.model import Detection, Detector, ModelRef
+from inference_node.serving.admission import Admission, AdmissionLimits, Ticket
+from inference_node.serving.ledger import Ledger
+from inference_node.serving.requests import BatchLimits, DetectRequest, DetectResult
+from inference_node.serving.routing import Booking, Group, Leased, Route, Router, Target
+from inference_node.telemetry.metrics import NodeMetrics
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DetectRequest:
-    """A decoded, checked request."""
-
-    image: Image
-    params: DetectParams
-    model_name: str = ""
-    request_id: str = ""
-    decode_s: float = 0.0
-    received_at: float = field(default_factory=time.perf_counter)
-    """``time.perf_counter()`` when the request arrived; its latency is counted from here."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DetectResult:
-    """Detections and the model that produced them.
-
-    ``generation`` is the slot generation that answered, or 0 for a model from the cache.
-    """
-
-    detections: tuple[Detection, ...]
-    ref: ModelRef
-    generation: int
-    queue_s: float
-    inference_s: float
-    batch_size: int
-    decode_s: float
-    image_width: int
-    image_height: int
 
 
 @dataclass(slots=True, kw_only=True)
@@ -72,13 +42,6 @@ class Pending:
     enqueued_at: float = field(default_factory=time.perf_counter)
     leased: Leased | None = None
     """The model the worker leased for this request's batch, once it has."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BatchLimits:
-    max_size: int = 16
-    max_wait_s: float = 0.002
-    max_queue: int = 256
 
 
 class Batcher:

@@ -11,8 +11,8 @@ Which requests count (``outcome_of``, from the gRPC code the caller sees):
 - A model error (``counts_as_model_error``: INTERNAL or UNKNOWN, a failure while running the
   model): a request and an error, for the model it was aimed at: the generation that ran it,
   or, before any model ran, the slot's model when the request went to the slot (the router's
-  ``blame``; ``inference_node/ledger.py`` records it). A failure with no live model, or for a
-  model loaded on demand, is not counted.
+  ``blame``; ``inference_node/serving/ledger.py`` records it). A failure with no live model, or
+  for a model loaded on demand, is not counted.
 - Anything else is not counted at all: a caller's error (INVALID_ARGUMENT, NOT_FOUND,
   PERMISSION_DENIED, FAILED_PRECONDITION), a refusal before the model ran (RESOURCE_EXHAUSTED
   when the queue is full, UNAVAILABLE while draining or with no model), a caller that gave up
@@ -34,8 +34,8 @@ from itertools import pairwise
 import grpc
 
 from inference_node.errors import to_status
-from inference_node.metrics import LATENCY_BUCKETS
 from inference_node.model import Detection, ModelRef
+from inference_node.telemetry.metrics import LATENCY_BUCKETS
 
 RETENTION_S = 15 * 60
 """Seconds of history a node keeps by default."""

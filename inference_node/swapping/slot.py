@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from inference_node.errors import NoModelLoaded
-from inference_node.loader import LoadReport
 from inference_node.model import Detector, ModelRef
+from inference_node.swapping.loader import LoadReport
 
 logger = logging.getLogger(__name__)
 

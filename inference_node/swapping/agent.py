@@ -23,13 +23,11 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from inference_node import validate
-from inference_node.device import release_device_memory
 from inference_node.errors import LoadError, Superseded, SwapError, ValidationFailed
-from inference_node.loader import LoadReport
-from inference_node.metrics import NodeMetrics
 from inference_node.model import Detector, ModelRef
-from inference_node.policy import (
+from inference_node.swapping import validate
+from inference_node.swapping.loader import LoadReport
+from inference_node.swapping.policy import (
     RETRY_FIRST_S,
     RETRY_MAX_S,
     Backoff,
@@ -41,9 +39,11 @@ from inference_node.policy import (
     phase_of,
     same_model,
 )
-from inference_node.slot import Active, ModelSlot
-from inference_node.trial import Jobs, run_trial
-from inference_node.waiters import Waiters
+from inference_node.swapping.slot import Active, ModelSlot
+from inference_node.swapping.trial import Jobs, run_trial
+from inference_node.swapping.waiters import Waiters
+from inference_node.telemetry.device import release_device_memory
+from inference_node.telemetry.metrics import NodeMetrics
 
 logger = logging.getLogger(__name__)
 

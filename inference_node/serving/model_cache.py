@@ -21,14 +21,11 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from functools import partial
 
-from inference_node.catalog import ModelCatalog
-from inference_node.device import release_device_memory
 from inference_node.errors import (
     Draining,
     ModelLoadFailed,
@@ -37,58 +34,17 @@ from inference_node.errors import (
     NodeError,
     SwapError,
 )
-from inference_node.loader import Loader
-from inference_node.metrics import NodeMetrics
 from inference_node.model import Detector, ModelRef
+from inference_node.serving.cache_entry import CachedModel, CacheEntry, CacheHold
+from inference_node.serving.catalog import ModelCatalog
+from inference_node.swapping.loader import Loader
+from inference_node.telemetry.device import release_device_memory
+from inference_node.telemetry.metrics import NodeMetrics
 
 logger = logging.getLogger(__name__)
 
 STOP_GRACE_S = 5.0
 """How long ``stop()`` waits for cancelled loads to return before it stops waiting."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CachedModel:
-    """A model loaded on demand: what it is, and the bytes its weights were measured at."""
-
-    name: str
-    ref: ModelRef
-    detector: Detector
-    weight_bytes: int
-    load_s: float
-
-
-class CacheHold:
-    """One open use of a cached model; ``release()`` ends it (a second call does nothing)."""
-
-    __slots__ = ("_entry", "_release", "_released")
-
-    def __init__(self, entry: _Entry, *, release: Callable[[_Entry], None]) -> None:
-        entry.leases += 1
-        self._entry = entry
-        self._release = release
-        self._released = False
-
-    @property
-    def model(self) -> CachedModel:
-        return self._entry.model
-
-    def share(self) -> CacheHold:
-        """Another use of the same model, open until its own release (the worker's lease)."""
-        return CacheHold(self._entry, release=self._release)
-
-    def release(self) -> None:
-        if not self._released:
-            self._released = True
-            self._release(self._entry)
-
-
-@dataclass(slots=True, kw_only=True)
-class _Entry:
-    model: CachedModel
-    leases: int = 0
-    evicted: bool = False
-    drained: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class ModelCache:
@@ -110,7 +66,7 @@ class ModelCache:
         self._allowed = allowed
         self._budget = budget_bytes
         self._metrics = metrics
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
+        self._entries: OrderedDict[str, CacheEntry] = OrderedDict()  # least recently used first
         self._loading: dict[str, asyncio.Task[None]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._too_large: dict[ModelRef, int] = {}
@@ -170,7 +126,7 @@ class ModelCache:
         finally:
             self._release(entry)
 
-    def _release(self, entry: _Entry) -> None:
+    def _release(self, entry: CacheEntry) -> None:
         entry.leases -= 1
         if entry.leases == 0 and entry.evicted:
             entry.drained.set()
@@ -192,7 +148,7 @@ class ModelCache:
         if self._retiring:
             await asyncio.wait(set(self._retiring), timeout=STOP_GRACE_S)
 
-    async def _resident(self, name: str) -> _Entry:
+    async def _resident(self, name: str) -> CacheEntry:
         while True:
             if self._closed:
                 raise Draining("node is shutting down")
@@ -269,7 +225,7 @@ class ModelCache:
                 self._evict(victim, newcomer=model.name)
             while self._held + size > self._budget:
                 await asyncio.wait(set(self._retiring))  # evicted models close after their batch
-            self._entries[model.name] = _Entry(model=model)
+            self._entries[model.name] = CacheEntry(model=model)
             self._held += size
             self._metrics.cache_holds(self._held)
         logger.info(
@@ -277,7 +233,7 @@ class ModelCache:
             model.name, size, self._held, self._budget, model.load_s,
         )  # fmt: skip
 
-    def _victims(self, size: int) -> list[_Entry]:
+    def _victims(self, size: int) -> list[CacheEntry]:
         """Least recently used entries to evict so ``size`` fits; leased ones only if needed."""
         resident = sum(entry.model.weight_bytes for entry in self._entries.values())
         excess = resident + size - self._budget
@@ -291,7 +247,7 @@ class ModelCache:
             excess -= entry.model.weight_bytes
         return victims
 
-    def _evict(self, entry: _Entry, *, newcomer: str) -> None:
+    def _evict(self, entry: CacheEntry, *, newcomer: str) -> None:
         self._metrics.cache_evicted(entry.model.name)
         logger.info(
             "model=%s evicted for model=%s bytes=%d leases=%d",
@@ -299,7 +255,7 @@ class ModelCache:
         )  # fmt: skip
         self._remove(entry)
 
-    def _remove(self, entry: _Entry) -> None:
+    def _remove(self, entry: CacheEntry) -> None:
         """Take ``entry`` out of the cache; it is closed once its last lease has ended."""
         del self._entries[entry.model.name]
         entry.evicted = True
@@ -309,7 +265,7 @@ class ModelCache:
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
-    async def _retire(self, entry: _Entry) -> None:
+    async def _retire(self, entry: CacheEntry) -> None:
         try:
             await entry.drained.wait()
             await self._close(entry.model.detector)

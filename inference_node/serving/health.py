@@ -7,7 +7,7 @@ from typing import TypeAlias
 
 from grpc_health.v1 import health, health_pb2
 
-from inference_node.slot import Active
+from inference_node.swapping.slot import Active
 
 ServingStatus: TypeAlias = "health_pb2.HealthCheckResponse.ServingStatus.ValueType"
 

@@ -6,8 +6,8 @@ import asyncio
 
 from inference_node.errors import Superseded
 from inference_node.model import ModelRef
-from inference_node.policy import same_model
-from inference_node.slot import Active
+from inference_node.swapping.policy import same_model
+from inference_node.swapping.slot import Active
 
 
 class Waiters:

@@ -16,11 +16,11 @@ import time
 
 from inference_node.config import FleetConfig
 from inference_node.errors import ModelLoadFailed, ModelNotFound, Superseded, SwapError
+from inference_node.link.reporter import StateReporter
+from inference_node.link.watcher import GroupAssignment, assignments
 from inference_node.model import ModelRef
 from inference_node.node import InferenceNode
-from inference_node.reporter import StateReporter
-from inference_node.slot import Active
-from inference_node.watcher import GroupAssignment, assignments
+from inference_node.swapping.slot import Active
 from yolofleet.consul import ConsulClient, ConsulError
 from yolofleet.consul.aiothread import run_blocking
 from yolofleet.keys import KeyLayout

@@ -29,8 +29,9 @@ from enum import StrEnum
 
 from inference_node.errors import ModelNotFound, Unavailable
 from inference_node.model import Detector, ModelRef
-from inference_node.model_cache import CacheHold, ModelCache
-from inference_node.slot import ModelSlot
+from inference_node.serving.cache_entry import CacheHold
+from inference_node.serving.model_cache import ModelCache
+from inference_node.swapping.slot import ModelSlot
 
 
 class Target(StrEnum):

@@ -1,10 +1,11 @@
 """Turn a ``ModelRef`` into a warmed-up ``Detector`` on the pinned device.
 
-Fetch the artifact (``file://``, ``http(s)://``, see :mod:`inference_node.artifacts`), check
-its sha256 and zip integrity *before* anything is unpickled, keep the verified file in the
-bounded artifact cache (:mod:`inference_node.artifact_cache`; a verified hit fetches nothing),
-build the network, warm it up. The artifact stays pinned in the cache (never evicted) from the
-start of a load until the detector built from it is closed. A ``cancel`` event, or
+Fetch the artifact (``file://``, ``http(s)://``, see
+:mod:`inference_node.swapping.artifacts`), check its sha256 and zip integrity *before* anything
+is unpickled, keep the verified file in the bounded artifact cache
+(:mod:`inference_node.swapping.artifact_cache`; a verified hit fetches nothing), build the
+network, warm it up. The artifact stays pinned in the cache (never evicted) from the start of a
+load until the detector built from it is closed. A ``cancel`` event, or
 ``shutdown()`` for every load at once, stops a load mid-fetch (within ``WATCH_TICK_S``) or
 between build steps with ``LoadCancelled``. Knows nothing of slots, batching or Consul.
 """
@@ -23,11 +24,17 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from inference_node.artifact_cache import DEFAULT_MAX_BYTES, ArtifactCache, Pin
-from inference_node.artifacts import Fetched, FetchLimits, check_source, fetch_into, shown_uri
 from inference_node.detector import TorchDetector
 from inference_node.errors import DigestMismatch, LoadCancelled, LoadError
 from inference_node.model import Detector, DetectParams, ModelRef, ModelSpec
+from inference_node.swapping.artifact_cache import DEFAULT_MAX_BYTES, ArtifactCache, Pin
+from inference_node.swapping.artifacts import (
+    Fetched,
+    FetchLimits,
+    check_source,
+    fetch_into,
+    shown_uri,
+)
 
 logger = logging.getLogger(__name__)
 

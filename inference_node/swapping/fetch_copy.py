@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
-from inference_node.fetch_limits import CopyPhase, FetchLimits, ProgressView
 from inference_node.model import ModelRef
+from inference_node.swapping.fetch_limits import CopyPhase, FetchLimits, ProgressView
 
 CHUNK_BYTES = 1 << 20
 USER_AGENT = "yolofleet-inference-node"

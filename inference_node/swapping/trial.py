@@ -20,9 +20,9 @@ from typing import TypeVar
 
 import numpy as np
 
-from inference_node import validate
 from inference_node.errors import Superseded
 from inference_node.model import Detector, DetectParams, Image, ModelRef
+from inference_node.swapping import validate
 
 T = TypeVar("T")
 

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from inference_node.errors import ArtifactError, ArtifactRefused, LoadCancelled
-from inference_node.fetch_copy import Copy, Failure, source_verb
-from inference_node.fetch_limits import Cancellation, FetchLimits, broken_limit
 from inference_node.model import ModelRef
+from inference_node.swapping.fetch_copy import Copy, Failure, source_verb
+from inference_node.swapping.fetch_limits import Cancellation, FetchLimits, broken_limit
 
 logger = logging.getLogger(__name__)
 
