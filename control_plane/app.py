@@ -31,6 +31,7 @@ from control_plane.controller import Controller
 from control_plane.epoch import EpochKeeper
 from control_plane.leader import LeaderLock
 from control_plane.nodes import GrpcMetricSource
+from control_plane.observer import GuardedObserver
 from control_plane.prometheus import PrometheusMetricSource
 from control_plane.service import ControlPlaneService, WatchedRollout, watched_rollout
 from control_plane.store import ConsulStore
@@ -119,7 +120,7 @@ class ControlPlane:
         self.telemetry = ControlPlaneMetrics()
         epochs = EpochKeeper(self.client, self.store.layout)
         self.controller = Controller(
-            self.store, self.metrics, observer=self.telemetry, epochs=epochs
+            self.store, self.metrics, observer=GuardedObserver(self.telemetry), epochs=epochs
         )
         holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.leader = LeaderLock(
@@ -128,7 +129,7 @@ class ControlPlane:
             holder=holder,
             ttl=config.leader_ttl_s,
             check_s=min(1.0, config.leader_ttl_s / 4),
-            observer=self.telemetry,
+            observer=GuardedObserver(self.telemetry),
         )
         self.watches: GroupWatches[WatchedRollout] = GroupWatches(
             self.client,

@@ -7,6 +7,7 @@ calls into Prometheus metrics. Nothing here does I/O, so the loops stay what the
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 from control_plane.analysis import Verdict
@@ -72,3 +73,53 @@ class NullObserver:
 
 
 NULL_OBSERVER: Observer = NullObserver()
+
+logger = logging.getLogger(__name__)
+
+
+class GuardedObserver:
+    """Passes every call on to ``inner`` and logs what it raises instead of raising it: the
+    loops call their observer at their boundaries, where an escaping error would stop them (the
+    leader lock would stop checking).
+    """
+
+    def __init__(self, inner: Observer) -> None:
+        self._inner = inner
+
+    def tick_done(
+        self,
+        old: GroupState,
+        new: GroupState,
+        verdict: Verdict | None,
+        *,
+        spec: RolloutSpec | None,
+        duration_s: float,
+    ) -> None:
+        try:
+            self._inner.tick_done(old, new, verdict, spec=spec, duration_s=duration_s)
+        except Exception:
+            logger.warning("observer failed call=tick_done group=%s", new.group, exc_info=True)
+
+    def tick_failed(self, group: str, error: Exception) -> None:
+        try:
+            self._inner.tick_failed(group, error)
+        except Exception:
+            logger.warning("observer failed call=tick_failed group=%s", group, exc_info=True)
+
+    def intent_recorded(self, group: str, intent: str) -> None:
+        try:
+            self._inner.intent_recorded(group, intent)
+        except Exception:
+            logger.warning("observer failed call=intent_recorded group=%s", group, exc_info=True)
+
+    def leadership(self, *, leader: bool) -> None:
+        try:
+            self._inner.leadership(leader=leader)
+        except Exception:
+            logger.warning("observer failed call=leadership", exc_info=True)
+
+    def consul_checked(self, error: Exception | None) -> None:
+        try:
+            self._inner.consul_checked(error)
+        except Exception:
+            logger.warning("observer failed call=consul_checked", exc_info=True)
