@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from control_plane.app import AppConfig, ControlPlane
+from control_plane.nodes import DEFAULT_TIMEOUT_S as DEFAULT_STATS_TIMEOUT_S
 from control_plane.prometheus import node_label_problem
 from control_plane.watches import DEFAULT_MAX_STREAMS
 from yolofleet.consul.aiothread import DEFAULT_MAX_POLLS, DEFAULT_MAX_WORKERS
@@ -41,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--artifact-dir", type=Path, default=None, help="published artifacts")
     parser.add_argument("--interval", type=float, default=2.0, help="controller tick, seconds")
+    parser.add_argument(
+        "--stats-timeout",
+        type=float,
+        default=DEFAULT_STATS_TIMEOUT_S,
+        help="seconds each node has to answer GetStats before an assessment leaves it out "
+        f"(default {DEFAULT_STATS_TIMEOUT_S:g})",
+    )
     parser.add_argument("--key-prefix", default=DEFAULT_PREFIX, help="Consul key prefix")
     parser.add_argument(
         "--leader-ttl",
@@ -110,6 +118,8 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
     args = parser.parse_args(argv)
     if args.interval <= 0:
         parser.error(f"--interval {args.interval} must be above 0 seconds")
+    if not args.stats_timeout > 0:
+        parser.error(f"--stats-timeout {args.stats_timeout} must be above 0 seconds")
     if args.leader_ttl <= 0:
         parser.error(f"--leader-ttl {args.leader_ttl} must be above 0 seconds")
     if problem := node_label_problem(args.prometheus_node_label):
@@ -131,6 +141,7 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
         artifact_dir=args.artifact_dir,
         artifact_url=args.artifact_url,
         interval_s=args.interval,
+        stats_timeout_s=args.stats_timeout,
         key_prefix=args.key_prefix,
         prometheus_url=args.prometheus_url,
         prometheus_node_label=args.prometheus_node_label,

@@ -30,6 +30,7 @@ from prometheus_client import start_http_server
 from control_plane.controller import Controller
 from control_plane.epoch import EpochKeeper
 from control_plane.leader import LeaderLock
+from control_plane.nodes import DEFAULT_TIMEOUT_S as DEFAULT_STATS_TIMEOUT_S
 from control_plane.nodes import GrpcMetricSource
 from control_plane.observer import GuardedObserver
 from control_plane.prometheus import PrometheusMetricSource
@@ -61,6 +62,8 @@ class AppConfig:
     None: ``http://HOST:PORT`` of the bound socket, with this machine's name for a wildcard
     host. It is written into every registered model's URI, so it must outlive this process."""
     interval_s: float = 2.0
+    stats_timeout_s: float = DEFAULT_STATS_TIMEOUT_S
+    """Seconds each node has to answer GetStats before an assessment leaves it out."""
     key_prefix: str = DEFAULT_PREFIX
     prometheus_url: str | None = None
     """Prometheus' base URL to read canary figures from; None: each node's ``GetStats``."""
@@ -108,7 +111,7 @@ class ControlPlane:
         self.client = ConsulClient(ConsulSettings.from_env(address=config.consul))
         self.store = ConsulStore(self.client, KeyLayout(config.key_prefix))
         self.metrics: GrpcMetricSource | PrometheusMetricSource = (
-            GrpcMetricSource()
+            GrpcMetricSource(timeout_s=config.stats_timeout_s)
             if config.prometheus_url is None
             else PrometheusMetricSource(
                 config.prometheus_url,

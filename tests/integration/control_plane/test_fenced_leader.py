@@ -42,6 +42,9 @@ GROUP = "zone-f"
 REPO = Path(__file__).resolve().parents[3]
 TTL_S = 1.0
 SLOW_STATS_S = 1.5
+STATS_TIMEOUT_S = 60.0
+"""Longer than any freeze: the frozen leader's GetStats calls are still in time when it wakes,
+so its stale tick always reaches its commit (and is fenced off) instead of failing before it."""
 SERVING_LINE = re.compile(r"control plane serving grpc_port=(\d+)")
 FENCED = "tick fenced off, nothing written"
 
@@ -53,6 +56,7 @@ class Replica:
         command = [
             sys.executable, "-m", "control_plane", "--consul", consul, "--port", "0",
             "--artifact-port", "0", "--interval", "0.1", "--leader-ttl", str(TTL_S),
+            "--stats-timeout", str(STATS_TIMEOUT_S),
             "--key-prefix", layout.prefix,
         ]  # fmt: skip
         self.lines: list[str] = []
@@ -233,7 +237,10 @@ async def test_a_frozen_leader_resumed_after_takeover_lands_no_write(
         acted_s = time.monotonic() - frozen_at
         step_2 = (await store.read_rollout(GROUP)).state
         a.proc.send_signal(signal.SIGCONT)
-        await eventually(_logged(a, FENCED), what="A's stale tick to be fenced off")
+        try:
+            await eventually(_logged(a, FENCED), what="A's stale tick to be fenced off")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; A's log ends with {a.lines[-12:]}") from None
 
         after = (await store.read_rollout(GROUP)).state
         full = await stub.Promote(pb.PromoteRequest(group=GROUP, full=True))
