@@ -131,6 +131,43 @@ def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, floa
 SERVING_LINE = re.compile(r"node serving model=\S+ grpc_port=(\d+)")
 
 
+class StderrLog:
+    """A child process's stderr, read on a thread: ``log`` keeps every line, ``wait_for_line``
+    waits (with a deadline) for the next line matching a pattern."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.log: list[str] = []
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def wait_for_line(self, pattern: re.Pattern[str], timeout_s: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    break
+                continue
+            if match := pattern.search(line):
+                return match
+        raise AssertionError(f"no line matching {pattern.pattern}; log:\n{''.join(self.log)}")
+
+    def close(self) -> None:
+        """After the process ended: the reader finishes and the pipe is closed."""
+        self._thread.join(10)
+        assert self.process.stderr is not None
+        self.process.stderr.close()
+
+    def _pump(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.put(line)
+            self.log.append(line)
+
+
 class NodeSubprocess:
     """``python -m inference_node --model MODEL [flags]`` as a real process, serving on loopback.
 
@@ -145,10 +182,9 @@ class NodeSubprocess:
              "--device", "cpu", "--threads", "1", *flags],
             stderr=subprocess.PIPE, text=True, env=env,
         )  # fmt: skip
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.log: list[str] = []
-        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
-        self._pump_thread.start()
+        self.stderr = StderrLog(self.process)
+        self.log = self.stderr.log
+        self.wait_for_line = self.stderr.wait_for_line
         port = int(self.wait_for_line(SERVING_LINE, timeout_s).group(1))
         self.address = f"127.0.0.1:{port}"
         self.channel = grpc.insecure_channel(self.address)
@@ -172,19 +208,6 @@ class NodeSubprocess:
             return False
         return True
 
-    def wait_for_line(self, pattern: re.Pattern[str], timeout_s: float) -> re.Match[str]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.5)
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
-            if match := pattern.search(line):
-                return match
-        raise AssertionError(f"no line matching {pattern.pattern}; log:\n{''.join(self.log)}")
-
     def close(self) -> None:
         self.channel.close()
         if self.process.poll() is None:
@@ -194,12 +217,4 @@ class NodeSubprocess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         self.process.wait(10)
-        self._pump_thread.join(10)
-        assert self.process.stderr is not None
-        self.process.stderr.close()
-
-    def _pump(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.put(line)
-            self.log.append(line)
+        self.stderr.close()

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import os
-import queue
 import re
 import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +16,7 @@ import grpc
 import pytest
 
 from inference_node.model import ModelRef
-from tests.integration.harness import encode
+from tests.integration.harness import StderrLog, encode
 from tests.waits import wait_for
 from yolofleet.demo_models import DemoModels
 from yolofleet.synthetic import render_image
@@ -38,37 +35,15 @@ class NodeProcess:
              "--threads", "1", "--min-swap-interval", "0"],
             stderr=subprocess.PIPE, text=True, env=env,
         )  # fmt: skip
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.log: list[str] = []
-        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
-        self._pump_thread.start()
-
-    def _pump(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.put(line)
-            self.log.append(line)
+        self.stderr = StderrLog(self.process)
+        self.log = self.stderr.log
+        self.wait_for_line = self.stderr.wait_for_line
 
     def close(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(10)
-        self._pump_thread.join(10)
-        assert self.process.stderr is not None
-        self.process.stderr.close()
-
-    def wait_for_line(self, pattern: re.Pattern[str], timeout_s: float) -> re.Match[str]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.5)
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
-            if match := pattern.search(line):
-                return match
-        raise AssertionError(f"no line matching {pattern.pattern}; log:\n{''.join(self.log)}")
+        self.stderr.close()
 
 
 @pytest.fixture
