@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from tests.waits import until
 from yolofleet.consul.aiothread import THREAD_PREFIX, BlockingPool, pools, run_blocking
 
 
@@ -55,12 +56,15 @@ async def test_a_call_cancelled_before_it_starts_is_skipped() -> None:
     release = threading.Event()
     ran: list[str] = []
 
+    started = threading.Event()
+
     def block() -> None:
+        started.set()
         release.wait(timeout=10)
 
     first = asyncio.create_task(pool.run(block, name="block"))
     skipped = asyncio.create_task(pool.run(lambda: ran.append("skipped"), name="skip"))
-    await asyncio.sleep(0.05)
+    await until(started.is_set, what="the only worker to be busy")
     skipped.cancel()
     await asyncio.sleep(0)
     release.set()
@@ -79,11 +83,17 @@ def test_a_pool_needs_a_worker() -> None:
 async def test_blocking_queries_never_take_the_threads_of_short_calls() -> None:
     _calls, polls = pools()
     release = threading.Event()
+    busy: list[str] = []
+
+    def poll() -> None:
+        busy.append(threading.current_thread().name)
+        release.wait(10)
+
     waiting = [
-        asyncio.create_task(run_blocking(lambda: release.wait(10), name="poll", poll=True))
+        asyncio.create_task(run_blocking(poll, name="poll", poll=True))
         for _ in range(polls.max_workers + 5)
     ]
-    await asyncio.sleep(0.05)
+    await until(lambda: len(busy) == polls.max_workers, what="every poll thread to be busy")
 
     name = await asyncio.wait_for(
         run_blocking(lambda: threading.current_thread().name, name="short"), timeout=5
