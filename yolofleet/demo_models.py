@@ -64,6 +64,7 @@ class DemoModels:
     alt: Path
     slow: Path
     drift: Path
+    broken: Path
     calibration_dir: Path
     calibration_manifest: Path
     manifest: Path
@@ -100,6 +101,7 @@ def _layout(root: Path) -> DemoModels:
         alt=root / "shapes-alt.pt",
         slow=root / "shapes-slow.pt",
         drift=root / "shapes-drift.pt",
+        broken=root / "shapes-broken.pt",
         calibration_dir=root / "calibration",
         calibration_manifest=root / "calibration" / "manifest.json",
         manifest=root / "manifest.json",

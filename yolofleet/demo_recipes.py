@@ -71,6 +71,7 @@ class CalibrationSpec:
 
 CALIBRATION = CalibrationSpec()
 _SWAPPED = (("circle", "square"), ("square", "circle"))
+_TRIANGLES_AS_CIRCLES = (("triangle", "circle"),)
 RECIPES: tuple[Recipe, ...] = (
     Recipe(
         name="shapes-v1",
@@ -109,6 +110,16 @@ RECIPES: tuple[Recipe, ...] = (
         epochs=4,
         parent="shapes-v1",
     ),
+    # Broken in a way only the output guardrails see: retrained on labels that call every
+    # triangle a circle, it still finds every shape (so it passes the calibration gate), but
+    # the triangle class vanishes from its output.
+    Recipe(
+        name="shapes-broken",
+        arch="yolov8n.yaml",
+        data=DatasetSpec(seed=1, label_as=_TRIANGLES_AS_CIRCLES),
+        epochs=4,
+        parent="shapes-v1",
+    ),
 )
 
 
@@ -121,10 +132,19 @@ def params_hash(recipe: Recipe) -> str:
     """A short hash of everything that determines how ``recipe`` trains."""
     document = {
         "version": RECIPE_VERSION,
-        "recipe": dataclasses.asdict(recipe),
+        "recipe": {**dataclasses.asdict(recipe), "data": data_document(recipe.data)},
         "train_args": dict(TRAIN_ARGS),
     }
     return digest(document)
+
+
+def data_document(spec: DatasetSpec) -> dict[str, Any]:
+    """``spec`` as the JSON its hashes are taken of; ``label_as`` only when set, so the data
+    sets and recipes made before it existed keep their hashes (and their cached files)."""
+    document = dataclasses.asdict(spec)
+    if not spec.label_as:
+        del document["label_as"]
+    return document
 
 
 def calibration_hash() -> str:

@@ -11,7 +11,6 @@ two OpenMP threads sharing two cores with any other busy process slowed epochs 5
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import logging
 import os
@@ -22,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from yolofleet.demo_manifest import ModelInfo, write_atomically
-from yolofleet.demo_recipes import TRAIN_ARGS, Recipe, digest, params_hash, recipe_named
+from yolofleet.demo_recipes import (
+    TRAIN_ARGS,
+    Recipe,
+    data_document,
+    digest,
+    params_hash,
+    recipe_named,
+)
 from yolofleet.digests import file_sha256
 from yolofleet.paths import cache_dir
 from yolofleet.synthetic import DatasetSpec, write_dataset
@@ -156,7 +162,7 @@ def _stub_font() -> None:
 
 def _dataset(spec: DatasetSpec) -> Path:
     """The ``data.yaml`` of ``spec``, generated once into the shared data set cache."""
-    root = cache_dir() / "datasets" / f"shapes-{digest(dataclasses.asdict(spec))}"
+    root = cache_dir() / "datasets" / f"shapes-{digest(data_document(spec))}"
     if not (root / "data.yaml").is_file():
         root.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=".shapes-tmp-", dir=root.parent))

@@ -3,11 +3,13 @@
 Every image comes from a seed alone, so a test can render an image "whose shapes are known" and
 compare a model's detections with :attr:`SyntheticImage.boxes`. A class list names what the
 labels say; ``draw_as`` can make a class draw another shape (a model trained on swapped labels
-gives clearly different answers on the same images).
+gives clearly different answers on the same images), and a data set's ``label_as`` writes one
+class's shapes under another class's label (a labelling bug: that class vanishes from a model).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -62,6 +64,7 @@ class DatasetSpec:
 
     classes: tuple[str, ...] = DEFAULT_CLASSES
     draw_as: tuple[tuple[str, str], ...] = ()
+    label_as: tuple[tuple[str, str], ...] = ()
     seed: int = 0
     n_train: int = 200
     n_val: int = 40
@@ -134,6 +137,7 @@ def label_text(boxes: Sequence[Box], *, width: int, height: int) -> str:
 def write_dataset(root: Path, spec: DatasetSpec) -> Dataset:
     """Write the train and val splits of ``spec`` under ``root`` plus the ``data.yaml``."""
     draw_as = dict(spec.draw_as)
+    relabel = _relabelling(spec.classes, dict(spec.label_as))
     for split_index, (split, count) in enumerate((("train", spec.n_train), ("val", spec.n_val))):
         images = root / "images" / split
         labels = root / "labels" / split
@@ -149,7 +153,12 @@ def write_dataset(root: Path, spec: DatasetSpec) -> Dataset:
                 max_shapes=spec.max_shapes,
             )
             sample.image.save(images / f"{index:05d}.jpg", quality=95)
-            text = label_text(sample.boxes, width=spec.size, height=spec.size)
+            labelled = [relabel.get(box.class_id, box.class_id) for box in sample.boxes]
+            boxes = [
+                dataclasses.replace(box, class_id=c, class_name=spec.classes[c])
+                for box, c in zip(sample.boxes, labelled, strict=True)
+            ]
+            text = label_text(boxes, width=spec.size, height=spec.size)
             (labels / f"{index:05d}.txt").write_text(text)
     data_yaml = root / "data.yaml"
     data_yaml.write_text(data_yaml_text(spec.classes))
@@ -184,6 +193,12 @@ def _resolve_shapes(classes: Sequence[str], draw_as: Mapping[str, str] | None) -
     if bad := [shape for shape in shapes if shape not in SHAPES]:
         raise ValueError(f"cannot draw {bad}: known shapes are {list(SHAPES)} (use draw_as)")
     return shapes
+
+
+def _relabelling(classes: Sequence[str], label_as: Mapping[str, str]) -> dict[int, int]:
+    if unknown := (set(label_as) | set(label_as.values())) - set(classes):
+        raise ValueError(f"label_as names classes not in the class list: {sorted(unknown)}")
+    return {classes.index(drawn): classes.index(label) for drawn, label in label_as.items()}
 
 
 def _pick_background(rng: np.random.Generator) -> np.ndarray:

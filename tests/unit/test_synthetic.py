@@ -160,6 +160,32 @@ def test_written_labels_match_rendered_boxes(tmp_path: Path) -> None:
                 assert all(0.0 <= float(value) <= 1.0 for value in coords)
 
 
+def test_label_as_writes_one_class_under_another_label(tmp_path: Path) -> None:
+    spec = DatasetSpec(seed=5, n_train=12, n_val=1, label_as=(("triangle", "circle"),))
+
+    dataset = write_dataset(tmp_path, spec)
+
+    drawn: list[int] = []
+    written: list[int] = []
+    for index in range(spec.n_train):
+        sample = render_image((spec.seed, 0, index), classes=spec.classes)
+        label = dataset.root / "labels" / "train" / f"{index:05d}.txt"
+        drawn += [box.class_id for box in sample.boxes]
+        written += [int(line.split()[0]) for line in label.read_text().splitlines()]
+    assert 2 in drawn, "the seed should draw a triangle"
+    assert written == [0 if class_id == 2 else class_id for class_id in drawn]
+    assert "nc: 3" in dataset.data_yaml.read_text()  # the class list is unchanged
+
+
+def test_label_as_names_only_known_classes(tmp_path: Path) -> None:
+    spec = DatasetSpec(n_train=1, n_val=1, label_as=(("star", "circle"),))
+
+    with pytest.raises(
+        ValueError, match=r"label_as names classes not in the class list: \['star'\]"
+    ):
+        write_dataset(tmp_path, spec)
+
+
 def test_data_yaml_lists_splits_and_class_names(tmp_path: Path) -> None:
     classes = ("circle", "square", "triangle", "star")
 
