@@ -30,6 +30,7 @@ def refs(models: DemoModels) -> dict[str, ModelRef]:
         "alt": ref_for_file(models.alt, name="shapes"),
         "slow": ref_for_file(models.slow, name="shapes"),
         "drift": ref_for_file(models.drift, name="shapes"),
+        "broken": ref_for_file(models.broken, name="shapes"),
     }
 
 

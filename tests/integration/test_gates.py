@@ -147,14 +147,20 @@ def test_too_slow_candidate_is_refused(
     assert refused.gate == "latency"
 
 
+# "broken" finds every shape but calls triangles circles: no gate can see that, only the
+# control plane's output guardrails (the class-share check) can.
+@pytest.mark.parametrize("candidate", ["v2", "broken"])
 def test_good_candidate_passes_every_gate(
-    start_node: Callable[..., RunningNode], refs: dict[str, ModelRef], models: DemoModels
+    start_node: Callable[..., RunningNode],
+    refs: dict[str, ModelRef],
+    models: DemoModels,
+    candidate: str,
 ) -> None:
     node = start_node(gates=GateConfig(calibration_dir=models.calibration_dir, latency_factor=2.0))
     node.swap_to(refs["v1"])
 
-    active = node.swap_to(refs["v2"])
+    active = node.swap_to(refs[candidate])
 
     reply = node.stub.Detect(pb.DetectRequest(image=IMAGE), timeout=30)
-    assert reply.model.sha256 == refs["v2"].sha256 == active.ref.sha256
+    assert reply.model.sha256 == refs[candidate].sha256 == active.ref.sha256
     assert node.status().phase == pb.SLOT_PHASE_SERVING

@@ -2,9 +2,11 @@
 
 Client threads send Detect to every node for the whole module; each scenario asserts that no
 Detect failed while it ran, and checks the model each node ends on both in its Consul node state
-and in a Detect reply. The scenarios build on each other, in file order: v1 then v2 (completed),
-drift (rolled back by analysis), alt (refused by the canary's class gate, rolled back), undo
-(back to v1), and v2 again with the control plane killed and replaced during the hold.
+and in a Detect reply. The scenarios build on each other, in file order: v1 then v2 (completed,
+10 -> 50 -> 100 % with the default analysis), broken (a class vanishes: rolled back by the default
+guardrails within its first hold), drift (rolled back by analysis), alt (refused by the canary's
+class gate, rolled back), undo (back to v1), and v2 again with the control plane killed and
+replaced during the hold.
 
 Measured durations are appended to ``timings.txt`` in the module's tmp dir and printed.
 """
@@ -20,12 +22,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import grpc
 import pytest
 
+from control_plane.spec import DEFAULT_HOLD_S, Thresholds
 from inference_node.config import FleetConfig
 from tests.integration.harness import RunningNode, encode, free_port
 from tests.waits import wait_for
@@ -276,6 +279,7 @@ def test_first_model_then_canary_rollout_to_v2_completes(env: Env) -> None:
         ("shapes-v2", env.models.v2),
         ("shapes-drift", env.models.drift),
         ("shapes-alt", env.models.alt),
+        ("shapes-broken", env.models.broken),
     ):
         out = env.ctl_ok("models", "register", str(path), "--name", name)
         assert f"registered model {name}" in out
@@ -292,13 +296,10 @@ def test_first_model_then_canary_rollout_to_v2_completes(env: Env) -> None:
     mark = env.load.mark()
     v2 = env.digests["shapes-v2"]
     started = time.monotonic()
-    out = env.ctl_ok(
-        "rollout", "shapes-v2", "--group", GROUP, "--canary", "25",
-        "--steps", "25,50,100", "--hold", "3",
-    )  # fmt: skip
-    picked = re.search(r"25% canary on (\S+) \(revision", out)
+    out = env.ctl_ok("rollout", "shapes-v2", "--group", GROUP, "--canary", "10", "--hold", "3")
+    picked = re.search(r"10% canary on (\S+) \(revision", out)
     assert picked, out
-    canaries = [picked.group(1)]  # one node: 25% of four
+    canaries = [picked.group(1)]  # one node: 10% of four, rounded up
     assert canaries[0] in NODE_IDS, out
     wait_for(
         lambda: all(env.serving(node_id, v2) for node_id in canaries),
@@ -309,11 +310,57 @@ def test_first_model_then_canary_rollout_to_v2_completes(env: Env) -> None:
 
     watched = _watch(env)
     assert watched.returncode == 0, watched
-    env.record("rollout of v2 (25,50,100, hold 3s) -> completed", time.monotonic() - started)
+    env.record("rollout of v2 (10,50,100, hold 3s) -> completed", time.monotonic() - started)
     status = env.status()
     assert status["phase"] == "completed"
+    assert status["steps"] == [10, 50, 100]
     assert status["stable"] == "shapes-v2"
     env.assert_all_on("shapes-v2")
+    env.load.check_since(mark)
+
+
+def test_broken_model_is_rolled_back_by_the_default_guardrails_within_one_hold(env: Env) -> None:
+    """Every default (--canary 10, which ctl requires, is the default first step): 60 s hold,
+    default steps and thresholds. The broken model passes every node gate (it finds every
+    shape) but calls triangles circles, so the triangle class vanishes from its output."""
+    env.assert_all_on("shapes-v2")
+    mark = env.load.mark()
+    broken, v2 = env.digests["shapes-broken"], env.digests["shapes-v2"]
+    out = env.ctl_ok("rollout", "shapes-broken", "--group", GROUP, "--canary", "10")
+    picked = re.search(r"10% canary on (\S+) \(revision", out)
+    assert picked, out
+    canary = picked.group(1)
+    wait_for(lambda: env.serving(canary, broken), timeout_s=60, what=f"{canary} to serve broken")
+    live = time.monotonic()
+
+    hold_s = DEFAULT_HOLD_S
+    wait_for(
+        lambda: env.serving(canary, v2),
+        timeout_s=hold_s + SETTLE_S,
+        what=f"{canary} to be rolled back to shapes-v2",
+    )
+    regression_s = time.monotonic() - live
+    env.record("broken canary live -> rolled back, canary on v2 again", regression_s)
+    assert regression_s < hold_s, f"rolled back after {regression_s:.1f}s, past the first hold"
+
+    status = env.status()
+    assert status["phase"] == "rolled_back", status
+    assert status["stable"] == "shapes-v2"
+    assert (status["steps"], status["hold_s"]) == ([10, 50, 100], hold_s)
+    thresholds = status["thresholds"]
+    assert isinstance(thresholds, dict)
+    defaults = {f.name: float(getattr(Thresholds(), f.name)) for f in fields(Thresholds)}
+    assert {name: float(thresholds[name]) for name in defaults} == defaults
+    reason = str(status["reason"])
+    assert "analysis failed 2 times in a row at step 1/3 (10%)" in reason, reason
+    assert "class_share: most dropped class 'triangle'" in reason, reason
+    checks = status["checks"]
+    assert isinstance(checks, list)
+    failed = {check["name"] for check in checks if check["outcome"] == "fail"}
+    assert "class_share" in failed, checks
+    assert failed <= {"class_share", "detections_per_image", "mean_confidence"}, checks
+    env.assert_all_on("shapes-v2")
+    print(f"[broken] {reason}")
     env.load.check_since(mark)
 
 
