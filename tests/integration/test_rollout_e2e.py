@@ -331,7 +331,7 @@ def test_broken_model_is_rolled_back_by_the_default_guardrails_within_one_hold(e
     assert picked, out
     canary = picked.group(1)
     wait_for(lambda: env.serving(canary, broken), timeout_s=60, what=f"{canary} to serve broken")
-    live = time.monotonic()
+    live, live_unix = time.monotonic(), time.time()
 
     hold_s = DEFAULT_HOLD_S
     wait_for(
@@ -346,6 +346,9 @@ def test_broken_model_is_rolled_back_by_the_default_guardrails_within_one_hold(e
     status = env.status()
     assert status["phase"] == "rolled_back", status
     assert status["stable"] == "shapes-v2"
+    decided_unix = status["phase_since_unix"]
+    assert isinstance(decided_unix, float)
+    env.record("broken canary live -> rollback decided", decided_unix - live_unix)
     assert (status["steps"], status["hold_s"]) == ([10, 50, 100], hold_s)
     thresholds = status["thresholds"]
     assert isinstance(thresholds, dict)
