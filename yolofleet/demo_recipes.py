@@ -112,12 +112,13 @@ RECIPES: tuple[Recipe, ...] = (
     ),
     # Broken in a way only the output guardrails see: retrained on labels that call every
     # triangle a circle, it still finds every shape (so it passes the calibration gate), but
-    # the triangle class vanishes from its output.
+    # the triangle class vanishes from its output. 6 epochs: after 4, one seed in two still
+    # missed shapes on a golden image (5 seeds of 5 pass after 6).
     Recipe(
         name="shapes-broken",
         arch="yolov8n.yaml",
         data=DatasetSpec(seed=1, label_as=_TRIANGLES_AS_CIRCLES),
-        epochs=4,
+        epochs=6,
         parent="shapes-v1",
     ),
 )
