@@ -51,6 +51,11 @@ class Window:
     def overlaps(self, call: Call) -> bool:
         return call.started <= self.end and call.ended >= self.start
 
+    def until_live(self, call: Call) -> bool:
+        """In flight between the swap request and the first reply on the new generation (the
+        window without the retire; for comparing runs whose retires differ)."""
+        return call.started <= self.first_reply_at and call.ended >= self.start
+
 
 def windows_of(swaps: list[Swap], calls: list[Call]) -> list[Window]:
     """Each swap's window; a swap no reply came from before the run ended closes at its retire."""
@@ -113,6 +118,9 @@ def swap_figures(windows: list[Window], calls: list[Call]) -> dict[str, object]:
         "steady_p99_ms": percentile(steady_ok, 99),
         "steady_max_ms": max(steady_ok, default=float("nan")),
         "worst_overlap": worst(overlapping, windows),
+        "until_live_overlap_p99_ms": percentile(
+            [c.latency_ms for c in calls if c.ok and any(w.until_live(c) for w in windows)], 99
+        ),
     }
 
 

