@@ -28,6 +28,8 @@ class Call:
     ended: float
     ok: bool
     sha256: str
+    generation: int = 0
+    """The slot generation that answered (0 for a failed call or a peer without slots)."""
 
     @property
     def latency_ms(self) -> float:
@@ -35,23 +37,36 @@ class Call:
 
 
 async def closed_loop(
-    address: str, image: bytes, *, clients: int, duration_s: float = 0, requests: int = 0
+    address: str,
+    image: bytes,
+    *,
+    clients: int,
+    duration_s: float = 0,
+    requests: int = 0,
+    until: asyncio.Event | None = None,
 ) -> list[Call]:
-    """Run ``clients`` loops for ``duration_s`` seconds, or ``requests`` calls each."""
+    """Run ``clients`` loops for ``duration_s`` seconds, ``requests`` calls each, or until
+    ``until`` is set."""
     deadline = time.perf_counter() + duration_s
+
+    def going_on(calls: list[Call]) -> bool:
+        if until is not None:
+            return not until.is_set()
+        if requests:
+            return len(calls) < requests
+        return time.perf_counter() < deadline
 
     async def client() -> list[Call]:
         calls: list[Call] = []
         async with grpc.aio.insecure_channel(address) as channel:
             stub = pb_grpc.InferenceStub(channel)  # type: ignore[no-untyped-call]
             await stub.Detect(pb.DetectRequest(image=image), timeout=60)  # connect + warm
-            while (requests and len(calls) < requests) or (
-                duration_s and time.perf_counter() < deadline
-            ):
+            while going_on(calls):
                 started = time.perf_counter()
                 try:
                     reply = await stub.Detect(pb.DetectRequest(image=image), timeout=60)
-                    calls.append(Call(started, time.perf_counter(), True, reply.model.sha256))
+                    ended = time.perf_counter()
+                    calls.append(Call(started, ended, True, reply.model.sha256, reply.generation))
                 except grpc.aio.AioRpcError:
                     calls.append(Call(started, time.perf_counter(), False, ""))
         return calls

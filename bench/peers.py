@@ -17,6 +17,7 @@ from yolofleet.v1 import inference_pb2 as pb
 from yolofleet.v1 import inference_pb2_grpc as pb_grpc
 
 SERVING = re.compile(r"node serving model=\S+ grpc_port=(\d+)")
+RETIRED = re.compile(r"slot generation=(\d+) \S+ closed")
 LISTENING = re.compile(r"node listening .* threads=(\d+)")
 SWAP_FLAGS = ("--watch", "--watch-interval", "0.05", "--min-swap-interval", "0",
               "--latency-factor", "0")  # fmt: skip
@@ -43,8 +44,11 @@ class NodeProcess:
                 break
         else:
             raise RuntimeError("node exited before serving")
+        self.retired_at: dict[int, float] = {}
+        """``perf_counter`` when the node logged that generation N's model was closed."""
+        self._retired = threading.Condition()
         # keep reading: a full stderr pipe would block the node's logging, and its event loop
-        threading.Thread(target=self.process.stderr.read, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
         self.channel = grpc.insecure_channel(self.address)
         self.stub = pb_grpc.InferenceStub(self.channel)  # type: ignore[no-untyped-call]
 
@@ -52,16 +56,29 @@ class NodeProcess:
         status: pb.NodeStatus = self.stub.GetStatus(pb.GetStatusRequest(), timeout=10)
         return status.generation
 
-    def swap_to(self, source: Path) -> tuple[float, float]:
-        """Atomically replace the watched file; return (written_at, live_at)."""
+    def swap_to(self, source: Path, *, timeout_s: float = 120.0) -> tuple[int, float, float]:
+        """Atomically replace the watched file and wait until the old model is closed.
+
+        Returns (new generation, written_at, retired_at), ``perf_counter`` times: the file
+        replaced, and the node's log line saying the model it replaced was closed.
+        """
         before = self.generation()
         temp = self.model_file.with_suffix(".tmp")
         shutil.copyfile(source, temp)
         written = time.perf_counter()
         os.replace(temp, self.model_file)
-        while self.generation() == before:
-            time.sleep(0.01)
-        return written, time.perf_counter()
+        with self._retired:
+            if not self._retired.wait_for(lambda: before in self.retired_at, timeout_s):
+                raise TimeoutError(f"generation {before} not retired within {timeout_s:g}s")
+            return before + 1, written, self.retired_at[before]
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            if retired := RETIRED.search(line):
+                with self._retired:
+                    self.retired_at[int(retired.group(1))] = time.perf_counter()
+                    self._retired.notify_all()
 
     def rss_bytes(self) -> int:
         return rss_bytes(self.process.pid)

@@ -1,6 +1,7 @@
 """Serving benchmark: overhead, batching throughput, swap latency and swap memory, in one run.
 
-Run with ``.venv/bin/python -m bench.serving [--short] [--note TEXT]``. The node runs as a
+Run with ``.venv/bin/python -m bench.serving [--plan full|short|swap] [--swaps N] [--note TEXT]``
+(``--short`` is ``--plan short``; ``--plan swap`` runs only the swap phase). The node runs as a
 subprocess with its DEFAULT serving flags (thread count and OpenMP policy are its own choice;
 only the flags that let the bench swap back to back are given). The peers run at their best:
 
@@ -10,7 +11,8 @@ only the flags that let the bench swap back to back are given). The peers run at
   nodes run back to back, so compared figures share the machine's load of that moment.
 
 Measured: the node and the naive node at 1, 4 and 16 closed-loop clients; 4 clients while the
-model is swapped ``swaps`` times (p99 of the requests that overlap a swap over steady p99);
+model is swapped ``swaps`` times (p99 of the requests that overlap a swap over steady p99, the
+windows taken from the replies' generations and the node's retire log, see ``swap_windows``);
 RSS after each mark of the memory phase (``swaps`` swaps under no load). ``--short`` is for a
 shared machine (fewer requests, 20 swaps under load, RSS after 20 swaps only). The figures,
 the settings, the load average before and after, and each target with its verdict go to
@@ -29,7 +31,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from yolofleet.offline import ensure_offline
@@ -38,8 +40,9 @@ ensure_offline()
 
 import numpy as np  # noqa: E402
 
-from bench.load import Call, closed_loop, jpeg, percentile, summary  # noqa: E402
+from bench.load import closed_loop, jpeg, summary  # noqa: E402
 from bench.peers import NaiveProcess, NodeProcess  # noqa: E402
+from bench.swap_windows import swap_phase  # noqa: E402
 from inference_node.model import DetectParams  # noqa: E402
 from inference_node.node_parts import ref_for_file  # noqa: E402
 from inference_node.swapping.loader import ModelLoader  # noqa: E402
@@ -67,6 +70,10 @@ FULL = Plan(name="full", sequential_requests=300, four_clients_s=8, sixteen_clie
             swaps=20, memory_marks=(20, 100, 200), bare_rounds=200)  # fmt: skip
 SHORT = Plan(name="short", sequential_requests=100, four_clients_s=3, sixteen_clients_s=4,
              swaps=20, memory_marks=(20,), bare_rounds=60)  # fmt: skip
+SWAP = Plan(name="swap", sequential_requests=0, four_clients_s=0, sixteen_clients_s=0,
+            swaps=24, memory_marks=(), bare_rounds=0)  # fmt: skip
+"""Only the swap phase (4 clients, the node's default threads): for working on swaps."""
+PLANS = {plan.name: plan for plan in (FULL, SHORT, SWAP)}
 
 
 def bare_calls(model: Path, image_bytes: bytes, cache: Path, *, threads: int, rounds: int
@@ -127,39 +134,6 @@ def client_phases(
     return found
 
 
-def swap_phase(
-    node: NodeProcess, image: bytes, sources: list[Path], swaps: int
-) -> dict[str, float]:
-    """4 clients under load while the model is swapped ``swaps`` times."""
-    windows: list[tuple[float, float]] = []
-
-    async def run() -> list[Call]:
-        load = asyncio.ensure_future(
-            closed_loop(node.address, image, clients=4, duration_s=2 + swaps * 1.5)
-        )
-        await asyncio.sleep(1.0)
-        for index in range(swaps):
-            windows.append(await asyncio.to_thread(node.swap_to, sources[index % 2]))
-            await asyncio.sleep(0.5)
-        return await load
-
-    calls = asyncio.run(run())
-    overlapping = [
-        c for c in calls if any(c.started <= end and c.ended >= start for start, end in windows)
-    ]
-    steady = [c for c in calls if c not in overlapping]
-    return {
-        "swaps": len(windows),
-        "swap_p50_s": statistics.median(end - start for start, end in windows),
-        "overlap_requests": len(overlapping),
-        "overlap_failed": sum(not c.ok for c in overlapping),
-        "overlap_p99_ms": percentile([c.latency_ms for c in overlapping if c.ok], 99),
-        "overlap_max_ms": max((c.latency_ms for c in overlapping if c.ok), default=float("nan")),
-        "steady_requests": len(steady),
-        "steady_p99_ms": percentile([c.latency_ms for c in steady if c.ok], 99),
-    }
-
-
 def memory_phase(
     node: NodeProcess, sources: list[Path], marks: tuple[int, ...]
 ) -> dict[str, float]:
@@ -216,13 +190,21 @@ def targets(r: dict[str, float]) -> dict[str, dict[str, object]]:
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench.serving", description=__doc__.splitlines()[0])
     p.add_argument("--short", action="store_true", help="the short plan, for a shared machine")
+    p.add_argument("--plan", choices=sorted(PLANS), help="full (default), short, or swap: "
+                   "only the swap phase")  # fmt: skip
+    p.add_argument("--swaps", type=int, help="swaps under load (default: the plan's)")
     p.add_argument("--note", default="", help="free text stored with the figures (contention)")
     return p.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    plan = SHORT if args.short else FULL
+    plan = PLANS[args.plan or ("short" if args.short else "full")]
+    if args.swaps is not None:
+        plan = replace(plan, swaps=args.swaps)
+    if plan.name == "swap":
+        swap_only(plan, args.note)
+        return
     models = ensure_models()
     image = jpeg(5)
     work = Path(tempfile.mkdtemp(prefix="yolofleet-bench-"))
@@ -253,11 +235,35 @@ def main() -> None:
         node.stop()
     figures["ratios"] = found = ratios(figures, node.threads)
     figures["targets"] = targets(found)
+    shutil.rmtree(work, ignore_errors=True)
+    write(figures, plan)
+
+
+def swap_only(plan: Plan, note: str) -> None:
+    """The swap plan: the node alone, 4 clients, ``plan.swaps`` swaps."""
+    models = ensure_models()
+    work = Path(tempfile.mkdtemp(prefix="yolofleet-bench-"))
+    model_file = work / "served.pt"
+    shutil.copyfile(models.v1, model_file)
+    figures: dict[str, object] = {"context": _context(plan, note), "model": models.v1.name,
+                                  "plan": asdict(plan)}  # fmt: skip
+    node = NodeProcess(model_file, work / "node-cache")
+    try:
+        figures["node_settings"] = {"flags": list(node.flags), "threads": node.threads}
+        figures["swap"] = swap = swap_phase(node, jpeg(5), [models.v2, models.v1], plan.swaps)
+    finally:
+        node.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    ratio = swap["overlap_p99_ms"] / swap["steady_p99_ms"]  # type: ignore[operator]
+    figures["ratios"] = {"swap_p99_vs_steady_p99": ratio}
+    write(figures, plan)
+
+
+def write(figures: dict[str, object], plan: Plan) -> None:
     figures["context"]["load_average_after"] = os.getloadavg()  # type: ignore[index]
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"serving-{time.strftime('%Y%m%dT%H%M%S')}-{plan.name}.json"
     out.write_text(json.dumps(figures, indent=2))
-    shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(figures, indent=2))
     print(f"written to {out}")
 

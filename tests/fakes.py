@@ -93,6 +93,14 @@ class FakeLoader:
     running: int = 0
     most_at_once: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    warmup_batches: tuple[int, ...] = (1,)
+    """What the swap agent warms a built detector up with (one device job per batch)."""
+
+    def build(
+        self, ref: ModelRef, *, cancel: threading.Event | None = None
+    ) -> tuple[FakeDetector, LoadReport]:
+        """A fake detector needs no warm-up: building is loading."""
+        return self.load(ref, cancel=cancel)
 
     def load(
         self, ref: ModelRef, *, cancel: threading.Event | None = None

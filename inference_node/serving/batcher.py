@@ -3,14 +3,11 @@
 Requests are admitted on arrival (``admit``: counted, with their bytes, before the server
 decodes them), then submitted decoded (``submit``), routed and booked by the ``Router`` (an
 on-demand model is loaded *before* the request is queued, so the worker never loads nor looks
-anything up), queued, and cut into batches of at most ``max_size``. A batch holds requests for
-one model only: the oldest queued request picks the model, and later requests for other models
-keep their place in the queue. The worker takes *one lease per batch* from the router and runs
-the requests that lease takes on the device thread, so no batch mixes two models and nothing
-but that thread runs a served model. It waits up to ``max_wait_s`` for more requests only while
-some are known to be on their way (admitted, still decoding); otherwise an idle worker starts
-at once, so a lone request pays no batching delay. Every submitted request's outcome goes to
-the ``Ledger`` here, with the model that answered it (or that the failure counts against).
+anything up), queued, and cut into batches of one model each (``batch_queue``). The worker
+takes *one lease per batch* from the router and runs the requests that lease takes on the
+device thread, so no batch mixes two models and nothing but that thread runs a served model.
+Every submitted request's outcome goes to the ``Ledger`` here, with the model that answered it
+(or that the failure counts against).
 """
 
 from __future__ import annotations
@@ -18,30 +15,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from concurrent.futures import Executor
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 
 from inference_node.errors import Draining, NodeError, Overloaded, Unavailable
 from inference_node.model import Detection, Detector, ModelRef
 from inference_node.serving.admission import Admission, AdmissionLimits, Ticket
+from inference_node.serving.batch_queue import BatchQueue, Pending
 from inference_node.serving.ledger import Ledger
 from inference_node.serving.requests import BatchLimits, DetectRequest, DetectResult
 from inference_node.serving.routing import Booking, Group, Leased, Route, Router, Target
 from inference_node.telemetry.metrics import NodeMetrics
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(slots=True, kw_only=True)
-class Pending:
-    request: DetectRequest
-    booking: Booking
-    future: asyncio.Future[DetectResult]
-    enqueued_at: float = field(default_factory=time.perf_counter)
-    leased: Leased | None = None
-    """The model the worker leased for this request's batch, once it has."""
 
 
 class Batcher:
@@ -63,8 +49,7 @@ class Batcher:
         self._limits = limits
         self._admission = admission or Admission(AdmissionLimits(), max_waiting=limits.max_queue)
         self._metrics = metrics
-        self._queue: deque[Pending] = deque()
-        self._has_work = asyncio.Event()
+        self._queue = BatchQueue(limits)
         self._preparing = 0
         self._running = 0
         self._in_flight = 0
@@ -121,7 +106,6 @@ class Batcher:
                     loop = asyncio.get_running_loop()
                     pending = Pending(request=request, booking=booking, future=loop.create_future())
                     self._queue.append(pending)
-                    self._has_work.set()
                     result = await pending.future
                 finally:
                     booking.release()
@@ -151,10 +135,7 @@ class Batcher:
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
-        for pending in self._queue:
-            if not pending.future.done():
-                pending.future.set_exception(Draining("node stopped before this request ran"))
-        self._queue.clear()
+        self._queue.fail_all(Draining("node stopped before this request ran"))
 
     def _admit(self) -> None:
         if not self._accepting:
@@ -192,7 +173,7 @@ class Batcher:
 
     async def _run(self) -> None:
         while True:
-            route, batch = await self._next_batch()
+            route, batch = await self._queue.next_batch(lambda: self._admission.arriving)
             if not batch:
                 continue
             self._running = len(batch)
@@ -206,36 +187,6 @@ class Batcher:
                 _fail(batch, exc)
             finally:
                 self._running = 0
-
-    async def _next_batch(self) -> tuple[Group, list[Pending]]:
-        while not self._queue:
-            self._has_work.clear()
-            await self._has_work.wait()
-        route = self._queue[0].booking.group
-        batch = self._take_ready([], route)
-        deadline = time.perf_counter() + self._limits.max_wait_s
-        while len(batch) < self._limits.max_size and self._admission.arriving:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                break
-            self._has_work.clear()
-            try:
-                await asyncio.wait_for(self._has_work.wait(), remaining)
-            except TimeoutError:
-                break
-            batch = self._take_ready(batch, route)
-        return route, [pending for pending in batch if not pending.future.done()]
-
-    def _take_ready(self, batch: list[Pending], route: Group) -> list[Pending]:
-        """Move queued requests for ``route`` into ``batch``; the others keep their order."""
-        others: deque[Pending] = deque()
-        while self._queue and len(batch) < self._limits.max_size:
-            pending = self._queue.popleft()
-            same = pending.booking.group == route
-            (batch if same else others).append(pending)
-        others.extend(self._queue)
-        self._queue = others
-        return batch
 
     async def _run_batch(self, route: Group, batch: list[Pending]) -> None:
         """One lease for the batch; a request it does not take (it named a model the slot

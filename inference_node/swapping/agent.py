@@ -1,11 +1,11 @@
 """``SwapAgent``: brings the slot to the desired model, one change at a time.
 
 What to do next and what a refusal means are decided by ``policy`` (pure); this module does
-what they call for. A change: fetch, verify, build and warm up the candidate on the loader
-thread, run its trial (the gates; each inference its own job, the latency rounds on the device
-thread between served batches, see ``trial``), swap, then retire the old model once its last
-batch has finished (closed and its memory released on the loader thread, never on the device
-thread or the event loop). Any failure keeps the old model serving and is reported. A newer
+what they call for. A change: fetch, verify and build the candidate on the loader thread, warm
+it up and run its trial (the gates) on the device thread, each inference its own job between
+served batches (see ``trial``), swap, then retire the old model once its last batch has
+finished and the new one has settled (closed and its memory released on the loader thread,
+see ``retire``). Any failure keeps the old model serving and is reported. A newer
 request cancels the load in progress at once: its cancel event stops the fetch, the build or
 the trial at the next step, the candidate is closed, and the newer model starts. Two loads
 never run at once. Time is read only through the injected ``clock`` and ``sleep``.
@@ -21,12 +21,11 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 from inference_node.errors import LoadError, Superseded, SwapError, ValidationFailed
 from inference_node.model import Detector, ModelRef
 from inference_node.swapping import validate
-from inference_node.swapping.loader import LoadReport
+from inference_node.swapping.loader import Builder, LoadReport
 from inference_node.swapping.policy import (
     RETRY_FIRST_S,
     RETRY_MAX_S,
@@ -39,10 +38,10 @@ from inference_node.swapping.policy import (
     phase_of,
     same_model,
 )
+from inference_node.swapping.retire import RETIRE_DELAY_S, Retirer
 from inference_node.swapping.slot import Active, ModelSlot
-from inference_node.swapping.trial import Jobs, run_trial
+from inference_node.swapping.trial import Jobs, run_trial, warm_up
 from inference_node.swapping.waiters import Waiters
-from inference_node.telemetry.device import release_device_memory
 from inference_node.telemetry.metrics import NodeMetrics
 
 logger = logging.getLogger(__name__)
@@ -60,25 +59,13 @@ class AgentStatus:
 SwapListener = Callable[[Active], None]
 
 
-class Loader(Protocol):
-    """Fetches, verifies, builds and warms up a model (``loader.ModelLoader`` in production).
-
-    Once ``cancel`` is set it should stop early and raise a ``SwapError``; a loader that
-    ignores it still works, its result is closed when it returns.
-    """
-
-    def load(
-        self, ref: ModelRef, *, cancel: threading.Event | None = None
-    ) -> tuple[Detector, LoadReport]: ...
-
-
 class SwapAgent:
     """Owns every change of the slot's model."""
 
     def __init__(
         self,
         slot: ModelSlot,
-        loader: Loader,
+        loader: Builder,
         *,
         loader_executor: Executor,
         device_executor: Executor,
@@ -90,11 +77,13 @@ class SwapAgent:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         retry_first_s: float = RETRY_FIRST_S,
         retry_max_s: float = RETRY_MAX_S,
+        retire_delay_s: float = RETIRE_DELAY_S,
     ) -> None:
         self._slot = slot
         self._loader = loader
         self._loader_executor = loader_executor
         self._device_executor = device_executor
+        self._retirer = Retirer(slot, executor=loader_executor, sleep=sleep, delay_s=retire_delay_s)
         self._policy = policy
         self._min_interval_s = min_swap_interval_s
         self._metrics = metrics
@@ -108,7 +97,6 @@ class SwapAgent:
         self._last_error = ""
         self._waiters = Waiters()
         self._wake = asyncio.Event()
-        self._retiring: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -136,8 +124,7 @@ class SwapAgent:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._retiring is not None:
-            await self._retiring
+        await self._retirer.finish()
         self._waiters.fail_all(Superseded("node stopped before the swap happened"))
 
     def request(self, ref: ModelRef) -> asyncio.Future[Active]:
@@ -195,15 +182,14 @@ class SwapAgent:
         self._state = replace(self._state, loading=ref)
         logger.info("model=%s loading", ref)
         try:
-            if self._retiring is not None:  # the last swap's old model is still being closed
-                await self._retiring
+            await self._retirer.finish()  # the last swap's old model goes before this one
             if cancel.is_set():
                 raise self._superseded(ref)
             detector, report = await self._load(ref, cancel)
             try:
-                await self._try_out(ref, detector, cancel)
+                report = await self._try_out(ref, detector, report, cancel)
             except BaseException:
-                await self._close(detector)
+                await self._retirer.close(detector)
                 raise
             self._go_live(ref, detector, report, started)
         except SwapError as exc:
@@ -216,7 +202,7 @@ class SwapAgent:
             self._cancel = None
 
     async def _load(self, ref: ModelRef, cancel: threading.Event) -> tuple[Detector, LoadReport]:
-        load = functools.partial(self._loader.load, ref, cancel=cancel)
+        load = functools.partial(self._loader.build, ref, cancel=cancel)
         try:
             detector, report = await asyncio.get_running_loop().run_in_executor(
                 self._loader_executor, load
@@ -226,27 +212,28 @@ class SwapAgent:
                 raise self._superseded(ref) from exc
             raise
         if cancel.is_set():  # a loader that does not watch ``cancel`` finished anyway
-            await self._close(detector)
+            await self._retirer.close(detector)
             raise self._superseded(ref)
         return detector, report
 
-    async def _try_out(self, ref: ModelRef, detector: Detector, cancel: threading.Event) -> None:
-        """The gates; the serving model stays leased for the latency comparison."""
-        trial = functools.partial(
-            run_trial,
-            ref,
-            detector,
-            background=Jobs(self._loader_executor, ref=ref, cancel=cancel),
-            device=Jobs(self._device_executor, ref=ref, cancel=cancel),
-            policy=self._policy,
-        )
+    async def _try_out(
+        self, ref: ModelRef, detector: Detector, report: LoadReport, cancel: threading.Event
+    ) -> LoadReport:
+        """Warm-up, then the gates; the serving model stays leased for the latency comparison.
+        Returns ``report`` with the warm-up's duration."""
+        device = Jobs(self._device_executor, ref=ref, cancel=cancel)
+        warming = self._clock()
+        await warm_up(ref, detector, batches=self._loader.warmup_batches, device=device)
+        report = replace(report, warmup_s=self._clock() - warming)
+        trial = functools.partial(run_trial, ref, detector, device=device, policy=self._policy)
         if self._slot.active is None:
-            report = await trial(incumbent=None)
+            trial_report = await trial(incumbent=None)
         else:
             with self._slot.lease() as incumbent:
-                report = await trial(incumbent=incumbent.detector)
-        for gate in report.gates:
+                trial_report = await trial(incumbent=incumbent.detector)
+        for gate in trial_report.gates:
             logger.info("model=%s gate %s passed: %s", ref, gate.gate, gate.detail)
+        return report
 
     def _superseded(self, ref: ModelRef) -> Superseded:
         return Superseded(
@@ -278,7 +265,7 @@ class SwapAgent:
             listener(active)
         self._waiters.went_live(active)
         if old is not None:
-            self._retiring = asyncio.get_running_loop().create_task(self._retire(old))
+            self._retirer.retire(old)
 
     def _refuse(self, ref: ModelRef, exc: SwapError) -> None:
         if isinstance(exc, Superseded):
@@ -300,18 +287,3 @@ class SwapAgent:
             "model=%s refused kind=%s, old model keeps serving: %s", ref, refusal.kind, message
         )
         self._waiters.refused(ref, exc)
-
-    async def _retire(self, old: Active) -> None:
-        await self._slot.drained(old)
-        await self._close(old.detector)
-        logger.info("slot generation=%d %s closed", old.generation, old.ref)
-
-    async def _close(self, detector: Detector) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._loader_executor, _close_and_release, detector)
-
-
-def _close_and_release(detector: Detector) -> None:
-    device = detector.device
-    detector.close()
-    release_device_memory(device)

@@ -4,7 +4,10 @@ Fetch the artifact (``file://``, ``http(s)://``, see
 :mod:`inference_node.swapping.artifacts`), check its sha256 and zip integrity *before* anything
 is unpickled, keep the verified file in the bounded artifact cache
 (:mod:`inference_node.swapping.artifact_cache`; a verified hit fetches nothing), build the
-network, warm it up. The artifact stays pinned in the cache (never evicted) from the start of a
+network (``build``), and warm it up: ``load`` runs the warm-up on the calling thread (the
+on-demand cache's loader), while the swap agent takes ``build`` and runs the rounds of
+``warmup_batches`` itself, one device-thread job at a time between served batches. The
+artifact stays pinned in the cache (never evicted) from the start of a
 load until the detector built from it is closed. A ``cancel`` event, or
 ``shutdown()`` for every load at once, stops a load mid-fetch (within ``WATCH_TICK_S``) or
 between build steps with ``LoadCancelled``. Knows nothing of slots, batching or Consul.
@@ -17,7 +20,7 @@ import threading
 import time
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -38,8 +41,32 @@ from inference_node.swapping.artifacts import (
 
 logger = logging.getLogger(__name__)
 
-WARMUP_BATCH_ONE_ROUNDS = 2
-"""Single-image passes: allocator and kernel selection settle after the first; the second checks."""
+WARMUP_BATCH_ONE_ROUNDS = 1
+"""Single-image passes. The first inference of a new model pays its kernel selection and first
+allocations (on this project's 2-core hosts: +5 ms for an architecture the process has run
+before, +60 ms for a new one); the second costs what a served one does, so one is enough."""
+
+
+def warmup_batches(device: str, max_batch: int) -> tuple[int, ...]:
+    """The batch sizes a new model is warmed up with, in order.
+
+    Single images, then on a GPU one full batch: its buffers are the largest the caching
+    allocator hands out and cuDNN picks kernels per shape. On the CPU a full batch costs as
+    much device time as the served batch it would delay, and buys only the first page faults
+    of a larger activation buffer.
+    """
+    full = (max_batch,) if device.startswith("cuda") and max_batch > 1 else ()
+    return (1,) * WARMUP_BATCH_ONE_ROUNDS + full
+
+
+def warm_up_batch(ref: ModelRef, detector: Detector, size: int) -> None:
+    """One warm-up inference of ``size`` blank images; ``LoadError`` if the model cannot run it."""
+    side = detector.spec.input_size
+    blank = np.zeros((side, side, 3), dtype=np.uint8)
+    try:
+        detector.detect([blank] * size, [DetectParams()] * size)
+    except Exception as exc:  # a model that cannot run a blank batch never goes live
+        raise LoadError(f"model {ref} failed its warm-up run: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,6 +83,18 @@ class Loader(Protocol):
     """Fetches, verifies, builds and warms up a model; stops early when ``cancel`` is set."""
 
     def load(
+        self, ref: ModelRef, *, cancel: threading.Event | None = None
+    ) -> tuple[Detector, LoadReport]: ...
+
+
+class Builder(Protocol):
+    """Fetches, verifies and builds a model, leaving its warm-up (``warmup_batches``) to the
+    caller; stops early when ``cancel`` is set."""
+
+    @property
+    def warmup_batches(self) -> tuple[int, ...]: ...
+
+    def build(
         self, ref: ModelRef, *, cancel: threading.Event | None = None
     ) -> tuple[Detector, LoadReport]: ...
 
@@ -100,7 +139,7 @@ class ModelLoader:
         cache_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self._device = device
-        self._warmup_batch = warmup_batch
+        self.warmup_batches = warmup_batches(device, warmup_batch)
         self._fetch_limits = fetch_limits or FetchLimits()
         self._stopping = threading.Event()
         self.artifacts = ArtifactCache(cache_dir, max_bytes=cache_bytes)
@@ -113,9 +152,27 @@ class ModelLoader:
     def load(
         self, ref: ModelRef, *, cancel: threading.Event | None = None
     ) -> tuple[Detector, LoadReport]:
-        """Fetch, verify, build and warm up ``ref``; raises a ``SwapError`` subclass on failure
-        (``LoadCancelled`` when ``cancel`` is set or the loader shuts down meanwhile).
+        """Fetch, verify, build and warm up ``ref`` on this thread; raises a ``SwapError``
+        subclass on failure (``LoadCancelled`` when ``cancel`` is set or the loader shuts
+        down meanwhile).
         """
+        detector, report = self.build(ref, cancel=cancel)
+        cancelled = _Cancel(cancel, self._stopping)
+        started = time.perf_counter()
+        try:
+            for size in self.warmup_batches:
+                _check_cancel(ref, cancelled, "while warming up")
+                warm_up_batch(ref, detector, size)
+            _check_cancel(ref, cancelled, "after warming up")
+        except BaseException:  # cancelled, or warm-up failed (e.g. out of device memory)
+            detector.close()  # frees its memory and its artifact pin
+            raise
+        return detector, replace(report, warmup_s=time.perf_counter() - started)
+
+    def build(
+        self, ref: ModelRef, *, cancel: threading.Event | None = None
+    ) -> tuple[Detector, LoadReport]:
+        """Fetch, verify and build ``ref``, not warmed up (the report's ``warmup_s`` is 0)."""
         cancelled = _Cancel(cancel, self._stopping)
         started = time.perf_counter()
         pin = self._fetch_pinned(ref, cancelled)
@@ -126,18 +183,15 @@ class ModelLoader:
         except BaseException:
             pin.release()
             raise
-        built = time.perf_counter()
         try:
-            _check_cancel(ref, cancelled, "before warming up")
-            self._warm_up(ref, detector)
-            _check_cancel(ref, cancelled, "after warming up")
-        except BaseException:  # cancelled, or warm-up failed (e.g. out of device memory)
+            _check_cancel(ref, cancelled, "after building")
+        except BaseException:
             detector.close()  # frees its memory and its artifact pin
             raise
         report = LoadReport(
             fetch_s=fetched - started,
-            build_s=built - fetched,
-            warmup_s=time.perf_counter() - built,
+            build_s=time.perf_counter() - fetched,
+            warmup_s=0.0,
             weight_bytes=detector.weight_bytes(),
         )
         return detector, report
@@ -183,18 +237,6 @@ class ModelLoader:
         except Exception as exc:  # unpickling and building raise anything; all mean "unusable"
             raise LoadError(f"model {ref} could not be built from {pin.path.name}: {exc}") from exc
         return PinnedDetector(module, spec=spec, device=self._device, pin=pin)
-
-    def _warm_up(self, ref: ModelRef, detector: Detector) -> None:
-        size = detector.spec.input_size
-        blank = np.zeros((size, size, 3), dtype=np.uint8)
-        try:
-            for _ in range(WARMUP_BATCH_ONE_ROUNDS):
-                detector.detect([blank], [DetectParams()])
-            if self._warmup_batch > 1:  # one full batch: its buffers are the largest allocated
-                detector.detect([blank] * self._warmup_batch, [DetectParams()] * self._warmup_batch)
-        except Exception as exc:  # a model that cannot run a blank batch never goes live
-            detector.close()
-            raise LoadError(f"model {ref} failed its warm-up run: {exc}") from exc
 
 
 def _check_cancel(ref: ModelRef, cancel: _Cancel, when: str) -> None:

@@ -1,17 +1,20 @@
-"""A candidate's trial beside live traffic: the validation gates and the figures they judge.
+"""A candidate's trial beside live traffic: its warm-up, the validation gates and the figures
+they judge.
 
-Every inference of the trial is its own job, submitted only once the previous one has
-returned, and before each job the trial checks its cancel event: a newer desired model stops
-it at the next inference, not at the end. Calibration images run on the loader thread (at a
-lower CPU priority, beside serving, like the loader's warm-up); the latency rounds must run
-where served batches run, on the device thread. That thread takes jobs in the order they
-arrive and the batcher submits its next batch while a round runs, so a served batch waits
-behind at most one probe inference, never behind the whole probe.
+Every inference of a candidate runs on the device thread, where served batches run, and each
+is its own job, submitted only once the previous one has returned: the warm-up rounds, the
+calibration images, the latency rounds. That thread takes jobs in the order they arrive and
+the batcher submits its next batch while a candidate's job runs, so a served batch waits
+behind at most one candidate inference (a single image), never behind a whole warm-up or
+probe; and the loader thread does no inference at all, so nothing but the device thread and
+the servers' threads compete for the cores while a candidate is tried. Before each job the
+trial checks its cancel event: a newer desired model stops it at the next inference.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +26,7 @@ import numpy as np
 from inference_node.errors import Superseded
 from inference_node.model import Detector, DetectParams, Image, ModelRef
 from inference_node.swapping import validate
+from inference_node.swapping.loader import warm_up_batch
 
 T = TypeVar("T")
 
@@ -45,18 +49,25 @@ class Jobs:
         return await asyncio.get_running_loop().run_in_executor(self._executor, job)
 
 
+async def warm_up(
+    ref: ModelRef, candidate: Detector, *, batches: tuple[int, ...], device: Jobs
+) -> None:
+    """One device job per warm-up batch; ``LoadError`` if the candidate cannot run one."""
+    for size in batches:
+        await device.run(functools.partial(warm_up_batch, ref, candidate, size))
+
+
 async def run_trial(
     ref: ModelRef,
     candidate: Detector,
     *,
     incumbent: Detector | None,
-    background: Jobs,
     device: Jobs,
     policy: validate.ValidationPolicy,
 ) -> validate.ValidationReport:
     """Run the gates in order; raises ``ValidationFailed`` (or ``Superseded``) on the first miss.
 
-    ``background`` runs calibration images (the loader thread), ``device`` the latency rounds.
+    Every inference is a ``device`` job: the calibration images, then the latency rounds.
     """
     spec = incumbent.spec if incumbent is not None else None
     gates = [
@@ -64,7 +75,7 @@ async def run_trial(
         validate.check_compat(ref, candidate.spec, incumbent=spec, policy=policy),
     ]
     found = [
-        await background.run(_counter(candidate, case.image, policy.calibration_conf))
+        await device.run(_counter(candidate, case.image, policy.calibration_conf))
         for case in policy.calibration
     ]
     gates.append(validate.check_calibration(ref, found, policy))

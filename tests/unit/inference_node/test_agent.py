@@ -38,8 +38,12 @@ async def _rig(
     policy: ValidationPolicy | None = None,
     clock: FakeClock | None = None,
     retry_first_s: float = 5.0,
+    retire_delay_s: float = 0.0,
 ) -> tuple[Rig, list[ThreadPoolExecutor]]:
-    pools = [ThreadPoolExecutor(1), ThreadPoolExecutor(1)]
+    pools = [
+        ThreadPoolExecutor(1, thread_name_prefix="loader"),
+        ThreadPoolExecutor(1, thread_name_prefix="device"),
+    ]
     slot = ModelSlot()
     clock = clock or FakeClock()
     agent = SwapAgent(
@@ -53,6 +57,7 @@ async def _rig(
         clock=clock,
         sleep=clock.sleep,
         retry_first_s=retry_first_s,
+        retire_delay_s=retire_delay_s,
     )
     agent.start()
     return Rig(slot, loader, agent, clock), pools
@@ -144,18 +149,95 @@ async def test_trial_inferences_let_served_batches_run_in_between() -> None:
     candidate = FakeDetector(delay_s=0.002, on_detect=lambda: order.append("candidate"))
     loader = FakeLoader({"a": incumbent, "b": candidate})
     made, pools = await _rig(loader, policy=ValidationPolicy(latency_factor=10.0, latency_rounds=3))
-    await made.agent.request(A)
+    await made.agent.request(A)  # its warm-up was the incumbent's first inference
+    order.clear()
     incumbent.gate = first_probe
     swap = made.agent.request(B)
-    await until(lambda: incumbent.started == 1, what="the first probe on the device thread")
+    await until(lambda: incumbent.started == 2, what="the first probe on the device thread")
     served = [pools[1].submit(order.append, "served") for _ in range(2)]  # batches queued meanwhile
 
     first_probe.set()
     await asyncio.wait_for(swap, 5)
 
     assert all(batch.done() for batch in served)
-    assert order[:4] == ["incumbent", "served", "served", "candidate"]
-    assert order.count("candidate") == order.count("incumbent") == 3
+    assert order[:5] == ["candidate", "incumbent", "served", "served", "candidate"]
+    assert order.count("candidate") == 1 + 3  # its warm-up batch, then the rounds
+    assert order.count("incumbent") == 3
+
+
+async def test_warm_up_runs_on_the_device_thread_one_batch_per_job() -> None:
+    threads: list[str] = []
+    held = threading.Event()
+    candidate = FakeDetector(
+        gate=held, on_detect=lambda: threads.append(threading.current_thread().name)
+    )
+    loader = FakeLoader({"a": FakeDetector(), "b": candidate}, warmup_batches=(1, 1, 4))
+    made, pools = await _rig(loader)
+    await made.agent.request(A)
+    swap = made.agent.request(B)
+    await until(lambda: candidate.started == 1, what="the first warm-up batch")
+    served = pools[1].submit(threads.append, "served")  # a batch queued meanwhile
+
+    held.set()
+    active = await asyncio.wait_for(swap, 5)
+
+    assert served.done()
+    assert candidate.batches == [1, 1, 4]
+    assert [name.split("_")[0] for name in threads] == ["device", "served", "device", "device"]
+    assert active.load.warmup_s == 0.0  # measured on the agent's clock, which did not move
+    await made.agent.stop()
+    for pool in pools:
+        pool.shutdown()
+
+
+async def test_a_candidate_that_fails_its_warm_up_is_refused_and_closed(rig: Rig) -> None:
+    await rig.agent.request(A)
+    broken = FakeDetector(on_detect=_raise_out_of_memory)
+    rig.loader.detectors["b"] = broken
+
+    with pytest.raises(LoadError, match="failed its warm-up run: out of memory"):
+        await asyncio.wait_for(rig.agent.request(B), 5)
+
+    assert broken.closed
+    assert rig.slot.active is not None
+    assert rig.slot.active.ref == A
+
+
+def _raise_out_of_memory() -> None:
+    raise RuntimeError("out of memory")
+
+
+async def test_old_model_is_freed_once_the_new_one_has_served_the_retire_delay() -> None:
+    old, new = FakeDetector(), FakeDetector()
+    made, pools = await _rig(FakeLoader({"a": old, "b": new}), retire_delay_s=2.0)
+    await made.agent.request(A)
+    await made.agent.request(B)
+    await asyncio.sleep(0.05)  # give a wrongly eager close the chance to happen
+
+    assert not old.closed
+    made.clock.advance(2.0)
+    await until(lambda: old.closed, what="the old model closed after the delay")
+    await made.agent.stop()
+    for pool in pools:
+        pool.shutdown()
+
+
+async def test_a_new_load_frees_the_retiring_model_before_building() -> None:
+    a, b, c = FakeDetector(), FakeDetector(), FakeDetector()
+    loader = FakeLoader({"a": a, "b": b, "c": c})
+    made, pools = await _rig(loader, retire_delay_s=3600.0)
+    await made.agent.request(A)
+    await made.agent.request(B)
+    built: list[bool] = []
+    c.on_detect = lambda: built.append(a.closed)  # c's warm-up: after a was freed?
+
+    await asyncio.wait_for(made.agent.request(C), 5)
+
+    assert built == [True]
+    await made.agent.stop()  # stopping cuts b's delay short too
+    assert b.closed
+    for pool in pools:
+        pool.shutdown()
     await made.agent.stop()
     for pool in pools:
         pool.shutdown()
