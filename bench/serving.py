@@ -81,7 +81,7 @@ def bare_calls(model: Path, image_bytes: bytes, cache: Path, *, threads: int, ro
     """Ultralytics predict (single and batched) and our detector, in this process."""
     from ultralytics import YOLO  # type: ignore[attr-defined]
 
-    from inference_node.imaging import ImageLimits, decode_image
+    from inference_node.serving.imaging import ImageLimits, decode_image
 
     rgb = decode_image(image_bytes, ImageLimits())
     decode = _timed(lambda: decode_image(image_bytes, ImageLimits()), rounds)

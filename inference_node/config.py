@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from inference_node.imaging import ImageLimits
 from inference_node.serving.admission import AdmissionLimits
+from inference_node.serving.imaging import ImageLimits
 from inference_node.serving.requests import BatchLimits
 from inference_node.swapping.artifact_cache import DEFAULT_MAX_BYTES as DEFAULT_ARTIFACT_CACHE_BYTES
 from yolofleet.paths import cache_dir

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from inference_node.config import FleetConfig, GateConfig, NodeConfig
-from inference_node.imaging import ImageLimits
 from inference_node.serving.admission import AdmissionLimits
+from inference_node.serving.imaging import ImageLimits
 from inference_node.serving.requests import BatchLimits
 from inference_node.swapping.artifact_cache import DEFAULT_MAX_BYTES as DEFAULT_ARTIFACT_CACHE_BYTES
 

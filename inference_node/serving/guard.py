@@ -7,10 +7,15 @@ left to gRPC (UNKNOWN and a traceback per request): the deserializer hands on a 
 marker instead, and a unary call answers INVALID_ARGUMENT with one log line. A stream whose
 method answers frame by frame (``per_frame_methods``: DetectStream) sees the marker in place
 of that frame, so it can answer it and go on; any other stream ends with INVALID_ARGUMENT.
+
+A streaming handler either yields its responses (an async generator, like DetectStream) or
+writes them with ``context.write`` and returns (a coroutine, like the health service's
+``Watch``); the guard keeps the handler's form, as gRPC serves the two differently.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -109,6 +114,9 @@ def _guard_unary(behavior: Handler, method: str) -> Handler:
 
 
 def _guard_unary_stream(behavior: Handler, method: str) -> Handler:
+    if not inspect.isasyncgenfunction(behavior):  # it writes with context.write
+        return _guard_unary(behavior, method)
+
     async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             if isinstance(request, Malformed):
@@ -122,11 +130,25 @@ def _guard_unary_stream(behavior: Handler, method: str) -> Handler:
 
 
 def _guard_stream(behavior: Handler, method: str, *, per_frame: bool) -> Handler:
+    if not inspect.isasyncgenfunction(behavior):  # it writes with context.write
+        return _guard_writing_stream(behavior, method, per_frame=per_frame)
+
     async def guarded(request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         requests = request_iterator if per_frame else _parsed(request_iterator, method)
         try:
             async for response in behavior(requests, context):
                 yield response
+        except Exception as exc:
+            await _abort(context, exc, method)
+
+    return guarded
+
+
+def _guard_writing_stream(behavior: Handler, method: str, *, per_frame: bool) -> Handler:
+    async def guarded(request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        requests = request_iterator if per_frame else _parsed(request_iterator, method)
+        try:
+            return await behavior(requests, context)
         except Exception as exc:
             await _abort(context, exc, method)
 

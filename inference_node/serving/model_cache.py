@@ -11,7 +11,8 @@ held never exceed the budget. A failed load is not cached: the next request trie
 The assigned model lives in the slot, not here, so it is never evicted and never counted.
 Like the slot, the cache lives on the node's event loop thread and needs no lock to lease.
 Loads run on an executor of the cache's own, so a hung slot load never holds them up, and
-``stop()`` cancels the ones in flight and waits for them at most ``STOP_GRACE_S``.
+``stop()`` cancels the ones in flight and waits for them at most ``STOP_GRACE_S``; a load that
+returns after that (a loader that ignored the cancel) has its model closed as it returns.
 """
 
 from __future__ import annotations
@@ -35,10 +36,16 @@ from inference_node.errors import (
     SwapError,
 )
 from inference_node.model import Detector, ModelRef
-from inference_node.serving.cache_entry import CachedModel, CacheEntry, CacheHold
+from inference_node.serving.cache_entry import (
+    CachedModel,
+    CacheEntry,
+    CacheHold,
+    close_and_release,
+    close_if_loaded,
+    human_size,
+)
 from inference_node.serving.catalog import ModelCatalog
 from inference_node.swapping.loader import Loader
-from inference_node.telemetry.device import release_device_memory
 from inference_node.telemetry.metrics import NodeMetrics
 
 logger = logging.getLogger(__name__)
@@ -59,6 +66,7 @@ class ModelCache:
         allowed: frozenset[str],
         budget_bytes: int,
         metrics: NodeMetrics,
+        stop_grace_s: float = STOP_GRACE_S,
     ) -> None:
         self._loader = loader
         self._loader_executor = loader_executor
@@ -66,6 +74,7 @@ class ModelCache:
         self._allowed = allowed
         self._budget = budget_bytes
         self._metrics = metrics
+        self._stop_grace_s = stop_grace_s
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()  # least recently used first
         self._loading: dict[str, asyncio.Task[None]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
@@ -132,21 +141,19 @@ class ModelCache:
             entry.drained.set()
 
     async def stop(self) -> None:
-        """Refuse new loads, cancel running ones (waiting at most ``STOP_GRACE_S``), close all."""
+        """Refuse new loads, cancel running ones (waiting at most the grace), close all."""
         self._closed = True
         self._cancel.set()
+        grace_s = self._stop_grace_s
         if self._loading:
-            loading = set(self._loading.values())
-            _, late = await asyncio.wait(loading, timeout=STOP_GRACE_S)
+            _, late = await asyncio.wait(set(self._loading.values()), timeout=grace_s)
             for task in late:
-                logger.warning(
-                    "on-demand %s still running after %.1fs", task.get_name(), STOP_GRACE_S
-                )
+                logger.warning("on-demand %s still running after %.1fs", task.get_name(), grace_s)
                 task.cancel()
         for entry in list(self._entries.values()):
             self._remove(entry)
         if self._retiring:
-            await asyncio.wait(set(self._retiring), timeout=STOP_GRACE_S)
+            await asyncio.wait(set(self._retiring), timeout=grace_s)
 
     async def _resident(self, name: str) -> CacheEntry:
         while True:
@@ -197,9 +204,12 @@ class ModelCache:
             raise ModelLoadFailed(f"model {name!r} could not be looked up: {exc}") from exc
 
     async def _run_loader(self, name: str, ref: ModelRef) -> tuple[Detector, int]:
-        loop = asyncio.get_running_loop()
+        work = self._loader_executor.submit(self._load_and_measure, ref)
         try:
-            return await loop.run_in_executor(self._loader_executor, self._load_and_measure, ref)
+            return await asyncio.wrap_future(work)
+        except asyncio.CancelledError:  # stop gave up waiting: whatever comes back is closed
+            work.add_done_callback(close_if_loaded)
+            raise
         except SwapError as exc:
             logger.warning("model=%s on-demand load failed: %s", name, exc)
             raise ModelLoadFailed(f"model {name!r} could not be loaded: {exc}") from exc
@@ -276,25 +286,15 @@ class ModelCache:
             self._metrics.cache_holds(self._held)
 
     async def _close(self, detector: Detector) -> None:
+        """Close on the loader thread; shielded, so a cancelled caller still gets it closed."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._loader_executor, _close_and_release, detector)
+        await asyncio.shield(
+            loop.run_in_executor(self._loader_executor, close_and_release, detector)
+        )
 
     def _too_large_error(self, name: str, size: int) -> ModelTooLarge:
         return ModelTooLarge(
-            f"model {name!r} needs {_size(size)} for its weights but this node's model "
-            f"memory budget is {_size(self._budget)}; raise --model-memory-budget or "
+            f"model {name!r} needs {human_size(size)} for its weights but this node's model "
+            f"memory budget is {human_size(self._budget)}; raise --model-memory-budget or "
             "send the request to a node that serves this model"
         )
-
-
-def _close_and_release(detector: Detector) -> None:
-    device = detector.device
-    detector.close()
-    release_device_memory(device)
-
-
-def _size(size: int) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} bytes"

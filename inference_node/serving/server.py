@@ -21,12 +21,12 @@ from typing import Any
 import grpc
 
 from inference_node.errors import InvalidParameter, NodeError, to_status
-from inference_node.imaging import DecodedImage, ImageLimits, open_image
 from inference_node.model import Detection, DetectParams, ModelRef
 from inference_node.serving.admission import Admission, Ticket
 from inference_node.serving.batcher import Batcher
 from inference_node.serving.frames import Frame, FrameWindow
 from inference_node.serving.guard import ErrorInterceptor, Malformed
+from inference_node.serving.imaging import DecodedImage, ImageLimits, open_image
 from inference_node.serving.ledger import Ledger
 from inference_node.serving.requests import DetectRequest, DetectResult
 from inference_node.serving.status import NodeSnapshot, SlotPhase, StatusSource

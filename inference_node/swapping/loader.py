@@ -27,9 +27,9 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from inference_node.detector import TorchDetector
 from inference_node.errors import DigestMismatch, LoadCancelled, LoadError
 from inference_node.model import Detector, DetectParams, ModelRef, ModelSpec
+from inference_node.serving.detector import TorchDetector
 from inference_node.swapping.artifact_cache import DEFAULT_MAX_BYTES, ArtifactCache, Pin
 from inference_node.swapping.artifacts import (
     Fetched,

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inference_node.errors import ValidationFailed
-from inference_node.imaging import ImageLimits, decode_image
 from inference_node.model import Image, ModelRef, ModelSpec
+from inference_node.serving.imaging import ImageLimits, decode_image
 
 SUPPORTED_TASKS = frozenset({"detect"})
 STRIDE = 32

@@ -7,6 +7,9 @@ model digest (``sha256``): they count the same requests (server-side failures as
 ``outcome="error"``, callers' errors not at all) with the same latency bucket bounds, so
 Prometheus' ``increase()`` over a window gives what ``GetStats`` gives for it
 (``control_plane/prometheus.py`` reads them).
+
+``yolofleet_swap_failures_total`` is exported at zero for every ``stage`` from the start, so an
+alert on its increase fires on the first refusal, and dashboards show every stage.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from inference_node.errors import ArtifactError, ArtifactRefused, DigestMismatch, LoadError
 from inference_node.model import Detection, ModelRef
 from inference_node.telemetry.device import DeviceMemory
 
@@ -24,6 +28,12 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 64)
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
+SWAP_FAILURE_STAGES = (
+    *(error.__name__ for error in (ArtifactError, ArtifactRefused, DigestMismatch, LoadError)),
+    "classes", "compat", "calibration", "latency",
+)  # fmt: skip
+"""Every ``stage`` a refusal is counted under: the refusal's error class, or for a failed
+validation gate the gate's name (see ``swapping/validate.py``)."""
 
 
 class NodeMetrics:
@@ -55,6 +65,8 @@ class NodeMetrics:
         self.swap_failures = Counter(
             "yolofleet_swap_failures", "Candidates refused", ["stage"], registry=r
         )
+        for stage in SWAP_FAILURE_STAGES:
+            self.swap_failures.labels(stage)
         self.load_seconds = Histogram(
             "yolofleet_load_seconds", "Candidate fetch+build+warm-up time",
             buckets=LOAD_BUCKETS, registry=r,

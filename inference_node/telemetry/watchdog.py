@@ -139,16 +139,18 @@ class Watchdog:
             await asyncio.gather(self._task, return_exceptions=True)
 
     def check(self) -> float:
-        """Judge the heartbeat now and report a change; return the timeout it was judged by."""
+        """Judge the heartbeat now and tell the listeners when it trips or clears (``reason``
+        keeps the latest figures meanwhile); return the timeout it was judged by."""
         beat = self._heartbeat.read()
         timeout_s = timeout_for(beat, max_batch=self._max_batch, configured_s=self._configured_s)
         reason = stall(beat, now=self._clock(), timeout_s=timeout_s)
-        if reason != self.reason:
+        changed = bool(reason) != bool(self.reason)  # not each new "has run for" figure
+        self.reason = reason
+        if changed:
             if reason:
                 logger.warning("watchdog tripped: %s", reason)
             else:
                 logger.info("watchdog cleared: the device thread finished its job")
-            self.reason = reason
             for listener in self._listeners:
                 listener(reason)
         return timeout_s

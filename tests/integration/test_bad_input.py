@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
 from inference_node.model import ModelRef
@@ -174,4 +175,20 @@ def test_unparsable_health_watch_request_is_invalid_argument(shared_node: Runnin
         list(watch(b"\x0a\x05ab", timeout=30))
 
     assert caught.value.code() == INVALID
+    _assert_still_serving(shared_node)
+
+
+def test_a_valid_health_watch_streams_the_status_through_the_guard(
+    shared_node: RunningNode,
+) -> None:
+    """The health service's Watch writes with ``context.write`` (not a generator): the error
+    guard must keep that form, or every Watch fails INTERNAL."""
+    watch = health_pb2_grpc.HealthStub(shared_node.channel).Watch(
+        health_pb2.HealthCheckRequest(), timeout=30
+    )
+
+    first = next(watch)
+    watch.cancel()
+
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
     _assert_still_serving(shared_node)

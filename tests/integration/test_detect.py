@@ -8,14 +8,17 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from inference_node.errors import DigestMismatch
 from inference_node.model import ModelRef
 from inference_node.serving.requests import BatchLimits
+from inference_node.telemetry.metrics import SWAP_FAILURE_STAGES
 from tests.integration.harness import RunningNode, encode, iou
 from tests.waits import wait_for
 from yolofleet.synthetic import render_image
@@ -176,6 +179,34 @@ def test_model_metrics_count_what_stats_count(
         model.confidence_sum, rel=1e-9
     )
     assert classes == {f"class_name={k}": v for k, v in model.class_counts.items()}
+
+
+def test_every_swap_failure_stage_is_scraped_at_zero_before_the_first_refusal(
+    start_node: Callable[..., RunningNode], refs: dict[str, ModelRef]
+) -> None:
+    node = start_node(metrics_port=0)
+    node.swap_to(refs["v1"])
+    before = _swap_failures(node.node.metrics_port)
+
+    with pytest.raises(DigestMismatch):
+        node.swap_to(replace(refs["v2"], sha256="f" * 64))
+    after = _swap_failures(node.node.metrics_port)
+    reply = node.stub.Detect(pb.DetectRequest(image=encode(render_image(5).image)), timeout=30)
+
+    assert before == dict.fromkeys(SWAP_FAILURE_STAGES, 0.0)
+    assert after == {**before, "DigestMismatch": 1.0}
+    assert reply.model.sha256 == refs["v1"].sha256
+
+
+def _swap_failures(port: int | None) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    return {
+        sample.labels["stage"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "yolofleet_swap_failures_total"
+    }
 
 
 def _scrape(port: int | None, *, sha256: str) -> dict[str, dict[str, float]]:

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from inference_node.errors import InvalidImage
-from inference_node.imaging import DecodedImage, ImageLimits, decode_image, open_image
 from inference_node.model import Detection
+from inference_node.serving.imaging import DecodedImage, ImageLimits, decode_image, open_image
 from tests.images import png_claiming
 
 LIMITS = ImageLimits(max_bytes=1 << 20, max_pixels=1_000_000)

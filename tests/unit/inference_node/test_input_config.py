@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from inference_node.config_args import from_args
-from inference_node.imaging import ImageLimits
 from inference_node.serving.admission import AdmissionLimits
+from inference_node.serving.imaging import ImageLimits
 
 
 def test_defaults_bound_decodes_and_derive_the_byte_limit_at_start() -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from inference_node.errors import (
+    Draining,
     LoadCancelled,
     ModelLoadFailed,
     ModelNotAllowed,
@@ -282,3 +283,37 @@ async def test_stop_cancels_a_hung_load_and_its_waiter_is_told() -> None:
 
         with pytest.raises(ModelLoadFailed, match=r"'a' could not be loaded: .* cancelled"):
             await waiting
+
+
+@pytest.mark.parametrize("returns", ["while-stop-waits", "after-stop-gave-up"])
+async def test_a_load_that_returns_after_stop_began_has_its_detector_closed(returns: str) -> None:
+    gate = threading.Event()
+    detector = FakeDetector()
+    loader = FakeLoader(detectors={"a": detector}, gate=gate, honours_cancel=False)
+    with ThreadPoolExecutor(1) as executor:
+        cache = ModelCache(
+            loader,
+            loader_executor=executor,
+            catalog=StaticCatalog({"a": make_ref("a", "1")}),
+            allowed=frozenset({"a"}),
+            budget_bytes=1000,
+            metrics=NodeMetrics(),
+            stop_grace_s=5.0 if returns == "while-stop-waits" else 0.05,
+        )
+        waiting = asyncio.ensure_future(cache.ensure_loaded("a"))
+        await until(lambda: loader.running == 1, what="the load to start")
+
+        stopping = asyncio.ensure_future(cache.stop())
+        if returns == "while-stop-waits":
+            await asyncio.sleep(0.05)
+            assert not stopping.done()
+            gate.set()  # the loader ignored the cancel: its detector comes back now
+        await asyncio.wait_for(stopping, 10)
+        gate.set()
+        await until(lambda: detector.closed, timeout_s=10, what="the late detector to be closed")
+
+    assert loader.loads == ["a"]
+    assert cache.loaded == ()
+    assert cache.held_bytes == 0
+    with pytest.raises((ModelLoadFailed, Draining, asyncio.CancelledError)):
+        await waiting

@@ -129,11 +129,14 @@ def test_watchdog_reports_a_stall_once_and_the_recovery_once() -> None:
     watchdog.check()
     clock.now += 2.0
     watchdog.check()
+    clock.now += 0.5  # still stalled, with a new figure: the status shows it, no new report
     watchdog.check()
+    still = watchdog.reason
     release.set()
     worker.join(10)
     watchdog.check()
 
+    assert still.startswith("device thread stalled: one job has run for 2.5s")
     assert len(reports) == 2
     assert reports[0].startswith("device thread stalled: one job has run for 2.0s")
     assert reports[1] == ""
