@@ -34,7 +34,7 @@ import numpy as np
 
 from bench import current_rule
 from bench.analysis_replay import Recorded, replay
-from bench.analysis_traffic import Model, Totals, samples_at, simulate
+from bench.analysis_traffic import Model, Totals, coarsened, samples_at, simulate
 from control_plane.analysis import Outcome, assess
 from control_plane.samples import Samples
 from control_plane.spec import Thresholds
@@ -64,7 +64,8 @@ def new_rule(canary: Samples, baseline: Samples) -> str:
 
 
 def current(canary: Samples, baseline: Samples) -> str:
-    return current_rule.assess(canary, baseline, current_rule.Thresholds()).outcome.value
+    old = current_rule.Thresholds()
+    return current_rule.assess(coarsened(canary), coarsened(baseline), old).outcome.value
 
 
 RULES: dict[str, Rule] = {"new": new_rule, "current": current}
@@ -76,7 +77,9 @@ def strict_rules(confidence_drift: float) -> dict[str, Rule]:
     old_t = current_rule.Thresholds(confidence_drift=confidence_drift)
     return {
         "new": lambda c, b: assess(c, b, new_t).outcome.value,
-        "current": lambda c, b: current_rule.assess(c, b, old_t).outcome.value,
+        "current": lambda c, b: (
+            current_rule.assess(coarsened(c), coarsened(b), old_t).outcome.value
+        ),
     }
 
 

@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from control_plane.samples import LatencyHistogram, Samples
 from inference_node.telemetry.metrics import LATENCY_BUCKETS
+from inference_node.telemetry.stats import STATS_LATENCY_BOUNDS_S
 
 Counts = npt.NDArray[np.int64]
 CLASSES = ("circle", "square", "triangle")
@@ -44,7 +45,7 @@ class Model:
         return replace(self, latency_median_s=self.latency_median_s * factor)
 
     def bucket_probabilities(self) -> npt.NDArray[np.float64]:
-        edges = [0.0, *(self._cdf(b) for b in LATENCY_BUCKETS), 1.0]
+        edges = [0.0, *(self._cdf(b) for b in STATS_LATENCY_BOUNDS_S), 1.0]
         return np.diff(np.array(edges))
 
     def _cdf(self, x: float) -> float:
@@ -106,7 +107,7 @@ def samples_at(totals: Totals, rollout: int, tick: int) -> Samples:
         requests=requests,
         errors=errors,
         latency=LatencyHistogram(
-            bounds=LATENCY_BUCKETS,
+            bounds=STATS_LATENCY_BOUNDS_S,
             counts=tuple(int(n) for n in totals.latency[rollout, tick]),
         ),
         images=requests - errors,
@@ -114,3 +115,15 @@ def samples_at(totals: Totals, rollout: int, tick: int) -> Samples:
         confidence_sum=float(totals.confidence_sum[rollout, tick]),
         class_counts=tuple((name, int(n)) for name, n in zip(CLASSES, classes, strict=True) if n),
     )
+
+
+def coarsened(samples: Samples, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> Samples:
+    """``samples`` with its latency histogram in the coarser ``bounds`` (each one of its own
+    bounds): what a node counting in ``bounds`` would have reported for the same requests."""
+    fine = samples.latency
+    if not set(bounds) <= set(fine.bounds):
+        raise ValueError("the coarser bounds must be among the histogram's own")
+    counts = [0] * (len(bounds) + 1)
+    for upper, count in zip((*fine.bounds, math.inf), fine.counts, strict=True):
+        counts[next((i for i, b in enumerate(bounds) if upper <= b), len(bounds))] += count
+    return replace(samples, latency=LatencyHistogram(bounds=bounds, counts=tuple(counts)))

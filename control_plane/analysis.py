@@ -62,15 +62,16 @@ def assess(canary: Samples, baseline: Samples, thresholds: Thresholds) -> Verdic
 
 
 WEIGHTS: dict[Check, int] = {
-    Check.ERROR_RATE: 2,
-    Check.P99_LATENCY: 2,
+    Check.ERROR_RATE: 3,
+    Check.P99_LATENCY: 3,
     Check.DETECTIONS_PER_IMAGE: 1,
     Check.MEAN_CONFIDENCE: 1,
     Check.CLASS_SHARE: 1,
     Check.CLASS_MIX: 1,
 }
 """Shares of ``alpha`` per check: the serving checks judge small changes against tight
-tolerances and need the level most; the output guardrails judge large ones."""
+tolerances and need the level most (3/9 each with the defaults); the output guardrails judge
+large ones, whose evidence grows so fast that a smaller share costs them about one tick."""
 
 
 def enabled(thresholds: Thresholds) -> tuple[Check, ...]:

@@ -45,8 +45,6 @@ class Prior:
 
 
 JEFFREYS = Prior(a=0.5, b=0.5)
-RARE = Prior(a=1.0, b=50.0)
-"""Mass on shares of a few percent: error rates, the share of requests over a p99."""
 _ITERATIONS = 42
 """Bisection steps: 2**-42 of the bracket, far below any tolerance."""
 
@@ -111,14 +109,16 @@ def shift_log_evidence(
     delta: float,
     *,
     prior: Prior = JEFFREYS,
+    baseline_prior: Prior | None = None,
 ) -> float:
     """log of an e-value against "the canary's mean exceeds the baseline's by at most
     ``delta``", from each side's ``(total, n)`` of [0, 1] observations.
 
-    Universal inference: each side's mixture likelihood over the largest likelihood the null
-    allows. For the true means (inside the null) that ratio is at most the mixture martingales'
-    product, so the evidence reaching 1/alpha has probability at most alpha under continuous
-    monitoring. 0 when the estimates are within the null (nothing against it).
+    Universal inference: each side's mixture likelihood (the canary's over ``prior``, the
+    baseline's over ``baseline_prior``, by default the same) over the largest likelihood the
+    null allows. For the true means (inside the null) that ratio is at most the mixture
+    martingales' product, so the evidence reaching 1/alpha has probability at most alpha under
+    continuous monitoring. 0 when the estimates are within the null (nothing against it).
     """
     (xc, nc), (xb, nb) = canary, baseline
     for total, n in (canary, baseline):
@@ -126,7 +126,8 @@ def shift_log_evidence(
     xc, xb = min(xc, nc), min(xb, nb)
     if nc == 0 or nb == 0 or not 0 <= delta < 1 or xc / nc - xb / nb <= delta:
         return 0.0
-    mixture = _bounded_mixture(xc, nc, prior) + _bounded_mixture(xb, nb, prior)
+    theirs = prior if baseline_prior is None else baseline_prior
+    mixture = _bounded_mixture(xc, nc, prior) + _bounded_mixture(xb, nb, theirs)
     return max(0.0, mixture - _null_peak(xc, nc, xb, nb, delta))
 
 

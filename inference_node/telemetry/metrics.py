@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from inference_node.errors import ArtifactError, ArtifactRefused, DigestMismatch, LoadError
 from inference_node.model import Detection, ModelRef
 from inference_node.telemetry.device import DeviceMemory
+from inference_node.telemetry.stats import STATS_LATENCY_BOUNDS_S
 
 LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
@@ -139,7 +140,7 @@ class NodeMetrics:
         self.model_seconds = Histogram(
             "yolofleet_model_request_seconds",
             "Latency of the requests counted by GetStats, with its bucket bounds",
-            ["sha256"], buckets=LATENCY_BUCKETS, registry=r,
+            ["sha256"], buckets=STATS_LATENCY_BOUNDS_S, registry=r,
         )  # fmt: skip
         self.model_images = Counter(
             "yolofleet_model_images", "Images answered, by model digest", ["sha256"], registry=r

@@ -35,10 +35,20 @@ import grpc
 
 from inference_node.errors import to_status
 from inference_node.model import Detection, ModelRef
-from inference_node.telemetry.metrics import LATENCY_BUCKETS
 
 RETENTION_S = 15 * 60
 """Seconds of history a node keeps by default."""
+
+_STEPS = (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.5)
+STATS_LATENCY_BOUNDS_S = (
+    *(round(step * 10.0**decade, 6) for decade in range(-3, 1) for step in _STEPS),
+    10.0,
+)
+"""The latency bucket bounds GetStats (and the per-digest Prometheus families) count in: 12 per
+decade from 1 ms to 10 s, adjacent bounds at most 1.34x apart, every bound of the node's other
+latency histograms among them. Canary analysis compares tail shares at latencies a tolerance
+ratio apart; coarser buckets (the older 1.5-2.5x steps around a 40 ms p99) blur that
+comparison by as much as the tolerance itself."""
 
 
 MODEL_ERRORS = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
@@ -141,7 +151,7 @@ class StatsRecorder:
         self,
         *,
         retention_s: int = RETENTION_S,
-        latency_bounds_s: Sequence[float] = LATENCY_BUCKETS,
+        latency_bounds_s: Sequence[float] = STATS_LATENCY_BOUNDS_S,
     ) -> None:
         bounds = tuple(latency_bounds_s)
         if retention_s < 1:

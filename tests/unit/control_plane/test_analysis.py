@@ -22,6 +22,13 @@ class Row:
     reason: tuple[str, ...] = ()
 
 
+def spread(fast: int, slow: int) -> LatencyHistogram:
+    """``fast`` latencies in (10, 20] ms and ``slow`` ones in (50, 100] ms."""
+    counts = [0] * (len(BOUNDS) + 1)
+    counts[BOUNDS.index(0.02)], counts[BOUNDS.index(0.1)] = fast, slow
+    return LatencyHistogram(bounds=BOUNDS, counts=tuple(counts))
+
+
 RETRAINED = {"circle": 0.3, "square": 0.45, "triangle": 0.25}
 """A comparable retrained model's class mix: total variation 0.2 from the baseline's."""
 
@@ -39,7 +46,7 @@ CHECKS: dict[Check, dict[str, Row]] = {
             outcome=Outcome.INCONCLUSIVE,
             reason=(
                 "error_rate: canary 0.0300 vs baseline 0.0010, increase +0.0290 "
-                "(evidence 65.6, fails at 350)",
+                "(evidence 119, fails at 300)",
                 "over tolerance 0.01 but not yet conclusively (n=1000/1000)",
             ),
         ),
@@ -49,7 +56,7 @@ CHECKS: dict[Check, dict[str, Row]] = {
             outcome=Outcome.FAIL,
             reason=(
                 "error_rate: canary 0.0600 vs baseline 0.0010, increase +0.0590 "
-                "(evidence 1.04e+10, fails at 350)",
+                "(evidence 4.67e+10, fails at 300)",
                 "beyond tolerance 0.01 (n=1000/1000)",
             ),
         ),
@@ -82,14 +89,31 @@ CHECKS: dict[Check, dict[str, Row]] = {
             baseline=samples(5000),
             outcome=Outcome.FAIL,
             reason=(
-                "p99_latency: canary 49.7ms vs baseline 19.9ms, ratio 2.50; 66.",
-                "of canary requests over 29.9ms (1.5x the baseline's p99 bound 20.0ms)",
+                # the first failing quantile, p95: 5000 * (50 - 29.4) / 30 requests are over
+                # 1.5x the baseline's p95 bound (linear in the last occupied bucket)
+                "p99_latency: canary p99 49.7ms vs baseline 19.9ms, worst ratio 2.50 (p99); "
+                "68.50% of canary requests over 29.4ms (1.5x the baseline's p95 bound 19.6ms; "
+                "5% allowed)",
                 "beyond tolerance 1.5 (n=5000/5000)",
             ),
         ),
-        "slower-before-the-baseline-p99-is-known-is-inconclusive": Row(
+        "a-slower-p95-fails-though-the-p99-is-within": Row(
+            # canary: 10% of requests in (50, 100] ms, baseline: 4%; p99 95.0 vs 87.5 ms (1.09x),
+            # p95 75.0 vs 19.9 ms (3.77x): 10% of canary requests are over 1.5x the baseline's
+            # p95 bound, where 5% are allowed
+            canary=replace(samples(20000), latency=spread(18000, 2000)),
+            baseline=replace(samples(20000), latency=spread(19200, 800)),
+            outcome=Outcome.FAIL,
+            reason=(
+                "canary p99 95.0ms vs baseline 87.5ms, worst ratio 3.77 (p95); 10.00% of canary",
+                "beyond tolerance 1.5 (n=20000/20000)",
+            ),
+        ),
+        "slower-before-the-baseline-p95-is-known-is-inconclusive": Row(
+            # 150 latencies cannot show the baseline's p95 (nor its p99) from above
             canary=samples(p99=0.05),
-            baseline=samples(600),
+            baseline=samples(150),
+            thresholds=replace(THRESHOLDS, min_latency_samples=100),
             outcome=Outcome.INCONCLUSIVE,
             reason=("the baseline's p99 bound not yet known", "not yet conclusively"),
         ),
@@ -262,8 +286,8 @@ def test_alpha_is_split_over_the_checks_that_are_on_by_weight() -> None:
     five = assess(samples(errors=30), samples(errors=1), THRESHOLDS)
     six = assess(samples(errors=30), samples(errors=1), replace(THRESHOLDS, class_mix_distance=0.3))
 
-    assert "fails at 350)" in five.reason  # 1 / (0.01 * 2 / 7): weights 2, 2, 1, 1, 1
-    assert "fails at 400)" in six.reason  # 1 / (0.01 * 2 / 8): and class mix's 1
+    assert "fails at 300)" in five.reason  # 1 / (0.01 * 3 / 9): weights 3, 3, 1, 1, 1
+    assert "fails at 333)" in six.reason  # 1 / (0.01 * 3 / 10): and class mix's 1
 
 
 def test_a_retrained_model_passes_the_default_guardrails() -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from control_plane.sequential import (
     Interval,
+    Prior,
     bounded_interval,
     bounded_log_evidence,
     poisson_interval,
@@ -139,6 +140,14 @@ def test_shift_evidence(
     result = shift_log_evidence(canary, baseline, delta)
 
     assert result == pytest.approx(math.log(evidence))
+
+
+def test_shift_evidence_mixes_the_baseline_over_its_own_prior() -> None:
+    # canary 2 of 2 over Jeffreys: B(5/2, 1/2) / B(1/2, 1/2) = 0.375; baseline 0 of 2 over the
+    # uniform Beta(1, 1): B(1, 3) / B(1, 1) = 1/3; the null's peak is the pooled 1/2: 0.5^4
+    result = shift_log_evidence((2, 2), (0, 2), 0.0, baseline_prior=Prior(a=1.0, b=1.0))
+
+    assert result == pytest.approx(math.log(0.375 / 3 / 0.5**4))
 
 
 def test_shift_evidence_grows_with_the_shift() -> None:

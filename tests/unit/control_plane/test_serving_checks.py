@@ -7,8 +7,8 @@ import math
 import pytest
 
 from control_plane.samples import LatencyHistogram
-from control_plane.sequential import RARE, bounded_log_evidence
-from control_plane.serving_checks import above, confident_p99
+from control_plane.sequential import bounded_log_evidence
+from control_plane.serving_checks import above, confident_p99, confident_quantile, tail_prior
 
 TWO = (0.1, 0.2)
 
@@ -45,7 +45,7 @@ def test_confident_p99_is_where_the_share_above_is_shown_below_one_percent() -> 
     assert 0.019 < bound <= 0.02
     slower = above(histogram, bound, open_bucket=True)
     assert slower < 50
-    evidence = bounded_log_evidence(slower, 5000, 0.01, prior=RARE)
+    evidence = bounded_log_evidence(slower, 5000, 0.01, prior=tail_prior(0.01))
     assert evidence == pytest.approx(math.log(1000), abs=0.01)
 
 
@@ -59,3 +59,31 @@ def test_confident_p99_is_where_the_share_above_is_shown_below_one_percent() -> 
 )
 def test_confident_p99_is_unknown_until_the_data_show_it(histogram: LatencyHistogram) -> None:
     assert confident_p99(histogram, 0.001) is None
+
+
+def test_confident_quantile_is_where_the_share_above_is_shown_below_the_tail_share() -> None:
+    # 5000 latencies in (10, 20] ms: the count above x falls linearly to 0 at 20 ms
+    histogram = LatencyHistogram(bounds=(0.01, 0.02), counts=(0, 5000, 0))
+
+    bound = confident_quantile(histogram, 0.05, 0.001)
+
+    assert bound is not None
+    assert 0.0195 < bound < confident_p99(histogram, 0.001)  # type: ignore[operator]
+    slower = above(histogram, bound, open_bucket=True)
+    assert slower < 250
+    evidence = bounded_log_evidence(slower, 5000, 0.05, prior=tail_prior(0.05))
+    assert evidence == pytest.approx(math.log(1000), abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("share", "b"),
+    [
+        pytest.param(0.01, 49.0, id="p99"),
+        pytest.param(0.05, 9.0, id="p95"),
+        pytest.param(0.5, 1.0, id="median-uniform"),
+    ],
+)
+def test_tail_prior_has_its_mean_near_twice_the_share(share: float, b: float) -> None:
+    prior = tail_prior(share)
+
+    assert (prior.a, prior.b) == (1.0, b)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from itertools import pairwise
+
 import grpc
 import pytest
 
@@ -13,7 +15,9 @@ from inference_node.errors import (
     Overloaded,
 )
 from inference_node.model import Detection
+from inference_node.telemetry.metrics import LATENCY_BUCKETS
 from inference_node.telemetry.stats import (
+    STATS_LATENCY_BOUNDS_S,
     ModelId,
     ModelStats,
     Outcome,
@@ -81,6 +85,17 @@ def test_latency_falls_in_bucket_at_or_below_its_bound(latency_s: float, bucket:
 
     counts = only(stats.window(T0, T0).models).latency_counts
     assert counts == tuple(1 if i == bucket else 0 for i in range(len(BOUNDS) + 1))
+
+
+def test_default_bounds_are_fine_steps_that_keep_every_other_histograms_bound() -> None:
+    bounds = StatsRecorder().latency_bounds_s
+    steps = [b / a for a, b in pairwise(bounds)]
+
+    assert bounds == STATS_LATENCY_BOUNDS_S
+    assert (bounds[0], bounds[-1], len(bounds)) == (0.001, 10.0, 49)
+    assert min(steps) > 1
+    assert max(steps) < 1.34
+    assert set(LATENCY_BUCKETS) <= set(bounds)
 
 
 def test_model_error_counts_request_and_error_but_no_image() -> None:
