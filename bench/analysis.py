@@ -35,9 +35,9 @@ import numpy as np
 from bench import current_rule
 from bench.analysis_replay import Recorded, replay
 from bench.analysis_traffic import Model, Totals, samples_at, simulate
-from control_plane.analysis import Outcome, assess
-from control_plane.samples import Samples
-from control_plane.spec import Thresholds
+from control_plane.core.analysis import Outcome, assess
+from control_plane.core.samples import Samples
+from control_plane.core.spec import Thresholds
 
 TICK_S = 2.0
 HOLD_S = 60.0

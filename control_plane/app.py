@@ -27,18 +27,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from control_plane.artifact_server import ArtifactServer
+from control_plane.consul.epoch import EpochKeeper
+from control_plane.consul.leader import LeaderLock
+from control_plane.consul.store import ConsulStore
+from control_plane.consul.watches import DEFAULT_MAX_STREAMS, GroupWatches, StreamLimit
 from control_plane.controller import Controller
-from control_plane.epoch import EpochKeeper
-from control_plane.leader import LeaderLock
-from control_plane.nodes import DEFAULT_TIMEOUT_S as DEFAULT_STATS_TIMEOUT_S
-from control_plane.nodes import GrpcMetricSource
-from control_plane.observer import GuardedObserver
-from control_plane.prometheus import PrometheusMetricSource
-from control_plane.service import ControlPlaneService, WatchedRollout, watched_rollout
-from control_plane.store import ConsulStore
+from control_plane.core.observer import GuardedObserver
+from control_plane.service.servicer import ControlPlaneService, WatchedRollout, watched_rollout
+from control_plane.sources.nodes import DEFAULT_TIMEOUT_S as DEFAULT_STATS_TIMEOUT_S
+from control_plane.sources.nodes import GrpcMetricSource
+from control_plane.sources.prometheus import PrometheusMetricSource
 from control_plane.telemetry import ControlPlaneMetrics
-from control_plane.watches import DEFAULT_MAX_STREAMS, GroupWatches, StreamLimit
-from yolofleet.artifact_server import ArtifactServer
 from yolofleet.consul import ConsulClient, ConsulSettings, aiothread
 from yolofleet.keys import DEFAULT_PREFIX, KeyLayout
 from yolofleet.v1 import control_pb2, control_pb2_grpc

@@ -16,13 +16,13 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
+from control_plane.consul.epoch import EpochKeeper
+from control_plane.consul.store import ConsulStore
 from control_plane.controller import Controller
-from control_plane.epoch import EpochKeeper
-from control_plane.errors import AdoptRefused, GroupLost, NothingToDo
-from control_plane.service import ControlPlaneService
-from control_plane.spec import Thresholds
-from control_plane.state import GroupState, Intent, Phase, Result
-from control_plane.store import ConsulStore
+from control_plane.core.errors import AdoptRefused, GroupLost, NothingToDo
+from control_plane.core.spec import Thresholds
+from control_plane.core.state import GroupState, Intent, Phase, Result
+from control_plane.service.servicer import ControlPlaneService
 from tests.integration.control_plane.simnodes import FakeMetricSource, SimFleet, SimNode, register
 from tests.unit.control_plane.builders import NEW, OLD, samples
 from tests.waits import eventually

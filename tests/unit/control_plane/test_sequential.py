@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from control_plane.sequential import (
+from control_plane.core.sequential import (
     Interval,
     bounded_interval,
     bounded_log_evidence,

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from itertools import pairwise
 
-from control_plane.errors import SpecInvalid
+from control_plane.core.errors import SpecInvalid
 
 DEFAULT_CANARY_PERCENT = 10
 DEFAULT_HOLD_S = 60.0

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from control_plane.analysis import Verdict
-from control_plane.spec import RolloutSpec
-from control_plane.state import GroupState
+from control_plane.core.analysis import Verdict
+from control_plane.core.spec import RolloutSpec
+from control_plane.core.state import GroupState
 
 
 class Observer(Protocol):

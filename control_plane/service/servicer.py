@@ -23,8 +23,10 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
+from control_plane.consul.store import ConsulStore, RolloutDoc
+from control_plane.consul.watches import GroupWatches, StreamLimit, WatchLimitReached
 from control_plane.controller import Controller
-from control_plane.errors import (
+from control_plane.core.errors import (
     AdoptRefused,
     BackendError,
     GroupLost,
@@ -36,17 +38,15 @@ from control_plane.errors import (
     SpecInvalid,
     StoreConflict,
 )
-from control_plane.messages import (
+from control_plane.core.spec import DEFAULT_HOLD_S
+from control_plane.core.state import Intent
+from control_plane.service.messages import (
     history_pb,
     model_pb,
     node_pb,
     rollout_pb,
     thresholds_from_pb,
 )
-from control_plane.spec import DEFAULT_HOLD_S
-from control_plane.state import Intent
-from control_plane.store import ConsulStore, RolloutDoc
-from control_plane.watches import GroupWatches, StreamLimit, WatchLimitReached
 from yolofleet import registry
 from yolofleet.consul import ConsulClient, ConsulError
 from yolofleet.consul.aiothread import run_blocking

@@ -24,7 +24,7 @@ import functools
 import logging
 from dataclasses import dataclass
 
-from control_plane.observer import NULL_OBSERVER, Observer
+from control_plane.core.observer import NULL_OBSERVER, Observer
 from yolofleet.consul import ConsulClient, ConsulError, SessionBehavior, SessionKeeper
 from yolofleet.consul.aiothread import run_blocking
 from yolofleet.keys import KeyLayout

@@ -26,11 +26,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import assert_never
 
-from control_plane import moves
-from control_plane.errors import NothingToDo, RolloutConflict
-from control_plane.fleet import FleetView
-from control_plane.spec import RolloutSpec
-from control_plane.state import (
+from control_plane.core import moves
+from control_plane.core.errors import NothingToDo, RolloutConflict
+from control_plane.core.fleet import FleetView
+from control_plane.core.spec import RolloutSpec
+from control_plane.core.state import (
     GroupState,
     Intent,
     IntentOutcome,

@@ -9,9 +9,9 @@ import json
 from collections.abc import Iterable
 from dataclasses import fields
 
-from control_plane.codec import RolloutDoc
-from control_plane.spec import Thresholds
-from control_plane.state import HistoryEntry, IntentOutcome, IntentRequest
+from control_plane.consul.codec import RolloutDoc
+from control_plane.core.spec import Thresholds
+from control_plane.core.state import HistoryEntry, IntentOutcome, IntentRequest
 from yolofleet.records import ModelPin, ModelRecord, NodeState
 from yolofleet.v1 import control_pb2
 

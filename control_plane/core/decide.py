@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from control_plane import intents, rollout
-from control_plane.analysis import Verdict
-from control_plane.errors import RequestRefused
-from control_plane.fleet import FleetView
-from control_plane.spec import RolloutSpec
-from control_plane.state import GroupState, Intent, IntentOutcome, IntentRequest
+from control_plane.core import intents, rollout
+from control_plane.core.analysis import Verdict
+from control_plane.core.errors import RequestRefused
+from control_plane.core.fleet import FleetView
+from control_plane.core.spec import RolloutSpec
+from control_plane.core.state import GroupState, Intent, IntentOutcome, IntentRequest
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

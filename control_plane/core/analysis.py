@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from control_plane import output_checks, serving_checks
-from control_plane.checks import Check, CheckResult, Outcome
-from control_plane.samples import Samples, implausible
-from control_plane.spec import Thresholds
+from control_plane.core import output_checks, serving_checks
+from control_plane.core.checks import Check, CheckResult, Outcome
+from control_plane.core.samples import Samples, implausible
+from control_plane.core.spec import Thresholds
 
 __all__ = ["Check", "CheckResult", "Outcome", "Verdict", "assess", "enabled", "error_verdict"]
 

@@ -48,8 +48,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import assert_never
 
-from control_plane.analysis import CheckResult
-from control_plane.spec import RolloutSpec
+from control_plane.core.analysis import CheckResult
+from control_plane.core.spec import RolloutSpec
 from yolofleet.records import ModelPin
 
 HISTORY_LIMIT = 20

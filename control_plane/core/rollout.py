@@ -14,12 +14,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import assert_never
 
-from control_plane import intents, moves
-from control_plane.analysis import Outcome, Verdict
-from control_plane.errors import GroupUnknown, NothingToDo, RolloutConflict, SpecInvalid
-from control_plane.fleet import FleetView, pick_canaries
-from control_plane.spec import RolloutSpec
-from control_plane.state import GroupState, Intent, Phase
+from control_plane.core import intents, moves
+from control_plane.core.analysis import Outcome, Verdict
+from control_plane.core.errors import GroupUnknown, NothingToDo, RolloutConflict, SpecInvalid
+from control_plane.core.fleet import FleetView, pick_canaries
+from control_plane.core.spec import RolloutSpec
+from control_plane.core.state import GroupState, Intent, Phase
 from yolofleet.records import ModelPin
 
 

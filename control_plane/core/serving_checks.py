@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import math
 
-from control_plane.checks import Check, CheckResult, Finding, judge
-from control_plane.samples import LatencyHistogram, Samples
-from control_plane.sequential import (
+from control_plane.core.checks import Check, CheckResult, Finding, judge
+from control_plane.core.samples import LatencyHistogram, Samples
+from control_plane.core.sequential import (
     RARE,
     bounded_interval,
     bounded_log_evidence,
     shift_log_evidence,
 )
-from control_plane.spec import Thresholds
+from control_plane.core.spec import Thresholds
 
 TAIL = 0.01
 """The share of requests above the p99."""

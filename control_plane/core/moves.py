@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from control_plane.fleet import FleetView, pick_canaries
-from control_plane.spec import RolloutSpec
-from control_plane.state import HISTORY_LIMIT, GroupState, HistoryEntry, Phase
+from control_plane.core.fleet import FleetView, pick_canaries
+from control_plane.core.spec import RolloutSpec
+from control_plane.core.state import HISTORY_LIMIT, GroupState, HistoryEntry, Phase
 
 
 def enter_step(

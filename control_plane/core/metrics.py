@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from control_plane.fleet import FleetView
-from control_plane.samples import Samples, combine
+from control_plane.core.fleet import FleetView
+from control_plane.core.samples import Samples, combine
 
 NodeSamples = Mapping[str, Mapping[str, Samples]]
 """node id -> model sha256 -> what that node did with that model over the window."""

@@ -23,9 +23,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from control_plane.errors import AdoptRefused
-from control_plane.fleet import FleetView
-from control_plane.state import HISTORY_LIMIT, GroupState, HistoryEntry, Phase
+from control_plane.core.errors import AdoptRefused
+from control_plane.core.fleet import FleetView
+from control_plane.core.state import HISTORY_LIMIT, GroupState, HistoryEntry, Phase
 from yolofleet.records import ModelPin
 
 

@@ -18,10 +18,10 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
-from control_plane.analysis import Check, CheckResult, Outcome
-from control_plane.errors import RecordCorrupt
-from control_plane.spec import RolloutSpec, Step, Thresholds
-from control_plane.state import (
+from control_plane.core.analysis import Check, CheckResult, Outcome
+from control_plane.core.errors import RecordCorrupt
+from control_plane.core.spec import RolloutSpec, Step, Thresholds
+from control_plane.core.state import (
     GroupState,
     HistoryEntry,
     Intent,

@@ -29,9 +29,9 @@ from collections.abc import Callable, Sequence
 
 import grpc
 
-from control_plane import ctl_args as args_
-from control_plane import ctl_format as fmt
-from control_plane.ctl_args import Parser, UsageError
+from control_plane.ctl import args as args_
+from control_plane.ctl import render as fmt
+from control_plane.ctl.args import Parser, UsageError
 from yolofleet.v1 import control_pb2 as pb
 from yolofleet.v1 import control_pb2_grpc as pb_grpc
 

@@ -28,17 +28,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from control_plane.codec import RolloutDoc, decode_doc, encode_doc
-from control_plane.errors import (
+from control_plane.consul.codec import RolloutDoc, decode_doc, encode_doc
+from control_plane.consul.leader import Fence
+from control_plane.core.errors import (
     Deposed,
     ModelUnknown,
     RecordCorrupt,
     StoreConflict,
     StoreUnavailable,
 )
-from control_plane.fleet import FleetView, NodeView
-from control_plane.leader import Fence
-from control_plane.state import GroupState
+from control_plane.core.fleet import FleetView, NodeView
+from control_plane.core.state import GroupState
 from yolofleet import registry
 from yolofleet.consul import ConsulClient, ConsulError, TxnOp
 from yolofleet.consul.aiothread import run_blocking

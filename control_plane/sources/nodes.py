@@ -14,10 +14,10 @@ from collections.abc import Iterable
 
 import grpc
 
-from control_plane.errors import NodeUnreachable
-from control_plane.fleet import FleetView, NodeView
-from control_plane.metrics import NodeSamples
-from control_plane.samples import LatencyHistogram, Samples
+from control_plane.core.errors import NodeUnreachable
+from control_plane.core.fleet import FleetView, NodeView
+from control_plane.core.metrics import NodeSamples
+from control_plane.core.samples import LatencyHistogram, Samples
 from yolofleet.v1 import inference_pb2, inference_pb2_grpc
 
 logger = logging.getLogger(__name__)

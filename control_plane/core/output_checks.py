@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import math
 
-from control_plane.checks import Check, CheckResult, Finding, gap, judge, ratio
-from control_plane.samples import Samples
-from control_plane.sequential import (
+from control_plane.core.checks import Check, CheckResult, Finding, gap, judge, ratio
+from control_plane.core.samples import Samples
+from control_plane.core.sequential import (
     Interval,
     bounded_interval,
     poisson_interval,
     shift_log_evidence,
 )
-from control_plane.spec import Thresholds
+from control_plane.core.spec import Thresholds
 
 
 def detections_per_image(

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TypeVar
 
-from control_plane.errors import RecordCorrupt, StoreUnavailable
+from control_plane.core.errors import RecordCorrupt, StoreUnavailable
 from yolofleet import strictjson
 from yolofleet.consul import ConsulClient, ConsulError, TxnOp
 from yolofleet.consul.aiothread import run_blocking

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-from control_plane.sequential import Interval
+from control_plane.core.sequential import Interval
 
 
 class Outcome(StrEnum):

@@ -42,10 +42,10 @@ from http.client import HTTPException
 from typing import Any, assert_never
 from urllib.parse import urlencode
 
-from control_plane.errors import MetricsUnavailable
-from control_plane.fleet import FleetView
-from control_plane.metrics import NodeSamples
-from control_plane.samples import LatencyHistogram, Samples, implausible
+from control_plane.core.errors import MetricsUnavailable
+from control_plane.core.fleet import FleetView
+from control_plane.core.metrics import NodeSamples
+from control_plane.core.samples import LatencyHistogram, Samples, implausible
 from yolofleet.consul.aiothread import run_blocking
 
 logger = logging.getLogger(__name__)
