@@ -23,11 +23,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Protocol
 
-from control_plane.consul.leader import Fence
-from control_plane.consul.store import RolloutDoc, Store
 from control_plane.core import intents, rollout
 from control_plane.core.analysis import Verdict, assess
 from control_plane.core.decide import decide
+from control_plane.core.document import RolloutDoc
 from control_plane.core.errors import Deposed, StoreConflict
 from control_plane.core.fleet import FleetView
 from control_plane.core.metrics import MetricSource, sides
@@ -41,6 +40,7 @@ from control_plane.core.state import (
     IntentRequest,
     Phase,
 )
+from control_plane.core.store import Fence, Store
 from control_plane.lost_guard import Adoption, Epochs, LostStateGuard, adopt_pending
 from yolofleet.records import ModelPin
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from control_plane.consul.epoch import Epoch
-from control_plane.consul.store import RolloutDoc, Store
 from control_plane.core import intents, lost_state
+from control_plane.core.document import RolloutDoc
 from control_plane.core.errors import (
     AdoptRefused,
     GroupLost,
@@ -27,6 +27,7 @@ from control_plane.core.errors import (
 from control_plane.core.fleet import FleetView
 from control_plane.core.lost_state import Assessment, Recorded
 from control_plane.core.state import OUTCOME_LIMIT, IntentOutcome
+from control_plane.core.store import Store
 from yolofleet.records import ModelPin
 
 logger = logging.getLogger(__name__)

@@ -1,10 +1,9 @@
-"""The rollout document's JSON: ``RolloutDoc`` to bytes and back. Imported only by ``store.py``.
+"""The rollout document's JSON: ``RolloutDoc`` (``core/document.py``) to bytes and back.
 
-It sits beside ``store.py`` only to keep that module to one job; nothing else should import it,
-so Consul JSON still appears at one edge. ``decode_doc`` checks every field's type and raises
-``RecordCorrupt`` with a sentence naming the first bad field, so a malformed document is reported,
-never half-used. Enums travel as their values, tuples as lists; ``GroupState.revision`` is not
-stored (it is the key's ModifyIndex).
+Imported only by the Consul store, so Consul JSON appears at one edge. ``decode_doc`` checks
+every field's type and raises ``RecordCorrupt`` with a sentence naming the first bad field, so a
+malformed document is reported, never half-used. Enums travel as their values, tuples as lists;
+``GroupState.revision`` is not stored (it is the key's ModifyIndex).
 
 Documents written before intents had ids and before pins still decode: a lone ``intent`` (and
 ``undo_to``) becomes a pending ``IntentRequest`` with id ``legacy-<revision>``, and a state
@@ -15,10 +14,11 @@ its next tick and writes them back (``Controller`` ``_migrate``).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, TypeVar
 
 from control_plane.core.analysis import Check, CheckResult, Outcome
+from control_plane.core.document import RolloutDoc
 from control_plane.core.errors import RecordCorrupt
 from control_plane.core.spec import RolloutSpec, Step, Thresholds
 from control_plane.core.state import (
@@ -35,25 +35,6 @@ from yolofleet.records import ModelPin, RecordInvalid, pin_from_json
 FORMAT = 2
 
 E = TypeVar("E", Phase, Intent, Check, Outcome, Result)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RolloutDoc:
-    """What ``rollouts/<group>`` holds: the spec (None before the first rollout), the state
-    (its ``revision`` is the key's ModifyIndex, 0 when absent), the operator's pending intent
-    and the outcomes of the latest intents (newest last).
-    """
-
-    spec: RolloutSpec | None
-    state: GroupState
-    pending: IntentRequest | None = None
-    outcomes: tuple[IntentOutcome, ...] = ()
-    epoch: str | None = None
-    """The cluster epoch the leader's tick last wrote the document under (``epoch.py``); None
-    for a document written before epochs, or only recorded into (intents do not stamp it)."""
-
-    def outcome(self, intent_id: str) -> IntentOutcome | None:
-        return next((o for o in self.outcomes if o.id == intent_id), None)
 
 
 def encode_doc(doc: RolloutDoc) -> bytes:

@@ -22,22 +22,14 @@ import asyncio
 import contextlib
 import functools
 import logging
-from dataclasses import dataclass
 
 from control_plane.core.observer import NULL_OBSERVER, Observer
+from control_plane.core.store import Fence
 from yolofleet.consul import ConsulClient, ConsulError, SessionBehavior, SessionKeeper
 from yolofleet.consul.aiothread import run_blocking
 from yolofleet.keys import KeyLayout
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Fence:
-    """What a leader's write must prove: ``key`` (the leader lock) is held by ``session``."""
-
-    key: str
-    session: str
 
 
 class LeaderLock:

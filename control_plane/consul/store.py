@@ -1,4 +1,5 @@
-"""Where the control plane keeps its state: the ``Store`` protocol and ``ConsulStore``.
+"""Where the control plane keeps its state: ``ConsulStore``, the ``Store`` (``core/store.py``)
+over Consul KV.
 
 Keys (from ``yolofleet.keys.KeyLayout``)::
 
@@ -7,137 +8,52 @@ Keys (from ``yolofleet.keys.KeyLayout``)::
     nodes/<group>/<id>      NodeState, read into a FleetView               (each node)
     models/<name>           ModelRecord                                    (registry)
 
-The rollout document's ModifyIndex is the state's ``revision``. Intents are recorded with
-check-and-set on it (``write_rollout``, any replica). The tick writes through ``commit``: ONE
-Consul transaction that checks the leader lock is still held by the tick's session
-(``check-session``, the fence), writes the document with ``cas`` on the revision it read (or
-``check-index`` when only the target changes), and writes the target with ``cas`` on the index
-it read. All or nothing: a deposed leader raises ``Deposed``, a lost race ``StoreConflict``, and
-neither lands a byte. The target is written only when what nodes read from it (the stable and
-canary pins, canary_nodes) changes; each such write bumps its ``generation``, which is read from
-the stored target even when that is unreadable, so it never goes backwards. Consul errors leave
-as ``StoreUnavailable``.
-"""
+The rollout document's ModifyIndex is the state's ``revision``. Intents are recorded with check-
+and-set on it (``write_rollout``, any replica). The tick writes through ``commit``: one fenced
+Consul transaction (``commit.py``), all or nothing. The target is written only when what nodes
+read from it (the stable and canary pins, canary_nodes) changes; each such write bumps its
+``generation``, which is read from the stored target even when that is unreadable, so it never
+goes backwards. Consul errors leave as ``StoreUnavailable``. Listings skip unreadable records
+and return them apart (``scan_nodes``, ``scan_models``) so one bad record never fails a tick or
+a listing."""
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
-from control_plane.consul.codec import RolloutDoc, decode_doc, encode_doc
-from control_plane.consul.leader import Fence
-from control_plane.core.errors import (
-    Deposed,
-    ModelUnknown,
-    RecordCorrupt,
-    StoreConflict,
-    StoreUnavailable,
-)
+from control_plane.consul.codec import decode_doc, encode_doc
+from control_plane.consul.commit import commit_ops, log_target, refusal
+from control_plane.core.document import RolloutDoc
+from control_plane.core.errors import ModelUnknown, StoreConflict, StoreUnavailable
 from control_plane.core.fleet import FleetView, NodeView
 from control_plane.core.state import GroupState
+from control_plane.core.store import Committed, Fence, NodeListing
+from control_plane.core.target import keeps_target, same_assignment, target_for
 from yolofleet import registry
-from yolofleet.consul import ConsulClient, ConsulError, TxnOp
+from yolofleet.consul import ConsulClient, ConsulError
 from yolofleet.consul.aiothread import run_blocking
 from yolofleet.keys import KeyLayout
 from yolofleet.records import (
     GroupTarget,
-    ModelPin,
+    InvalidRecord,
     ModelRecord,
     NodeState,
     RecordInvalid,
     node_state_from_json,
     target_from_json,
     target_generation,
-    to_json,
 )
 
-__all__ = ["Committed", "ConsulStore", "RolloutDoc", "Store", "target_for"]
+__all__ = ["ConsulStore"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-class Store(Protocol):
-    """What the controller reads and writes. Every method may raise ``BackendError``."""
-
-    async def read_rollout(self, group: str) -> RolloutDoc:
-        """The group's document; an empty one (IDLE, revision 0) when the group has none."""
-        ...
-
-    async def write_rollout(self, doc: RolloutDoc) -> int:
-        """Writes ``doc`` if the stored revision is still ``doc.state.revision``; returns the
-        new revision. Raises ``StoreConflict`` when another write got there first. Used to
-        record intents (any replica); the tick writes through ``commit``.
-        """
-        ...
-
-    async def commit(self, doc: RolloutDoc, *, changed: bool, fence: Fence | None) -> Committed:
-        """The tick's one write: ``doc`` when ``changed`` (if the stored revision is still
-        ``doc.state.revision``) and the group target its state implies (if it differs from the
-        stored one, generation bumped), together, while ``fence`` (when given) still holds the
-        leader lock. Raises ``StoreConflict`` or ``Deposed`` when nothing was written.
-        """
-        ...
-
-    async def read_target(self, group: str) -> GroupTarget | None: ...
-
-    async def list_nodes(self, group: str) -> tuple[NodeState, ...]:
-        """The group's node reports, sorted by node id; unreadable reports are skipped."""
-        ...
-
-    async def observe(self, group: str) -> FleetView:
-        """The group's nodes as they last reported; unreadable reports are skipped."""
-        ...
-
-    async def list_groups(self) -> tuple[str, ...]:
-        """Every group with a rollout document, a target or a reporting node, sorted."""
-        ...
-
-    async def get_model(self, name: str) -> ModelRecord:
-        """The registered model; raises ``ModelUnknown``."""
-        ...
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Committed:
-    """What ``commit`` wrote: the document's revision now, and the target (None: unchanged)."""
-
-    revision: int
-    target: GroupTarget | None = None
-
-
-def target_for(state: GroupState, *, generation: int) -> GroupTarget:
-    """The group target nodes should read for ``state``: the pins of its stable and canary
-    models. Raises ``RecordCorrupt`` when the state names a model it holds no pin for.
-    """
-    canary = state.canary
-    return GroupTarget(
-        stable=_pinned(state, state.stable),
-        canary=_pinned(state, canary),
-        canary_nodes=state.canary_nodes if canary is not None else (),
-        generation=generation,
-    )
-
-
-def _pinned(state: GroupState, name: str | None) -> ModelPin | None:
-    if name is None:
-        return None
-    pin = state.pin(name)
-    if pin is None:
-        raise RecordCorrupt(
-            f"group {state.group} names model {name} but holds no pin for it; "
-            "its target is left as it is"
-        )
-    return pin
-
-
-def same_assignment(a: GroupTarget, b: GroupTarget) -> bool:
-    return (a.stable, a.canary, a.canary_nodes) == (b.stable, b.canary, b.canary_nodes)
 
 
 class ConsulStore:
@@ -185,8 +101,8 @@ class ConsulStore:
         generation = target_generation(pair.value) if pair is not None else 0
         wanted = target_for(state, generation=generation + 1)
         unchanged = same_assignment(parsed or GroupTarget(), wanted)
-        if wanted.stable is None and wanted.canary is None and not state.history:
-            unchanged = True  # lost (or no) state: nodes keep the target they have (lost_state.py)
+        if keeps_target(wanted, state):
+            unchanged = True
         # an absent key and nothing to serve count as unchanged; an unreadable one is rewritten
         target = None if unchanged and (pair is None or parsed is not None) else wanted
         index = pair.modify_index if pair is not None else 0
@@ -194,7 +110,7 @@ class ConsulStore:
             return Committed(revision=state.revision)
         revision = await self._commit(doc if changed else None, state, target, index, fence)
         if target is not None:
-            _log_target(state.group, target)
+            log_target(state.group, target)
         return Committed(revision=revision, target=target)
 
     async def _commit(
@@ -205,40 +121,31 @@ class ConsulStore:
         target_index: int,
         fence: Fence | None,
     ) -> int:
-        """One transaction: [leader lock held by the fence's session], the document written
-        (cas) or left as read (check-index), [the target written (cas on the index read)].
-        """
-        rollout_key = self._layout.rollout(state.group)
-        ops = [TxnOp.check_session(fence.key, session=fence.session)] if fence else []
-        if doc is not None:
-            ops.append(TxnOp.cas(rollout_key, encode_doc(doc), index=state.revision))
-        elif state.revision:
-            ops.append(TxnOp.check_index(rollout_key, index=state.revision))
-        else:
-            ops.append(TxnOp.check_not_exists(rollout_key))
-        if target is not None:
-            target_key = self._layout.group_target(state.group)
-            ops.append(TxnOp.cas(target_key, to_json(target), index=target_index))
+        ops = commit_ops(
+            self._layout,
+            doc=doc,
+            state=state,
+            target=target,
+            target_index=target_index,
+            fence=fence,
+        )
         txn = functools.partial(self._client.txn, ops)
         result = await self._call(f"commit the rollout of {state.group}", txn)
         if not result.ok:
-            if fence is not None and any(e.op_index == 0 for e in result.errors):
-                raise Deposed(
-                    f"session {fence.session} no longer holds the leader lock {fence.key}; "
-                    f"nothing written ({result.describe()})"
-                )
-            raise StoreConflict(
-                f"rollout of group {state.group} changed since revision {state.revision} was "
-                f"read; nothing written ({result.describe()})"
-            )
-        written = result.pair(rollout_key) if doc is not None else None
+            raise refusal(result, state=state, fence=fence)
+        written = result.pair(self._layout.rollout(state.group)) if doc is not None else None
         return written.modify_index if written is not None else state.revision
 
     async def list_nodes(self, group: str) -> tuple[NodeState, ...]:
-        """The group's node reports by node id; unreadable reports are logged and skipped."""
+        return (await self.scan_nodes(group)).nodes
+
+    async def scan_nodes(self, group: str) -> NodeListing:
+        """The group's node reports by node id; unreadable ones are logged and returned apart
+        with their reason.
+        """
         prefix = self._layout.nodes(group)
         pairs = await self._call(f"list {prefix}", functools.partial(self._client.list, prefix))
-        nodes = []
+        nodes, invalid = [], []
         for pair in pairs:
             try:
                 nodes.append(node_state_from_json(pair.value))
@@ -246,7 +153,9 @@ class ConsulStore:
                 logger.warning(
                     "group=%s node record skipped key=%s reason=%s", group, pair.key, exc
                 )
-        return tuple(sorted(nodes, key=lambda node: node.node_id))
+                invalid.append(InvalidRecord(key=pair.key, reason=str(exc)))
+        ordered = tuple(sorted(nodes, key=lambda node: node.node_id))
+        return NodeListing(nodes=ordered, invalid=tuple(invalid))
 
     async def observe(self, group: str) -> FleetView:
         return FleetView.of(
@@ -282,6 +191,37 @@ class ConsulStore:
         except registry.RegistryError as exc:
             raise ModelUnknown(f"model {name!r} cannot be used: {exc}") from exc
 
+    async def scan_models(self) -> registry.ModelListing:
+        """Every model record; invalid ones are logged and returned apart with their reason."""
+        scan = functools.partial(registry.scan_models, self._client, self._layout)
+        return await self._call("list models", scan)
+
+    async def register_model(
+        self,
+        path: Path,
+        *,
+        name: str,
+        uri: str,
+        parent: str | None,
+        notes: str,
+        metadata: Mapping[str, Any],
+        now: float,
+    ) -> ModelRecord:
+        """Registers ``path`` as ``name`` (create-only); raises the ``registry`` errors."""
+        register = functools.partial(
+            registry.register_model,
+            self._client,
+            self._layout,
+            path=path,
+            name=name,
+            uri=uri,
+            parent=parent,
+            notes=notes,
+            metadata=metadata,
+            now=now,
+        )
+        return await self._call(f"register model {name}", register)
+
     async def _call(self, action: str, fn: Callable[[], T]) -> T:
         with _unavailable(action):
             return await run_blocking(fn, name=f"consul-store-{action[:40]}")
@@ -293,21 +233,6 @@ def _unavailable(action: str) -> Iterator[None]:
         yield
     except ConsulError as exc:
         raise StoreUnavailable(f"could not {action} in Consul: {exc}") from exc
-
-
-def _log_target(group: str, target: GroupTarget) -> None:
-    logger.info(
-        "group=%s target generation=%d stable=%s canary=%s canary_nodes=%s",
-        group,
-        target.generation,
-        _pin_name(target.stable),
-        _pin_name(target.canary),
-        ",".join(target.canary_nodes),
-    )
-
-
-def _pin_name(pin: ModelPin | None) -> str:
-    return f"{pin.name}@{pin.version}" if pin is not None else "none"
 
 
 def _target(value: bytes, key: str) -> GroupTarget | None:

@@ -20,7 +20,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
-from yolofleet.consul import ConsulClient, KeyWatch
+from control_plane.core.errors import StoreUnavailable
+from yolofleet.consul import ConsulClient, ConsulError, KeyWatch
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +170,8 @@ class GroupWatches(Generic[T]):
             logger.info("group=%s rollout watch ended: %s", watch.group, exc)
             if self._watches.get(watch.group) is watch:
                 del self._watches[watch.group]
-            watch.fail(exc)  # before on_error: a failing hook must not leave streams hanging
+            watch.fail(_as_backend_error(exc, watch.group))  # before on_error: a failing hook
+            # must not leave streams hanging
             if self._on_error is not None:
                 try:
                     self._on_error(exc)
@@ -180,3 +182,12 @@ class GroupWatches(Generic[T]):
 async def _values(subscriber: _Subscriber[T]) -> AsyncIterator[T]:
     while True:
         yield await subscriber.take()
+
+
+def _as_backend_error(exc: Exception, group: str) -> Exception:
+    """What a stream sees when its watch ends: Consul's failure as ``StoreUnavailable``."""
+    if isinstance(exc, ConsulError):
+        failed = StoreUnavailable(f"could not watch the rollout of {group} in Consul: {exc}")
+        failed.__cause__ = exc
+        return failed
+    return exc

@@ -389,22 +389,36 @@ def cmd_history(stub: Stub, args: argparse.Namespace) -> int:
 
 def cmd_nodes(stub: Stub, args: argparse.Namespace) -> int:
     request = pb.ListNodesRequest(group=args.group or "")
-    nodes = stub.ListNodes(request, timeout=RPC_TIMEOUT_S).nodes
+    reply = stub.ListNodes(request, timeout=RPC_TIMEOUT_S)
+    nodes = reply.nodes
     if _json(args):
         print(fmt.to_json(list(nodes)))
     else:
         where = f" in {args.group}" if args.group else ""
-        print(fmt.nodes_table(nodes) if nodes else f"no nodes{where}")
+        empty = f"no valid nodes{where}" if reply.invalid else f"no nodes{where}"
+        print(fmt.nodes_table(nodes) if nodes else empty)
+    _print_invalid(reply.invalid, as_json=_json(args))
     return EXIT_OK
 
 
 def cmd_models_list(stub: Stub, args: argparse.Namespace) -> int:
-    models = stub.ListModels(pb.ListModelsRequest(), timeout=RPC_TIMEOUT_S).models
+    reply = stub.ListModels(pb.ListModelsRequest(), timeout=RPC_TIMEOUT_S)
+    models = reply.models
     if _json(args):
         print(fmt.to_json(list(models)))
     else:
-        print(fmt.models_table(models) if models else "no models registered")
+        empty = "no valid models registered" if reply.invalid else "no models registered"
+        print(fmt.models_table(models) if models else empty)
+    _print_invalid(reply.invalid, as_json=_json(args))
     return EXIT_OK
+
+
+def _print_invalid(records: Sequence[pb.InvalidRecord], *, as_json: bool) -> None:
+    """One line per skipped record, key and reason; on stderr under ``-o json`` so stdout
+    stays one JSON document.
+    """
+    for line in fmt.invalid_lines(records):
+        print(line, file=sys.stderr if as_json else sys.stdout)
 
 
 def cmd_models_show(stub: Stub, args: argparse.Namespace) -> int:

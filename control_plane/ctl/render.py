@@ -248,6 +248,11 @@ def models_table(models: Sequence[pb.ModelRecord]) -> str:
     return table(header, rows)
 
 
+def invalid_lines(records: Sequence[pb.InvalidRecord]) -> list[str]:
+    """A record the control plane skipped as invalid: one line with its key and the reason."""
+    return [f"invalid record {r.key}: {r.reason}" for r in records]
+
+
 def model_detail(model: pb.ModelRecord) -> str:
     """The `models show NAME` view as key/value lines."""
     fields = [

@@ -9,10 +9,10 @@ import json
 from collections.abc import Iterable
 from dataclasses import fields
 
-from control_plane.consul.codec import RolloutDoc
+from control_plane.core.document import RolloutDoc
 from control_plane.core.spec import Thresholds
 from control_plane.core.state import HistoryEntry, IntentOutcome, IntentRequest
-from yolofleet.records import ModelPin, ModelRecord, NodeState
+from yolofleet.records import InvalidRecord, ModelPin, ModelRecord, NodeState
 from yolofleet.v1 import control_pb2
 
 
@@ -149,3 +149,7 @@ def node_pb(node: NodeState) -> control_pb2.NodeInfo:
         updated_unix=node.updated,
         desired=node.desired or "",
     )
+
+
+def invalid_pb(record: InvalidRecord) -> control_pb2.InvalidRecord:
+    return control_pb2.InvalidRecord(key=record.key, reason=record.reason)

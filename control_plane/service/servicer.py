@@ -1,82 +1,47 @@
 """The ``yolofleet.v1.ControlPlane`` gRPC servicer: protobuf in, our types through, protobuf out.
 
-Every RPC runs inside ``_refusals``, the one place exceptions become status codes
-(``to_status``). Mutations (StartRollout, Undo and the other intents) go through the
+Every RPC runs inside ``refusals`` (``refusals.py``), the one place exceptions become status
+codes. Mutations (StartRollout, Undo and the other intents) go through the
 ``Controller``, which validates them and records an intent with an id (check-and-set); only the
 leader's next tick acts on them and records the outcome, so any replica can answer. The reply
-carries the intent's id (``Rollout.intent_id``) for ``ctl`` to wait on. Registry calls block
-(Consul, hashing, opening the model), so they run on a worker thread.
+carries the intent's id (``Rollout.intent_id``) for ``ctl`` to wait on. The service talks to
+the store and the controller, never to Consul itself; hashing a published file runs on a worker
+thread. Listings carry the records they skipped, with the reason.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import grpc
 
-from control_plane.consul.store import ConsulStore, RolloutDoc
+from control_plane.consul.store import ConsulStore
 from control_plane.consul.watches import GroupWatches, StreamLimit, WatchLimitReached
 from control_plane.controller import Controller
-from control_plane.core.errors import (
-    AdoptRefused,
-    BackendError,
-    GroupLost,
-    GroupUnknown,
-    ModelUnknown,
-    NodeUnreachable,
-    NothingToDo,
-    RolloutConflict,
-    SpecInvalid,
-    StoreConflict,
-)
+from control_plane.core.errors import GroupUnknown, SpecInvalid
 from control_plane.core.spec import DEFAULT_HOLD_S
 from control_plane.core.state import Intent
 from control_plane.service.messages import (
     history_pb,
+    invalid_pb,
     model_pb,
     node_pb,
     rollout_pb,
     thresholds_from_pb,
 )
+from control_plane.service.refusals import metadata, refusals, segment
+from control_plane.service.watched import WatchedRollout
 from yolofleet import registry
-from yolofleet.consul import ConsulClient, ConsulError
 from yolofleet.consul.aiothread import run_blocking
 from yolofleet.v1 import control_pb2, control_pb2_grpc
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WatchedRollout:
-    """What every WatchRollout stream of a group gets on a change: the document as read and,
-    when Consul's state is lost, why (read once per change, however many streams follow).
-    """
-
-    doc: RolloutDoc
-    lost: str
-
-
-def watched_rollout(
-    store: ConsulStore, controller: Controller
-) -> Callable[[str], Awaitable[WatchedRollout]]:
-    """The read a group's shared watch runs on every change of its rollout document."""
-
-    async def read(group: str) -> WatchedRollout:
-        doc = await store.read_rollout(group)
-        return WatchedRollout(doc=doc, lost=await controller.lost(doc))
-
-    return read
 
 
 class Artifacts(Protocol):
@@ -85,59 +50,21 @@ class Artifacts(Protocol):
         ...
 
 
-def to_status(exc: Exception) -> tuple[grpc.StatusCode, str]:
-    """The status code and message an exception leaves the service as."""
-    code = grpc.StatusCode
-    match exc:
-        case SpecInvalid() | registry.ModelUnreadable():
-            return code.INVALID_ARGUMENT, str(exc)
-        case ModelUnknown() | GroupUnknown() | registry.ModelUnknown():
-            return code.NOT_FOUND, str(exc)
-        case RolloutConflict() | NothingToDo() | GroupLost() | AdoptRefused():
-            return code.FAILED_PRECONDITION, str(exc)
-        case registry.RegistryConflict():
-            return code.ALREADY_EXISTS, str(exc)
-        case StoreConflict():
-            return code.ABORTED, str(exc)
-        case NodeUnreachable() | BackendError() | ConsulError():
-            return code.UNAVAILABLE, str(exc)
-        case _:
-            return code.INTERNAL, "internal error in the control plane; see its log"
-
-
-@contextlib.asynccontextmanager
-async def _refusals(context: grpc.aio.ServicerContext[Any, Any], rpc: str) -> AsyncIterator[None]:
-    try:
-        yield
-    except Exception as exc:
-        status, message = to_status(exc)
-        if status is grpc.StatusCode.INTERNAL:
-            logger.error("rpc=%s failed unexpectedly", rpc, exc_info=True)
-        else:
-            logger.info("rpc=%s refused code=%s: %s", rpc, status.name, message)
-        await context.abort(status, message)
-
-
 class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
     """Answers every ControlPlane RPC from the store, the registry and the controller."""
 
     def __init__(
         self,
         *,
-        client: ConsulClient,
         store: ConsulStore,
         controller: Controller,
+        watches: GroupWatches[WatchedRollout],
         artifacts: Artifacts | None = None,
-        watches: GroupWatches[WatchedRollout] | None = None,
         streams: StreamLimit | None = None,
     ) -> None:
-        self._watches = watches or GroupWatches(
-            client, key=store.layout.rollout, read=watched_rollout(store, controller)
-        )
+        self._watches = watches
         self._streams = streams or StreamLimit()
-        self._client = client
         self._store = store
-        self._layout = store.layout
         self._controller = controller
         self._artifacts = artifacts
 
@@ -146,40 +73,39 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
     async def RegisterModel(
         self, request: control_pb2.RegisterModelRequest, context: Any
     ) -> control_pb2.ModelRecord:
-        async with _refusals(context, "RegisterModel"):
+        async with refusals(context, "RegisterModel"):
             path = Path(request.path)
-            name = _segment(request.name, "model name")
-            metadata = _metadata(request.metadata_json)
+            name = segment(request.name, "model name")
+            fields = metadata(request.metadata_json)
             uri = request.uri or await self._publish(path)
-            register = functools.partial(
-                registry.register_model,
-                self._client,
-                self._layout,
-                path=path,
+            record = await self._store.register_model(
+                path,
                 name=name,
                 uri=uri,
                 parent=request.parent or None,
                 notes=request.notes,
-                metadata=metadata,
+                metadata=fields,
                 now=time.time(),
             )
-            return model_pb(await run_blocking(register, name=f"register-{name}"[:40]))
+            return model_pb(record)
         raise AssertionError("unreachable")
 
     async def ListModels(
         self, request: control_pb2.ListModelsRequest, context: Any
     ) -> control_pb2.ListModelsResponse:
-        async with _refusals(context, "ListModels"):
-            listed = functools.partial(registry.list_models, self._client, self._layout)
-            records = await run_blocking(listed, name="list-models")
-            return control_pb2.ListModelsResponse(models=[model_pb(r) for r in records])
+        async with refusals(context, "ListModels"):
+            listing = await self._store.scan_models()
+            return control_pb2.ListModelsResponse(
+                models=[model_pb(r) for r in listing.records],
+                invalid=[invalid_pb(r) for r in listing.invalid],
+            )
         raise AssertionError("unreachable")
 
     async def GetModel(
         self, request: control_pb2.GetModelRequest, context: Any
     ) -> control_pb2.ModelRecord:
-        async with _refusals(context, "GetModel"):
-            return model_pb(await self._store.get_model(_segment(request.name, "model name")))
+        async with refusals(context, "GetModel"):
+            return model_pb(await self._store.get_model(segment(request.name, "model name")))
         raise AssertionError("unreachable")
 
     # Rollouts.
@@ -187,14 +113,14 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
     async def StartRollout(
         self, request: control_pb2.StartRolloutRequest, context: Any
     ) -> control_pb2.Rollout:
-        async with _refusals(context, "StartRollout"):
+        async with refusals(context, "StartRollout"):
             group = await self._known_group(request.group)
             steps = list(request.steps) or None
             if steps is None and request.canary_percent == 0:
                 raise SpecInvalid("give canary_percent (1-100) or the steps of the rollout")
             doc, intent_id = await self._controller.start_rollout(
                 group,
-                _segment(request.model, "model name"),
+                segment(request.model, "model name"),
                 canary=request.canary_percent or None,
                 steps=steps,
                 hold_s=request.hold_s if request.HasField("hold_s") else DEFAULT_HOLD_S,
@@ -223,9 +149,9 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
         return await self._intent(request.group, Intent.UNDO, context, undo_to=undo_to)
 
     async def Adopt(self, request: control_pb2.AdoptRequest, context: Any) -> control_pb2.Rollout:
-        async with _refusals(context, "Adopt"):
+        async with refusals(context, "Adopt"):
             group = await self._known_group(request.group)
-            stable = _segment(request.stable, "model name") if request.stable else None
+            stable = segment(request.stable, "model name") if request.stable else None
             doc, intent_id = await self._controller.adopt(group, stable=stable)
             return rollout_pb(doc, intent_id=intent_id)
         raise AssertionError("unreachable")
@@ -233,8 +159,8 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
     async def GetRollout(
         self, request: control_pb2.GroupRequest, context: Any
     ) -> control_pb2.Rollout:
-        async with _refusals(context, "GetRollout"):
-            group = _segment(request.group, "group name")
+        async with refusals(context, "GetRollout"):
+            group = segment(request.group, "group name")
             return await self._rollout(group)
         raise AssertionError("unreachable")
 
@@ -248,8 +174,8 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
             return
         try:
-            async with _refusals(context, "WatchRollout"):
-                group = _segment(request.group, "group name")
+            async with refusals(context, "WatchRollout"):
+                group = segment(request.group, "group name")
                 last: control_pb2.Rollout | None = None
                 async with self._watches.subscribe(group) as changes:
                     async for watched in changes:
@@ -263,8 +189,8 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
     async def History(
         self, request: control_pb2.GroupRequest, context: Any
     ) -> control_pb2.HistoryResponse:
-        async with _refusals(context, "History"):
-            state = (await self._store.read_rollout(_segment(request.group, "group name"))).state
+        async with refusals(context, "History"):
+            state = (await self._store.read_rollout(segment(request.group, "group name"))).state
             return history_pb(state.history)
         raise AssertionError("unreachable")
 
@@ -273,20 +199,24 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
     async def ListNodes(
         self, request: control_pb2.ListNodesRequest, context: Any
     ) -> control_pb2.ListNodesResponse:
-        async with _refusals(context, "ListNodes"):
+        async with refusals(context, "ListNodes"):
             groups = (
-                (_segment(request.group, "group name"),)
+                (segment(request.group, "group name"),)
                 if request.group
                 else await self._store.list_groups()
             )
-            nodes = [node for group in groups for node in await self._store.list_nodes(group)]
-            return control_pb2.ListNodesResponse(nodes=[node_pb(n) for n in nodes])
+            reply = control_pb2.ListNodesResponse()
+            for group in groups:
+                listing = await self._store.scan_nodes(group)
+                reply.nodes.extend(node_pb(n) for n in listing.nodes)
+                reply.invalid.extend(invalid_pb(r) for r in listing.invalid)
+            return reply
         raise AssertionError("unreachable")
 
     async def ListGroups(
         self, request: control_pb2.ListGroupsRequest, context: Any
     ) -> control_pb2.ListGroupsResponse:
-        async with _refusals(context, "ListGroups"):
+        async with refusals(context, "ListGroups"):
             return control_pb2.ListGroupsResponse(groups=list(await self._store.list_groups()))
         raise AssertionError("unreachable")
 
@@ -305,16 +235,16 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
         *,
         undo_to: str | None = None,
     ) -> control_pb2.Rollout:
-        async with _refusals(context, intent.value.capitalize()):
-            group = _segment(group_name, "group name")
+        async with refusals(context, intent.value.capitalize()):
+            group = segment(group_name, "group name")
             if undo_to is not None:
-                undo_to = _segment(undo_to, "model name")
+                undo_to = segment(undo_to, "model name")
             doc, intent_id = await self._controller.record_intent(group, intent, undo_to=undo_to)
             return rollout_pb(doc, intent_id=intent_id)
         raise AssertionError("unreachable")
 
     async def _known_group(self, name: str) -> str:
-        group = _segment(name, "group name")
+        group = segment(name, "group name")
         if group not in await self._store.list_groups():
             raise GroupUnknown(
                 f"group {group} is unknown: no node has reported in it and no rollout ran; "
@@ -329,24 +259,6 @@ class ControlPlaneService(control_pb2_grpc.ControlPlaneServicer):
         digest = await run_blocking(functools.partial(_sha256, path), name="hash-artifact")
         publish = functools.partial(artifacts.publish, digest, path)
         return await run_blocking(publish, name="publish-artifact")
-
-
-def _segment(value: str, what: str) -> str:
-    if not value or "/" in value or value in {".", ".."} or not value.isprintable():
-        raise SpecInvalid(f"{what} {value!r} is not valid: give a non-empty name without '/'")
-    return value
-
-
-def _metadata(text: str) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SpecInvalid(f"metadata_json is not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise SpecInvalid("metadata_json must be a JSON object")
-    return value
 
 
 def _sha256(path: Path) -> str:

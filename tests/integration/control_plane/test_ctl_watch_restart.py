@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.consul.store import ConsulStore, RolloutDoc
+from control_plane.consul.store import ConsulStore
+from control_plane.core.document import RolloutDoc
 from control_plane.core.spec import build_spec
 from control_plane.core.state import GroupState, Phase
 from tests.integration.harness import free_port

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
+from control_plane.app import rollout_watches
 from control_plane.consul.epoch import EpochKeeper
 from control_plane.consul.store import ConsulStore
 from control_plane.controller import Controller
@@ -223,7 +224,9 @@ async def test_adopting_a_consistent_group_changes_nothing(world: World) -> None
 @pytest.fixture
 async def stub(world: World) -> AsyncIterator[pb_grpc.ControlPlaneStub]:
     service = ControlPlaneService(
-        client=world.client, store=world.store, controller=world.controller
+        store=world.store,
+        controller=world.controller,
+        watches=rollout_watches(world.client, world.store, world.controller),
     )
     server = grpc.aio.server()
     pb_grpc.add_ControlPlaneServicer_to_server(service, server)  # type: ignore[no-untyped-call]

@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 import pytest
 
-from control_plane.app import PublishedArtifacts
+from control_plane.app import PublishedArtifacts, rollout_watches
 from control_plane.artifact_server import ArtifactServer
 from control_plane.consul.store import ConsulStore
 from control_plane.controller import Controller
@@ -57,9 +57,9 @@ async def plane(client: ConsulClient, layout: KeyLayout) -> AsyncIterator[Plane]
     controller = Controller(store, FakeMetricSource(good=samples(500)))
     artifacts = ArtifactServer({}).start()
     service = ControlPlaneService(
-        client=client,
         store=store,
         controller=controller,
+        watches=rollout_watches(client, store, controller),
         artifacts=PublishedArtifacts(artifacts, None, artifacts.url),
     )
     server = grpc.aio.server()

@@ -7,8 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from control_plane.consul.codec import RolloutDoc, decode_doc, encode_doc
+from control_plane.consul.codec import decode_doc, encode_doc
 from control_plane.core import intents
+from control_plane.core.document import RolloutDoc
 from control_plane.core.errors import AdoptRefused
 from control_plane.core.fleet import FleetView, NodeView
 from control_plane.core.lost_state import (
