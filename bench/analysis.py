@@ -6,7 +6,7 @@ baseline nodes, ``rate`` requests per second per node, see ``analysis_traffic``)
 both rules on the same traffic, every 2 s over the growing window from the start of the hold,
 as the controller does:
 
-- the NEW rule: ``control_plane.analysis.assess`` with the default ``Thresholds``;
+- the NEW rule: ``control_plane.core.analysis.assess`` with the default ``Thresholds``;
 - the CURRENT rule: ``bench.current_rule`` (a copy of the analysis before this change).
 
 Either way a rollout rolls back on ``consecutive_failures`` (2) failing verdicts in a row, at
@@ -35,9 +35,9 @@ import numpy as np
 from bench import current_rule
 from bench.analysis_replay import Recorded, replay
 from bench.analysis_traffic import Model, Totals, coarsened, samples_at, simulate
-from control_plane.analysis import Outcome, assess
-from control_plane.samples import Samples
-from control_plane.spec import Thresholds
+from control_plane.core.analysis import Outcome, assess
+from control_plane.core.samples import Samples
+from control_plane.core.spec import Thresholds
 
 TICK_S = 2.0
 HOLD_S = 60.0

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
-from control_plane.samples import LatencyHistogram, Samples
+from control_plane.core.samples import LatencyHistogram, Samples
 from inference_node.telemetry.metrics import LATENCY_BUCKETS
 from inference_node.telemetry.stats import STATS_LATENCY_BOUNDS_S
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from control_plane.samples import LatencyHistogram, Samples, implausible
+from control_plane.core.samples import LatencyHistogram, Samples, implausible
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,9 +12,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from control_plane.app import AppConfig, ControlPlane
-from control_plane.nodes import DEFAULT_TIMEOUT_S as DEFAULT_STATS_TIMEOUT_S
-from control_plane.prometheus import node_label_problem
-from control_plane.watches import DEFAULT_MAX_STREAMS
+from control_plane.consul.watches import DEFAULT_MAX_STREAMS
+from control_plane.sources.nodes import DEFAULT_TIMEOUT_S as DEFAULT_STATS_TIMEOUT_S
+from control_plane.sources.prometheus import node_label_problem
 from yolofleet.consul.aiothread import DEFAULT_MAX_POLLS, DEFAULT_MAX_WORKERS
 from yolofleet.keys import DEFAULT_PREFIX
 

@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import HTTPServer
 from pathlib import Path
@@ -27,18 +28,19 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from control_plane.artifact_server import ArtifactServer
+from control_plane.consul.epoch import EpochKeeper
+from control_plane.consul.leader import LeaderLock
+from control_plane.consul.store import ConsulStore
+from control_plane.consul.watches import DEFAULT_MAX_STREAMS, GroupWatches, StreamLimit
 from control_plane.controller import Controller
-from control_plane.epoch import EpochKeeper
-from control_plane.leader import LeaderLock
-from control_plane.nodes import DEFAULT_TIMEOUT_S as DEFAULT_STATS_TIMEOUT_S
-from control_plane.nodes import GrpcMetricSource
-from control_plane.observer import GuardedObserver
-from control_plane.prometheus import PrometheusMetricSource
-from control_plane.service import ControlPlaneService, WatchedRollout, watched_rollout
-from control_plane.store import ConsulStore
+from control_plane.core.observer import GuardedObserver
+from control_plane.service.servicer import ControlPlaneService
+from control_plane.service.watched import WatchedRollout, watched_rollout
+from control_plane.sources.nodes import DEFAULT_TIMEOUT_S as DEFAULT_STATS_TIMEOUT_S
+from control_plane.sources.nodes import GrpcMetricSource
+from control_plane.sources.prometheus import PrometheusMetricSource
 from control_plane.telemetry import ControlPlaneMetrics
-from control_plane.watches import DEFAULT_MAX_STREAMS, GroupWatches, StreamLimit
-from yolofleet.artifact_server import ArtifactServer
 from yolofleet.consul import ConsulClient, ConsulSettings, aiothread
 from yolofleet.keys import DEFAULT_PREFIX, KeyLayout
 from yolofleet.v1 import control_pb2, control_pb2_grpc
@@ -134,11 +136,8 @@ class ControlPlane:
             check_s=min(1.0, config.leader_ttl_s / 4),
             observer=GuardedObserver(self.telemetry),
         )
-        self.watches: GroupWatches[WatchedRollout] = GroupWatches(
-            self.client,
-            key=self.store.layout.rollout,
-            read=watched_rollout(self.store, self.controller),
-            on_error=self.telemetry.watch_failed,
+        self.watches = rollout_watches(
+            self.client, self.store, self.controller, on_error=self.telemetry.watch_failed
         )
         self.streams = StreamLimit(config.max_watch_streams)
         self.telemetry.track(
@@ -162,7 +161,6 @@ class ControlPlane:
         self.artifacts.start()
         server = grpc.aio.server()
         service = ControlPlaneService(
-            client=self.client,
             store=self.store,
             controller=self.controller,
             artifacts=PublishedArtifacts(
@@ -236,3 +234,19 @@ class ControlPlane:
         self.artifacts.stop()
         self.client.close()
         logger.info("control plane stopped")
+
+
+def rollout_watches(
+    client: ConsulClient,
+    store: ConsulStore,
+    controller: Controller,
+    *,
+    on_error: Callable[[BaseException], None] | None = None,
+) -> GroupWatches[WatchedRollout]:
+    """One shared watch per group's rollout document, feeding every WatchRollout stream."""
+    return GroupWatches(
+        client,
+        key=store.layout.rollout,
+        read=watched_rollout(store, controller),
+        on_error=on_error,
+    )

@@ -23,17 +23,16 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Protocol
 
-from control_plane import intents, rollout
-from control_plane.analysis import Verdict, assess
-from control_plane.decide import decide
-from control_plane.errors import Deposed, StoreConflict
-from control_plane.fleet import FleetView
-from control_plane.leader import Fence
-from control_plane.lost_guard import Adoption, Epochs, LostStateGuard, adopt_pending
-from control_plane.metrics import MetricSource, sides
-from control_plane.observer import NULL_OBSERVER, Observer
-from control_plane.spec import RolloutSpec, Thresholds, build_spec
-from control_plane.state import (
+from control_plane.core import intents, rollout
+from control_plane.core.analysis import Verdict, assess
+from control_plane.core.decide import decide
+from control_plane.core.document import RolloutDoc
+from control_plane.core.errors import Deposed, StoreConflict
+from control_plane.core.fleet import FleetView
+from control_plane.core.metrics import MetricSource, sides
+from control_plane.core.observer import NULL_OBSERVER, Observer
+from control_plane.core.spec import RolloutSpec, Thresholds, build_spec
+from control_plane.core.state import (
     OUTCOME_LIMIT,
     GroupState,
     Intent,
@@ -41,7 +40,8 @@ from control_plane.state import (
     IntentRequest,
     Phase,
 )
-from control_plane.store import RolloutDoc, Store
+from control_plane.core.store import Fence, Store
+from control_plane.lost_guard import Adoption, Epochs, LostStateGuard, adopt_pending
 from yolofleet.records import ModelPin
 
 logger = logging.getLogger(__name__)

@@ -14,19 +14,20 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from control_plane import intents, lost_state
-from control_plane.epoch import Epoch
-from control_plane.errors import (
+from control_plane.consul.epoch import Epoch
+from control_plane.core import intents, lost_state
+from control_plane.core.document import RolloutDoc
+from control_plane.core.errors import (
     AdoptRefused,
     GroupLost,
     ModelUnknown,
     NothingToDo,
     RequestRefused,
 )
-from control_plane.fleet import FleetView
-from control_plane.lost_state import Assessment, Recorded
-from control_plane.state import OUTCOME_LIMIT, IntentOutcome
-from control_plane.store import RolloutDoc, Store
+from control_plane.core.fleet import FleetView
+from control_plane.core.lost_state import Assessment, Recorded
+from control_plane.core.state import OUTCOME_LIMIT, IntentOutcome
+from control_plane.core.store import Store
 from yolofleet.records import ModelPin
 
 logger = logging.getLogger(__name__)

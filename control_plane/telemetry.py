@@ -18,9 +18,9 @@ from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from control_plane.analysis import Outcome, Verdict
-from control_plane.spec import RolloutSpec
-from control_plane.state import GroupState, Phase
+from control_plane.core.analysis import Outcome, Verdict
+from control_plane.core.spec import RolloutSpec
+from control_plane.core.state import GroupState, Phase
 from yolofleet.consul import ConsulError
 
 TICK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

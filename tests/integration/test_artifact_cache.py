@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from control_plane.artifact_server import ArtifactServer
 from inference_node.model import ModelRef
 from inference_node.swapping.artifact_cache import ArtifactCache, Pin
 from inference_node.swapping.loader import ModelLoader
-from yolofleet.artifact_server import ArtifactServer
 from yolofleet.demo_models import DemoModels
 from yolofleet.digests import file_sha256
 

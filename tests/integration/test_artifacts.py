@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from control_plane.artifact_server import ArtifactServer
 from inference_node.errors import ArtifactError, DigestMismatch
 from inference_node.model import ModelRef
 from inference_node.swapping.artifacts import FetchLimits
 from inference_node.swapping.loader import ModelLoader
-from yolofleet.artifact_server import ArtifactServer
 from yolofleet.demo_models import DemoModels
 from yolofleet.digests import file_sha256
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
+from control_plane.artifact_server import ArtifactServer
 from inference_node.errors import ArtifactError, ArtifactRefused, LoadCancelled
 from inference_node.model import ModelRef
 from inference_node.swapping.artifacts import FetchLimits
 from inference_node.swapping.fetch_copy import CHUNK_BYTES, Copy
 from inference_node.swapping.loader import ModelLoader
 from tests.integration.hostile_http import RELEASE_S, Hostile
-from yolofleet.artifact_server import ArtifactServer
 from yolofleet.demo_models import DemoModels
 from yolofleet.digests import file_sha256
 

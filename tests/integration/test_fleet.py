@@ -15,12 +15,12 @@ from pathlib import Path
 import grpc
 import pytest
 
+from control_plane.artifact_server import ArtifactServer
 from inference_node.config import FleetConfig
 from inference_node.link.fleet import ConsulCatalog
 from inference_node.model import ModelRef
 from tests.integration.harness import RunningNode, encode, free_port
 from tests.waits import wait_for
-from yolofleet.artifact_server import ArtifactServer
 from yolofleet.consul import ConsulClient, ConsulSettings
 from yolofleet.consul.devserver import DevConsul
 from yolofleet.demo_models import DemoModels

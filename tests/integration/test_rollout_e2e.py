@@ -28,7 +28,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from control_plane.spec import DEFAULT_HOLD_S, Thresholds
+from control_plane.core.spec import DEFAULT_HOLD_S, Thresholds
 from inference_node.config import FleetConfig
 from tests.integration.harness import RunningNode, encode, free_port
 from tests.waits import wait_for

@@ -55,10 +55,20 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("models",)
+    __slots__ = ("models", "invalid")
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    INVALID_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelRecord]
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelRecord, _Mapping]]] = ...) -> None: ...
+    invalid: _containers.RepeatedCompositeFieldContainer[InvalidRecord]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelRecord, _Mapping]]] = ..., invalid: _Optional[_Iterable[_Union[InvalidRecord, _Mapping]]] = ...) -> None: ...
+
+class InvalidRecord(_message.Message):
+    __slots__ = ("key", "reason")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    reason: str
+    def __init__(self, key: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class GetModelRequest(_message.Message):
     __slots__ = ("name",)
@@ -287,10 +297,12 @@ class NodeInfo(_message.Message):
     def __init__(self, group: _Optional[str] = ..., node_id: _Optional[str] = ..., phase: _Optional[str] = ..., model: _Optional[str] = ..., sha256: _Optional[str] = ..., last_error: _Optional[str] = ..., endpoint: _Optional[str] = ..., device: _Optional[str] = ..., updated_unix: _Optional[float] = ..., desired: _Optional[str] = ...) -> None: ...
 
 class ListNodesResponse(_message.Message):
-    __slots__ = ("nodes",)
+    __slots__ = ("nodes", "invalid")
     NODES_FIELD_NUMBER: _ClassVar[int]
+    INVALID_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
-    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
+    invalid: _containers.RepeatedCompositeFieldContainer[InvalidRecord]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., invalid: _Optional[_Iterable[_Union[InvalidRecord, _Mapping]]] = ...) -> None: ...
 
 class ListGroupsRequest(_message.Message):
     __slots__ = ()

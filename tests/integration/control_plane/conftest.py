@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from control_plane.store import ConsulStore
+from control_plane.consul.store import ConsulStore
 from yolofleet.consul import ConsulClient, ConsulSettings
 from yolofleet.consul.devserver import DevConsul
 from yolofleet.keys import KeyLayout

@@ -13,9 +13,9 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from control_plane.fleet import FleetView
-from control_plane.metrics import NodeSamples
-from control_plane.samples import Samples
+from control_plane.core.fleet import FleetView
+from control_plane.core.metrics import NodeSamples
+from control_plane.core.samples import Samples
 from yolofleet.consul import ConsulClient, KeyWatch
 from yolofleet.consul.aiothread import run_blocking
 from yolofleet.keys import KeyLayout

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from control_plane.consul.store import ConsulStore
 from control_plane.controller import Controller
-from control_plane.state import Phase
-from control_plane.store import ConsulStore
+from control_plane.core.state import Phase
 from tests.integration.control_plane.simnodes import FakeMetricSource, SimFleet, SimNode, register
 from tests.integration.control_plane.test_controller import FAST, GROUP, NODES
 from tests.unit.control_plane.builders import NEW, OLD, samples

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from control_plane.consul.leader import LeaderLock
+from control_plane.consul.store import ConsulStore
 from control_plane.controller import Controller
-from control_plane.leader import LeaderLock
-from control_plane.spec import Thresholds
-from control_plane.state import GroupState, Phase, Result
-from control_plane.store import ConsulStore
+from control_plane.core.spec import Thresholds
+from control_plane.core.state import GroupState, Phase, Result
 from tests.integration.control_plane.simnodes import FakeMetricSource, SimFleet, SimNode, register
 from tests.unit.control_plane.builders import NEW, OLD, samples
 from tests.waits import eventually

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from control_plane.consul.store import ConsulStore
 from control_plane.controller import Controller
-from control_plane.spec import Thresholds
-from control_plane.state import Phase
-from control_plane.store import ConsulStore
+from control_plane.core.spec import Thresholds
+from control_plane.core.state import Phase
 from control_plane.telemetry import ControlPlaneMetrics
 from tests.integration.control_plane.simnodes import FakeMetricSource, SimFleet, SimNode, register
 from tests.unit.control_plane.builders import OLD, samples

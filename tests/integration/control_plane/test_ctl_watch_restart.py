@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.spec import build_spec
-from control_plane.state import GroupState, Phase
-from control_plane.store import ConsulStore, RolloutDoc
+from control_plane.consul.store import ConsulStore
+from control_plane.core.document import RolloutDoc
+from control_plane.core.spec import build_spec
+from control_plane.core.state import GroupState, Phase
 from tests.integration.harness import free_port
 from tests.waits import wait_for
 from yolofleet.consul import ConsulClient

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.epoch import Epoch, EpochKeeper
-from control_plane.errors import RecordCorrupt, StoreUnavailable
+from control_plane.consul.epoch import Epoch, EpochKeeper
+from control_plane.core.errors import RecordCorrupt, StoreUnavailable
 from yolofleet.consul import ConsulClient, ConsulSettings
 from yolofleet.consul.devserver import DevConsul
 from yolofleet.keys import KeyLayout
@@ -59,7 +59,7 @@ async def test_a_wiped_key_gets_a_new_epoch_and_the_change_is_logged(
     before = await epochs.ensure(1.0)
     client.delete(layout.prefix, recurse=True)
 
-    with caplog.at_level(logging.WARNING, logger="control_plane.epoch"):
+    with caplog.at_level(logging.WARNING, logger="control_plane.consul.epoch"):
         after = await epochs.ensure(2.0)
 
     assert after == Epoch(id="a-2", created=2.0) != before

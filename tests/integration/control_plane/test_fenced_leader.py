@@ -25,8 +25,8 @@ from typing import Any
 import grpc
 import pytest
 
-from control_plane.state import Phase
-from control_plane.store import ConsulStore
+from control_plane.consul.store import ConsulStore
+from control_plane.core.state import Phase
 from tests.integration.control_plane.simnodes import SimFleet, SimNode, register
 from tests.unit.control_plane.builders import NEW, OLD
 from tests.waits import eventually

@@ -16,13 +16,14 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
+from control_plane.app import rollout_watches
+from control_plane.consul.epoch import EpochKeeper
+from control_plane.consul.store import ConsulStore
 from control_plane.controller import Controller
-from control_plane.epoch import EpochKeeper
-from control_plane.errors import AdoptRefused, GroupLost, NothingToDo
-from control_plane.service import ControlPlaneService
-from control_plane.spec import Thresholds
-from control_plane.state import GroupState, Intent, Phase, Result
-from control_plane.store import ConsulStore
+from control_plane.core.errors import AdoptRefused, GroupLost, NothingToDo
+from control_plane.core.spec import Thresholds
+from control_plane.core.state import GroupState, Intent, Phase, Result
+from control_plane.service.servicer import ControlPlaneService
 from tests.integration.control_plane.simnodes import FakeMetricSource, SimFleet, SimNode, register
 from tests.unit.control_plane.builders import NEW, OLD, samples
 from tests.waits import eventually
@@ -223,7 +224,9 @@ async def test_adopting_a_consistent_group_changes_nothing(world: World) -> None
 @pytest.fixture
 async def stub(world: World) -> AsyncIterator[pb_grpc.ControlPlaneStub]:
     service = ControlPlaneService(
-        client=world.client, store=world.store, controller=world.controller
+        store=world.store,
+        controller=world.controller,
+        watches=rollout_watches(world.client, world.store, world.controller),
     )
     server = grpc.aio.server()
     pb_grpc.add_ControlPlaneServicer_to_server(service, server)  # type: ignore[no-untyped-call]

@@ -13,7 +13,7 @@ import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from control_plane.app import AppConfig, ControlPlane
-from control_plane.store import RolloutDoc
+from control_plane.core.document import RolloutDoc
 from inference_node.model import ModelRef
 from tests.integration.harness import RunningNode, encode
 from tests.promql import exported_names, metric_names

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
+from control_plane.consul.store import ConsulStore
 from control_plane.controller import Controller
-from control_plane.state import Phase
-from control_plane.store import ConsulStore
+from control_plane.core.state import Phase
 from tests.integration.control_plane.simnodes import FakeMetricSource, digest, register
 from tests.unit.control_plane.builders import GROUP, NEW, OLD, samples
 from yolofleet.consul import ConsulClient

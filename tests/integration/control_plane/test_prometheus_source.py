@@ -29,10 +29,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from control_plane.app import AppConfig, ControlPlane
-from control_plane.errors import MetricsUnavailable
-from control_plane.fleet import FleetView, NodeView
-from control_plane.nodes import GrpcMetricSource
-from control_plane.prometheus import PrometheusMetricSource
+from control_plane.core.errors import MetricsUnavailable
+from control_plane.core.fleet import FleetView, NodeView
+from control_plane.sources.nodes import GrpcMetricSource
+from control_plane.sources.prometheus import PrometheusMetricSource
 from inference_node.model import ModelRef
 from inference_node.serving.requests import BatchLimits
 from tests.integration.harness import RunningNode, encode, free_port

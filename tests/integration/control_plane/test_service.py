@@ -13,14 +13,15 @@ from typing import Any
 import grpc
 import pytest
 
-from control_plane.app import PublishedArtifacts
+from control_plane.app import PublishedArtifacts, rollout_watches
+from control_plane.artifact_server import ArtifactServer
+from control_plane.consul.store import ConsulStore
 from control_plane.controller import Controller
-from control_plane.errors import NodeUnreachable
-from control_plane.fleet import FleetView, NodeView
-from control_plane.nodes import GrpcMetricSource
-from control_plane.service import ControlPlaneService
-from control_plane.state import Phase
-from control_plane.store import ConsulStore
+from control_plane.core.errors import NodeUnreachable
+from control_plane.core.fleet import FleetView, NodeView
+from control_plane.core.state import Phase
+from control_plane.service.servicer import ControlPlaneService
+from control_plane.sources.nodes import GrpcMetricSource
 from tests.integration.control_plane.simnodes import (
     FakeMetricSource,
     SimFleet,
@@ -30,7 +31,6 @@ from tests.integration.control_plane.simnodes import (
 )
 from tests.unit.control_plane.builders import NEW, OLD, samples
 from tests.waits import eventually
-from yolofleet.artifact_server import ArtifactServer
 from yolofleet.consul import ConsulClient
 from yolofleet.demo_models import ensure_models
 from yolofleet.keys import KeyLayout
@@ -57,9 +57,9 @@ async def plane(client: ConsulClient, layout: KeyLayout) -> AsyncIterator[Plane]
     controller = Controller(store, FakeMetricSource(good=samples(500)))
     artifacts = ArtifactServer({}).start()
     service = ControlPlaneService(
-        client=client,
         store=store,
         controller=controller,
+        watches=rollout_watches(client, store, controller),
         artifacts=PublishedArtifacts(artifacts, None, artifacts.url),
     )
     server = grpc.aio.server()

@@ -6,11 +6,12 @@ from dataclasses import replace
 
 import pytest
 
-from control_plane.analysis import assess
-from control_plane.errors import Deposed, ModelUnknown, RecordCorrupt, StoreConflict
-from control_plane.leader import Fence
-from control_plane.state import GroupState, HistoryEntry, Intent, IntentRequest, Phase
-from control_plane.store import ConsulStore, RolloutDoc
+from control_plane.consul.store import ConsulStore
+from control_plane.core.analysis import assess
+from control_plane.core.document import RolloutDoc
+from control_plane.core.errors import Deposed, ModelUnknown, RecordCorrupt, StoreConflict
+from control_plane.core.state import GroupState, HistoryEntry, Intent, IntentRequest, Phase
+from control_plane.core.store import Fence
 from tests.unit.control_plane.builders import GROUP, NEW, OLD, SPEC, THRESHOLDS, pin, samples
 from yolofleet.consul import ConsulClient
 from yolofleet.keys import KeyLayout

@@ -15,8 +15,9 @@ import grpc
 import pytest
 
 from control_plane.app import AppConfig, ControlPlane
-from control_plane.store import ConsulStore, RolloutDoc
-from control_plane.watches import GroupWatches
+from control_plane.consul.store import ConsulStore
+from control_plane.consul.watches import GroupWatches
+from control_plane.core.document import RolloutDoc
 from tests.waits import until
 from yolofleet.consul import ConsulClient
 from yolofleet.consul.devserver import DevConsul

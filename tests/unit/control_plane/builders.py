@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from control_plane.analysis import Outcome, Verdict
-from control_plane.fleet import FleetView, NodeView
-from control_plane.samples import LatencyHistogram, Samples
-from control_plane.spec import RolloutSpec, Thresholds, build_spec
-from control_plane.state import GroupState, Phase
+from control_plane.core.analysis import Outcome, Verdict
+from control_plane.core.fleet import FleetView, NodeView
+from control_plane.core.samples import LatencyHistogram, Samples
+from control_plane.core.spec import RolloutSpec, Thresholds, build_spec
+from control_plane.core.state import GroupState, Phase
 from yolofleet.records import ModelPin, NodePhase
 
 GROUP = "zone-a"

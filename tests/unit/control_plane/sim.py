@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from control_plane.analysis import Verdict, assess
-from control_plane.fleet import FleetView, NodeView
-from control_plane.rollout import begin, step
-from control_plane.samples import Samples, combine
-from control_plane.spec import RolloutSpec
-from control_plane.state import GroupState, Intent, Phase
+from control_plane.core.analysis import Verdict, assess
+from control_plane.core.fleet import FleetView, NodeView
+from control_plane.core.rollout import begin, step
+from control_plane.core.samples import Samples, combine
+from control_plane.core.spec import RolloutSpec
+from control_plane.core.state import GroupState, Intent, Phase
 from tests.unit.control_plane.builders import samples
 from yolofleet.records import NodePhase
 

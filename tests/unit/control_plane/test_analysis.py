@@ -5,9 +5,9 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from control_plane.analysis import Check, Outcome, assess, error_verdict
-from control_plane.samples import LatencyHistogram, Samples, combine
-from control_plane.spec import Thresholds
+from control_plane.core.analysis import Check, Outcome, assess, error_verdict
+from control_plane.core.samples import LatencyHistogram, Samples, combine
+from control_plane.core.spec import Thresholds
 from tests.unit.control_plane.builders import BOUNDS, THRESHOLDS, latency, samples
 
 BASE = samples()

@@ -7,11 +7,12 @@ from dataclasses import replace
 
 import pytest
 
-from control_plane.analysis import Check, CheckResult, Outcome
-from control_plane.codec import RolloutDoc, decode_doc, encode_doc
-from control_plane.errors import RecordCorrupt
-from control_plane.spec import Thresholds
-from control_plane.state import (
+from control_plane.consul.codec import decode_doc, encode_doc
+from control_plane.core.analysis import Check, CheckResult, Outcome
+from control_plane.core.document import RolloutDoc
+from control_plane.core.errors import RecordCorrupt
+from control_plane.core.spec import Thresholds
+from control_plane.core.state import (
     HistoryEntry,
     Intent,
     IntentOutcome,

@@ -13,8 +13,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from control_plane import ctl, ctl_args
-from control_plane import ctl_format as fmt
+from control_plane.ctl import args as ctl_args
+from control_plane.ctl import cli as ctl
+from control_plane.ctl import render as fmt
 from yolofleet.v1 import control_pb2 as pb
 from yolofleet.v1 import control_pb2_grpc as pb_grpc
 

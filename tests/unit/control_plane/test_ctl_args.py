@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 
-from control_plane import ctl
-from control_plane.ctl_args import duration
+from control_plane.ctl import cli as ctl
+from control_plane.ctl.args import duration
 from yolofleet.v1 import control_pb2 as pb
 from yolofleet.v1 import control_pb2_grpc as pb_grpc
 

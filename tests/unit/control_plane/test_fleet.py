@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from control_plane.fleet import FleetView, pick_canaries
+from control_plane.core.fleet import FleetView, pick_canaries
 from tests.unit.control_plane.builders import NEW, OLD, TEN, fleet, node
 
 ABC = ("a", "b", "c")

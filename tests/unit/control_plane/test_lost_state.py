@@ -7,12 +7,12 @@ from dataclasses import replace
 
 import pytest
 
-from control_plane import intents
-from control_plane.codec import RolloutDoc, decode_doc, encode_doc
-from control_plane.errors import AdoptRefused
-from control_plane.fleet import FleetView, NodeView
-from control_plane.lost_guard import adopt_pending
-from control_plane.lost_state import (
+from control_plane.consul.codec import decode_doc, encode_doc
+from control_plane.core import intents
+from control_plane.core.document import RolloutDoc
+from control_plane.core.errors import AdoptRefused
+from control_plane.core.fleet import FleetView, NodeView
+from control_plane.core.lost_state import (
     Assessment,
     GroupHistory,
     Recorded,
@@ -22,7 +22,8 @@ from control_plane.lost_state import (
     assess,
     served_by,
 )
-from control_plane.state import GroupState, HistoryEntry, Intent, IntentRequest, Phase, Result
+from control_plane.core.state import GroupState, HistoryEntry, Intent, IntentRequest, Phase, Result
+from control_plane.lost_guard import adopt_pending
 from tests.unit.control_plane.builders import (
     GROUP,
     NEW,

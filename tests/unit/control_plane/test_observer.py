@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
-from control_plane.analysis import Verdict
-from control_plane.observer import GuardedObserver
-from control_plane.spec import RolloutSpec
-from control_plane.state import GroupState
+from control_plane.core.analysis import Verdict
+from control_plane.core.observer import GuardedObserver
+from control_plane.core.spec import RolloutSpec
+from control_plane.core.state import GroupState
 
 
 class Raising:
@@ -53,7 +53,7 @@ def test_every_call_reaches_the_observer_and_none_raises(
     guarded = GuardedObserver(inner)
     state = GroupState(group="zone-a")
 
-    with caplog.at_level(logging.WARNING, logger="control_plane.observer"):
+    with caplog.at_level(logging.WARNING, logger="control_plane.core.observer"):
         guarded.tick_done(state, state, None, spec=None, duration_s=0.1)
         guarded.tick_failed("zone-a", ValueError("tick"))
         guarded.intent_recorded("zone-a", "abort")
@@ -62,5 +62,5 @@ def test_every_call_reaches_the_observer_and_none_raises(
 
     expected = ["tick_done", "tick_failed", "intent_recorded", "leadership", "consul_checked"]
     assert inner.calls == expected
-    logged = [r.getMessage() for r in caplog.records if r.name == "control_plane.observer"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "control_plane.core.observer"]
     assert [message.split("call=")[1].split()[0] for message in logged] == expected

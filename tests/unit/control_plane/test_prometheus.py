@@ -10,8 +10,9 @@ import logging
 
 import pytest
 
-from control_plane.errors import MetricsUnavailable
-from control_plane.prometheus import (
+from control_plane.core.errors import MetricsUnavailable
+from control_plane.core.samples import LatencyHistogram, Samples
+from control_plane.sources.prometheus import (
     Family,
     PrometheusMetricSource,
     Series,
@@ -23,7 +24,6 @@ from control_plane.prometheus import (
     selector_for,
     window_seconds,
 )
-from control_plane.samples import LatencyHistogram, Samples
 from tests.unit.control_plane.builders import fleet
 
 A, B = "a" * 64, "b" * 64
@@ -179,7 +179,7 @@ def test_implausible_samples_are_dropped_with_a_warning(caplog: pytest.LogCaptur
     bad = Samples(requests=1, images=1, detections=1, confidence_sum=3.0)
     good = Samples(requests=2, images=2)
 
-    with caplog.at_level(logging.WARNING, logger="control_plane.prometheus"):
+    with caplog.at_level(logging.WARNING, logger="control_plane.sources.prometheus"):
         kept = plausible_only({"n1": {A: bad, B: good}, "n2": {A: bad}}, group="zone-a")
 
     assert kept == {"n1": {B: good}}

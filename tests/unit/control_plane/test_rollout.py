@@ -6,13 +6,13 @@ from itertools import product
 
 import pytest
 
-from control_plane.analysis import Check, CheckResult, Outcome, Verdict
-from control_plane.errors import GroupUnknown, NothingToDo, RolloutConflict, SpecInvalid
-from control_plane.fleet import FleetView
-from control_plane.intents import check_intent
-from control_plane.rollout import begin, step
-from control_plane.spec import RolloutSpec
-from control_plane.state import HISTORY_LIMIT, GroupState, HistoryEntry, Intent, Phase
+from control_plane.core.analysis import Check, CheckResult, Outcome, Verdict
+from control_plane.core.errors import GroupUnknown, NothingToDo, RolloutConflict, SpecInvalid
+from control_plane.core.fleet import FleetView
+from control_plane.core.intents import check_intent
+from control_plane.core.rollout import begin, step
+from control_plane.core.spec import RolloutSpec
+from control_plane.core.state import HISTORY_LIMIT, GroupState, HistoryEntry, Intent, Phase
 from tests.unit.control_plane.builders import (
     GROUP,
     NEW,

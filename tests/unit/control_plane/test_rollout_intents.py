@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from control_plane.analysis import Outcome
-from control_plane.decide import decide
-from control_plane.errors import NothingToDo, RolloutConflict
-from control_plane.fleet import FleetView
-from control_plane.intents import admit
-from control_plane.state import GroupState, Intent, IntentRequest, Phase, Result
+from control_plane.core.analysis import Outcome
+from control_plane.core.decide import decide
+from control_plane.core.errors import NothingToDo, RolloutConflict
+from control_plane.core.fleet import FleetView
+from control_plane.core.intents import admit
+from control_plane.core.state import GroupState, Intent, IntentRequest, Phase, Result
 from tests.unit.control_plane.builders import (
     NEW,
     OLD,

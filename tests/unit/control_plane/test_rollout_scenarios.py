@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from control_plane.state import GroupState, Intent, Phase
+from control_plane.core.state import GroupState, Intent, Phase
 from tests.unit.control_plane.builders import GROUP, NEW, OLD, SPEC, TEN, spec
 from tests.unit.control_plane.sim import Behaviour, GroupSim, SimNode
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from control_plane.sequential import (
+from control_plane.core.sequential import (
     Interval,
     Prior,
     bounded_interval,

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from control_plane.samples import LatencyHistogram
-from control_plane.sequential import bounded_log_evidence
-from control_plane.serving_checks import above, confident_p99, confident_quantile, tail_prior
+from control_plane.core.samples import LatencyHistogram
+from control_plane.core.sequential import bounded_log_evidence
+from control_plane.core.serving_checks import above, confident_p99, confident_quantile, tail_prior
 
 TWO = (0.1, 0.2)
 

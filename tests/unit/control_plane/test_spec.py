@@ -5,8 +5,8 @@ from dataclasses import replace
 
 import pytest
 
-from control_plane.errors import SpecInvalid
-from control_plane.spec import Step, Thresholds, build_spec, parse_steps
+from control_plane.core.errors import SpecInvalid
+from control_plane.core.spec import Step, Thresholds, build_spec, parse_steps
 
 
 @pytest.mark.parametrize(

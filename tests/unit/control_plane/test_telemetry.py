@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from control_plane.analysis import Check, CheckResult, Outcome, Verdict
-from control_plane.errors import StoreUnavailable
-from control_plane.state import GroupState, Phase
+from control_plane.core.analysis import Check, CheckResult, Outcome, Verdict
+from control_plane.core.errors import StoreUnavailable
+from control_plane.core.state import GroupState, Phase
 from control_plane.telemetry import ControlPlaneMetrics, RollbackReason, rollback_reason
 from tests.unit.control_plane.builders import GROUP, NEW, OLD, SPEC
 from yolofleet.consul import ConsulUnavailable

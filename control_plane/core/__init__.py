@@ -1,0 +1,1 @@
+"""The pure core: what a rollout is, how a tick moves it, and how a canary is judged. No I/O."""

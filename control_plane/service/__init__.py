@@ -1,0 +1,1 @@
+"""The ControlPlane gRPC service: protobuf in, our types through, protobuf out (wire only)."""

@@ -1,0 +1,1 @@
+"""Metric sources canary analysis reads: the nodes' GetStats RPC, or Prometheus."""
