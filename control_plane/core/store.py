@@ -1,8 +1,8 @@
 """The seam between the controller and where its state lives: the ``Store`` protocol.
 
-``consul/store.py``'s ``ConsulStore`` is the real one; ``tests/fakes.py``'s ``MemoryStore``
-stands in for cheap controller scenario tests. The tick's writes are fenced: ``Fence`` is what a
-leader's write must prove.
+``consul/store.py``'s ``ConsulStore`` is the real one; ``MemoryStore``
+(``tests/unit/control_plane/memory_store.py``) stands in for cheap controller scenario tests.
+The tick's writes are fenced: ``Fence`` is what a leader's write must prove.
 """
 
 from __future__ import annotations
