@@ -15,6 +15,7 @@ import pytest
 
 from control_plane.ctl import args as ctl_args
 from control_plane.ctl import cli as ctl
+from control_plane.ctl import common
 from control_plane.ctl import render as fmt
 from yolofleet.v1 import control_pb2 as pb
 from yolofleet.v1 import control_pb2_grpc as pb_grpc
@@ -602,7 +603,7 @@ def test_status_json_without_group_is_a_list(cp: Harness) -> None:
 def test_address_comes_from_the_environment(
     cp: Harness, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv(ctl.ENV_ADDRESS, cp.address)
+    monkeypatch.setenv(common.ENV_ADDRESS, cp.address)
 
     code = ctl.main(["pause", "zone-a", "--wait", "0"])
 
@@ -772,14 +773,15 @@ def test_bad_input_is_refused_before_any_rpc(cp: Harness, argv: list[str], expec
 def test_missing_address_is_a_usage_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.delenv(ctl.ENV_ADDRESS, raising=False)
+    monkeypatch.delenv(common.ENV_ADDRESS, raising=False)
 
     code = ctl.main(["status"])
 
     out, err = capsys.readouterr()
     assert (code, out) == (2, "")
     assert err == (
-        f"ctl: no control plane address: pass --control-plane HOST:PORT or set {ctl.ENV_ADDRESS}\n"
+        "ctl: no control plane address: pass --control-plane HOST:PORT or set "
+        f"{common.ENV_ADDRESS}\n"
     )
 
 

@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from control_plane.ctl import cli as ctl
+from control_plane.ctl import common
 from control_plane.ctl.args import duration
 from yolofleet.v1 import control_pb2 as pb
 from yolofleet.v1 import control_pb2_grpc as pb_grpc
@@ -85,7 +86,7 @@ def test_every_command_has_help() -> None:
 def test_version_needs_no_control_plane(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(ctl.ENV_ADDRESS, raising=False)
+    monkeypatch.delenv(common.ENV_ADDRESS, raising=False)
 
     code = ctl.main(["version"])
 
@@ -171,7 +172,7 @@ def test_watch_of_a_control_plane_never_reached_fails_at_once(
         code = ctl.main(["--control-plane", address, "status", "zone-a", "--watch"])
 
     _, err = capsys.readouterr()
-    assert code == ctl.EXIT_UNAVAILABLE
+    assert code == common.EXIT_UNAVAILABLE
     assert script.calls == 1
     assert "unavailable" in err
 
@@ -187,7 +188,7 @@ def test_watch_that_keeps_failing_times_out_with_exit_2(
         )
 
     out, err = capsys.readouterr()
-    assert code == ctl.EXIT_TIMEOUT
+    assert code == common.EXIT_TIMEOUT
     assert out.count("zone-a: paused") == 1
     assert err.endswith("did not settle within 1s (last phase: paused)\n")
 
