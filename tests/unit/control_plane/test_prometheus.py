@@ -13,17 +13,14 @@ import pytest
 from control_plane.core.errors import MetricsUnavailable
 from control_plane.core.samples import LatencyHistogram, Samples
 from control_plane.sources.prometheus import (
-    Family,
     PrometheusMetricSource,
-    Series,
     node_label_problem,
-    node_samples,
-    parse_vector,
     plausible_only,
     queries,
     selector_for,
     window_seconds,
 )
+from control_plane.sources.prometheus_vectors import Family, Series, node_samples, parse_vector
 from tests.unit.control_plane.builders import fleet
 
 A, B = "a" * 64, "b" * 64
