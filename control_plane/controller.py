@@ -18,11 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Protocol
 
+from control_plane.controller_seams import Clock, Leadership, SystemClock, log_change, new_intent_id
 from control_plane.core import intents, rollout
 from control_plane.core.analysis import Verdict, assess
 from control_plane.core.decide import decide
@@ -36,7 +35,6 @@ from control_plane.core.state import (
     OUTCOME_LIMIT,
     GroupState,
     Intent,
-    IntentOutcome,
     IntentRequest,
     Phase,
 )
@@ -51,27 +49,6 @@ ANALYSED = frozenset({Phase.HOLDING, Phase.ANALYZING, Phase.PAUSED})
 
 RECORD_ATTEMPTS = 3
 """Tries to record an intent when another write to the document got there first."""
-
-
-class Clock(Protocol):
-    def now(self) -> float:
-        """Wall-clock seconds; stored in the rollout document, so it must survive restarts."""
-        ...
-
-
-class SystemClock:
-    def now(self) -> float:
-        return time.time()
-
-
-class Leadership(Protocol):
-    def fence(self) -> Fence | None:
-        """This replica's fence while it leads; None when it does not."""
-        ...
-
-
-def new_intent_id() -> str:
-    return uuid.uuid4().hex[:12]
 
 
 class Controller:
@@ -121,7 +98,7 @@ class Controller:
         changed = new != read
         committed = await self._store.commit(new, changed=changed, fence=fence)
         if changed:
-            _log_change(doc.state, decision.state, decision.outcome)
+            log_change(doc.state, decision.state, decision.outcome)
         stored = replace(decision.state, revision=committed.revision)
         self._observer.tick_done(
             doc.state, stored, verdict, spec=decision.spec, duration_s=time.monotonic() - started
@@ -217,7 +194,7 @@ class Controller:
             revision = (await self._store.commit(adoption.doc, changed=True, fence=fence)).revision
         else:
             revision = await self._store.write_rollout(adoption.doc)
-        _log_change(read.state, adoption.doc.state, adoption.outcome)
+        log_change(read.state, adoption.doc.state, adoption.outcome)
         return replace(adoption.doc.state, revision=revision)
 
     async def _record(
@@ -319,26 +296,3 @@ class Controller:
             stable_sha256=stable.sha256 if stable is not None else None,
         )
         return assess(canary, baseline, spec.thresholds)
-
-
-def _log_change(old: GroupState, new: GroupState, outcome: IntentOutcome | None) -> None:
-    if new.phase is not old.phase:
-        logger.info(
-            "group=%s phase %s -> %s step=%d reason=%s",
-            new.group,
-            old.phase,
-            new.phase,
-            new.step_index + 1,
-            new.reason,
-        )
-    else:
-        logger.debug("group=%s phase=%s reason=%s", new.group, new.phase, new.reason)
-    if outcome is not None:
-        logger.info(
-            "group=%s intent=%s id=%s %s: %s",
-            new.group,
-            outcome.intent,
-            outcome.id,
-            outcome.result,
-            outcome.detail,
-        )
